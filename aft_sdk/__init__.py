@@ -1,0 +1,120 @@
+"""aft-sdk: propose-and-aggregate test-time compute, and Aggregation Fine-Tuning.
+
+Quick use::
+
+    from aft_sdk import AggregateGraph
+    result = AggregateGraph(width=3, depth=1).invoke("Why is the sky blue?")
+    print(result.answer)
+
+Heavy parts (LangGraph, engines, training) load on first use, so ``import aft_sdk``
+stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from aft_sdk.config import (
+    EmbeddedBackendConfig,
+    GraphConfig,
+    OpenAIBackendConfig,
+    SamplingConfig,
+    VLLMBackendConfig,
+    load_yaml,
+)
+from aft_sdk.errors import (
+    AftError,
+    AuthenticationError,
+    BackendConnectionError,
+    BackendError,
+    BackendStatusError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    BadRequestError,
+    ConfigError,
+    GraphError,
+    GraphTimeoutError,
+    InsufficientProposalsError,
+    MalformedResponseError,
+    ModelNotFoundError,
+    RateLimitError,
+    ServerError,
+    TrainingError,
+)
+from aft_sdk.prompts import PRESETS, PromptTemplate, get_template
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from aft_sdk.backends import (
+        Backend,
+        EmbeddedBackend,
+        Generation,
+        OpenAIBackend,
+        VLLMBackend,
+        default_backend,
+        make_backend,
+    )
+    from aft_sdk.batch import arun_batch, run_batch
+    from aft_sdk.graphs import AggregateGraph, AggregateResult
+
+_LAZY = {
+    "Backend": "aft_sdk.backends",
+    "Generation": "aft_sdk.backends",
+    "OpenAIBackend": "aft_sdk.backends",
+    "VLLMBackend": "aft_sdk.backends",
+    "EmbeddedBackend": "aft_sdk.backends",
+    "default_backend": "aft_sdk.backends",
+    "make_backend": "aft_sdk.backends",
+    "AggregateGraph": "aft_sdk.graphs",
+    "AggregateResult": "aft_sdk.graphs",
+    "run_batch": "aft_sdk.batch",
+    "arun_batch": "aft_sdk.batch",
+}
+
+__all__ = [
+    "PRESETS",
+    "AftError",
+    "AggregateGraph",
+    "AggregateResult",
+    "AuthenticationError",
+    "Backend",
+    "BackendConnectionError",
+    "BackendError",
+    "BackendStatusError",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
+    "BadRequestError",
+    "ConfigError",
+    "EmbeddedBackend",
+    "EmbeddedBackendConfig",
+    "Generation",
+    "GraphConfig",
+    "GraphError",
+    "GraphTimeoutError",
+    "InsufficientProposalsError",
+    "MalformedResponseError",
+    "ModelNotFoundError",
+    "OpenAIBackend",
+    "OpenAIBackendConfig",
+    "PromptTemplate",
+    "RateLimitError",
+    "SamplingConfig",
+    "ServerError",
+    "TrainingError",
+    "VLLMBackend",
+    "VLLMBackendConfig",
+    "arun_batch",
+    "default_backend",
+    "get_template",
+    "load_yaml",
+    "make_backend",
+    "run_batch",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'aft_sdk' has no attribute {name!r}")

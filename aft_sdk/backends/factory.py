@@ -1,0 +1,109 @@
+"""Build backends from configs or from short command-line specs.
+
+Specs accepted by :func:`make_backend` (and the ``--proposer`` / ``--aggregator`` flags):
+
+- ``embedded`` or ``embedded:/path/model.gguf``: llama.cpp in-process;
+- ``vllm:MODEL_OR_FOLDER`` (``vllm:FOLDER+lora:ADAPTER`` for a LoRA adapter);
+- ``openai:MODEL``: api.openai.com with ``OPENAI_API_KEY``;
+- ``http://host:port/v1#MODEL``: any OpenAI-compatible server (``#MODEL`` optional;
+  the key, if any, comes from ``OPENAI_API_KEY``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from aft_sdk.backends.base import Backend
+from aft_sdk.config import (
+    EmbeddedBackendConfig,
+    OpenAIBackendConfig,
+    SamplingConfig,
+    VLLMBackendConfig,
+)
+from aft_sdk.errors import ConfigError
+
+BackendLike = Backend | str | OpenAIBackendConfig | VLLMBackendConfig | EmbeddedBackendConfig
+
+
+def make_backend(spec: Any, sampling: SamplingConfig | None = None) -> Backend:
+    """Returns a backend for a backend instance, a config object or a spec string.
+
+    Identical specs share one instance (one llama.cpp model or vLLM engine in memory).
+
+    Raises:
+        ConfigError: The spec is not one of the forms above.
+    """
+    if isinstance(spec, Backend):
+        return spec
+    if isinstance(spec, str):
+        return _from_spec(spec.strip())
+    if isinstance(spec, (OpenAIBackendConfig, VLLMBackendConfig, EmbeddedBackendConfig)):
+        return _from_config(spec)
+    raise ConfigError(
+        f"cannot make a backend from {type(spec).__name__}: pass a Backend, a config, or a "
+        "spec string such as 'embedded', 'vllm:/path', 'http://127.0.0.1:8000/v1#model'"
+    )
+
+
+_shared: dict[tuple[str, str, int], Backend] = {}
+_shared_lock = threading.Lock()
+
+
+def _from_config(cfg: Any) -> Backend:
+    # Equal configs share one backend: one model in memory, one concurrency bound.
+    secret = getattr(cfg, "api_key", None)
+    key = (type(cfg).__name__, cfg.model_dump_json(), hash(secret.get_secret_value()) if secret else 0)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = _build(cfg)
+        return _shared[key]
+
+
+def _build(cfg: Any) -> Backend:
+    if isinstance(cfg, OpenAIBackendConfig):
+        from aft_sdk.backends.openai_backend import OpenAIBackend
+
+        return OpenAIBackend.from_config(cfg)
+    if isinstance(cfg, VLLMBackendConfig):
+        from aft_sdk.backends.vllm_backend import VLLMBackend
+
+        return VLLMBackend.from_config(cfg)
+    from aft_sdk.backends.embedded import EmbeddedBackend
+
+    return EmbeddedBackend.from_config(cfg)
+
+
+def parse_spec(spec: str) -> OpenAIBackendConfig | VLLMBackendConfig | EmbeddedBackendConfig:
+    """Parses a spec string into a backend config (see the module docstring)."""
+    if not spec:
+        raise ConfigError("empty backend spec: use 'embedded', 'vllm:PATH', 'openai:MODEL' or a URL")
+    if spec == "embedded":
+        return EmbeddedBackendConfig()
+    if spec.startswith("embedded:"):
+        return EmbeddedBackendConfig(model_path=spec.split(":", 1)[1])
+    if spec.startswith("vllm:"):
+        model, _, lora = spec[5:].partition("+lora:")
+        return VLLMBackendConfig(model=model, lora_path=lora or None)
+    if spec.startswith("openai:"):
+        return OpenAIBackendConfig(model=spec.split(":", 1)[1])
+    if spec.startswith(("http://", "https://")):
+        url, _, model = spec.partition("#")
+        return OpenAIBackendConfig(model=model or "default", base_url=url.rstrip("/"))
+    raise ConfigError(
+        f"unknown backend spec {spec!r}: use 'embedded', 'embedded:FILE.gguf', "
+        "'vllm:MODEL', 'openai:MODEL' or 'http://HOST:PORT/v1#MODEL'"
+    )
+
+
+def _from_spec(spec: str) -> Backend:
+    try:
+        cfg = parse_spec(spec)
+    except ValueError as e:  # pydantic validation of the parsed parts
+        raise ConfigError(f"bad backend spec {spec!r}: {e}") from e
+    return _from_config(cfg)
+
+
+def default_backend() -> Backend:
+    """The zero-config backend: the bundled SmolLM2 model through llama.cpp."""
+    return _from_config(EmbeddedBackendConfig())

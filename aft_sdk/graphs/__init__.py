@@ -1,0 +1,22 @@
+"""Propose-and-aggregate as LangGraph state graphs.
+
+:class:`AggregateGraph` is the facade app code uses; :func:`build_state_graph` gives
+the uncompiled ``StateGraph`` for embedding in larger graphs.
+"""
+
+from aft_sdk.graphs.aggregate import AggregateGraph
+from aft_sdk.graphs.builder import build_state_graph, compile_graph
+from aft_sdk.graphs.plan import GraphPlan, LayerPlan
+from aft_sdk.graphs.trace import AggregateResult, LayerTrace, OutputRecord, Usage
+
+__all__ = [
+    "AggregateGraph",
+    "AggregateResult",
+    "GraphPlan",
+    "LayerPlan",
+    "LayerTrace",
+    "OutputRecord",
+    "Usage",
+    "build_state_graph",
+    "compile_graph",
+]

@@ -1,0 +1,36 @@
+"""Builds and compiles the LangGraph ``StateGraph`` for a :class:`GraphPlan`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+
+from aft_sdk.graphs.nodes import Gather, GraphState, LayerBranch, Router, finish, node_name
+from aft_sdk.graphs.plan import GraphPlan
+
+
+def build_state_graph(plan: GraphPlan) -> StateGraph:
+    """The uncompiled graph: one branch node and one gather node per layer."""
+    g = StateGraph(GraphState)
+    depth = plan.depth
+    for layer in range(depth + 1):
+        name = node_name(layer, depth)
+        g.add_node(name, LayerBranch(plan, layer).run)
+        if layer < depth:
+            g.add_node(f"gather_{layer}", Gather(plan, layer).run)
+            g.add_edge(name, f"gather_{layer}")
+    g.add_node("finish", finish)
+    g.add_edge(node_name(depth, depth), "finish")
+    g.add_edge("finish", END)
+    g.add_conditional_edges(START, Router(plan, 0).route, [node_name(0, depth)])
+    for layer in range(1, depth + 1):
+        g.add_conditional_edges(
+            f"gather_{layer - 1}", Router(plan, layer).route, [node_name(layer, depth)]
+        )
+    return g
+
+
+def compile_graph(plan: GraphPlan, checkpointer: Any = None) -> Any:
+    """The compiled graph (a LangGraph ``CompiledStateGraph``)."""
+    return build_state_graph(plan).compile(checkpointer=checkpointer, name="aggregate")

@@ -1,0 +1,193 @@
+"""The graph's nodes: layer branches, the gather barrier after each layer, and routers.
+
+Topology for depth ``D``::
+
+    START -(Send per request)-> propose -> gather_0 -(Send)-> aggregate_1 -> gather_1
+          -> ... -(Send)-> aggregate_D -> finish -> END
+
+Each branch writes plain-dict records into ``outputs`` (merged by list concatenation).
+A failed branch writes a failure record instead of raising, so the other branches'
+work is kept; the gather node decides whether enough survived to go on. The final
+aggregation has nothing to fall back on, so it raises; with a checkpointer a retry
+then resumes from the finished layers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import time
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.config import get_stream_writer
+from langgraph.types import Send
+
+from aft_sdk.backends.base import Generation
+from aft_sdk.errors import AftError, GraphError, GraphTimeoutError, InsufficientProposalsError
+from aft_sdk.graphs.plan import GraphPlan
+from aft_sdk.graphs.trace import failure_record, ok_record
+from aft_sdk.prompts import parse_selection
+
+
+class GraphState(TypedDict, total=False):
+    """Graph state: the conversation and every output record so far."""
+
+    messages: list[dict[str, str]]
+    outputs: Annotated[list[dict[str, Any]], operator.add]
+
+
+class BranchInput(TypedDict):
+    """What one Send branch receives: the slots it fills and the previous layer."""
+
+    messages: list[dict[str, str]]
+    layer: int
+    slots: list[int]
+    inputs: list[dict[str, Any]]
+
+
+def node_name(layer: int, depth: int) -> str:
+    """Name of the branch node of ``layer`` (0 = proposals)."""
+    return "propose" if layer == 0 else f"aggregate_{layer}"
+
+
+def deadline_at(config: RunnableConfig | None) -> float | None:
+    """The monotonic time the run must finish by, from the run's config."""
+    return ((config or {}).get("configurable") or {}).get("aft_deadline_at")
+
+
+def wants_tokens(config: RunnableConfig | None) -> bool:
+    return bool(((config or {}).get("configurable") or {}).get("aft_stream_tokens"))
+
+
+class LayerBranch:
+    """Runs one request of one layer: generates for its slots, records the outcome."""
+
+    def __init__(self, plan: GraphPlan, layer: int) -> None:
+        self.plan = plan
+        self.layer = layer
+        self.final = layer == plan.depth
+
+    def _timeout(self, config: RunnableConfig) -> float | None:
+        limits = []
+        if self.plan.layer_timeout_s is not None:
+            limits.append(self.plan.layer_timeout_s)
+        end = deadline_at(config)
+        if end is not None:
+            limits.append(max(0.0, end - time.monotonic()))
+        return min(limits) if limits else None
+
+    async def run(self, payload: BranchInput, config: RunnableConfig) -> dict[str, Any]:
+        lp = self.plan.layers[self.layer]
+        slots = payload["slots"]
+        backend = lp.backend_for(slots[0])
+        messages, info = payload["messages"], {}
+        if self.layer > 0:
+            messages, info = self.plan.aggregation_prompt(
+                payload["messages"], payload["inputs"], self.layer, slots[0]
+            )
+        t0 = time.perf_counter()
+        try:
+            gens = await asyncio.wait_for(
+                self._generate(backend, messages, len(slots), lp.sampling, config),
+                self._timeout(config),
+            )
+        except (AftError, TimeoutError) as e:
+            if isinstance(e, TimeoutError):
+                e = GraphTimeoutError(
+                    f"{backend.label} gave no answer within the layer timeout/deadline"
+                )
+            if self.final:
+                raise GraphError(
+                    f"the final aggregation on {backend.label} failed: {e}. Earlier layers "
+                    "are kept when the graph has a checkpointer: resume(thread_id) retries "
+                    "only this step"
+                ) from e
+            elapsed = time.perf_counter() - t0
+            return {"outputs": [failure_record(self.layer, s, backend.label, e, elapsed)
+                                for s in slots]}
+        if self.plan.template.selects and self.layer > 0:
+            gens = [self._selected(g, payload["inputs"], info) for g in gens]
+        return {"outputs": [ok_record(self.layer, s, g, info) for s, g in zip(slots, gens)]}
+
+    async def _generate(
+        self, backend: Any, messages: list[dict[str, str]], n: int, sampling: Any,
+        config: RunnableConfig,
+    ) -> list[Generation]:
+        if not (self.final and wants_tokens(config)):
+            return await backend.generate(messages, n=n, sampling=sampling)
+        write = get_stream_writer()
+        final: Generation | None = None
+        async for piece in backend.stream(messages, sampling=sampling):
+            if isinstance(piece, Generation):
+                final = piece
+            else:
+                write({"event": "token", "layer": self.layer, "text": piece})
+        assert final is not None  # every Backend.stream ends with a Generation
+        return [final]
+
+    @staticmethod
+    def _selected(gen: Generation, inputs: list[dict[str, Any]], info: dict[str, Any]) -> Generation:
+        # Selection presets answer with a number; the output is the chosen proposal.
+        order = info.get("order", list(range(len(inputs))))
+        pick = parse_selection(gen.text, len(order))
+        info["selection"] = {"raw": gen.text, "picked": None if pick is None else order[pick]}
+        if pick is None:
+            return gen
+        return gen.model_copy(update={"text": inputs[order[pick]]["text"]})
+
+
+class Gather:
+    """Barrier after a layer: checks survivors and reports progress."""
+
+    def __init__(self, plan: GraphPlan, layer: int) -> None:
+        self.plan = plan
+        self.layer = layer
+
+    def run(self, state: GraphState) -> dict[str, Any]:
+        mine = [r for r in state.get("outputs", []) if r["layer"] == self.layer]
+        ok = [r for r in mine if r["ok"]]
+        failed = [r for r in mine if not r["ok"]]
+        need = self.plan.min_proposals if self.layer == 0 else 1
+        get_stream_writer()(
+            {"event": "layer", "layer": self.layer, "ok": len(ok), "failed": len(failed)}
+        )
+        if len(ok) < need:
+            what = "proposals" if self.layer == 0 else f"outputs in layer {self.layer}"
+            details = "; ".join(
+                f"slot {r['slot']} on {r['backend']}: {r['error']['type']}: {r['error']['message']}"
+                for r in failed
+            )
+            raise InsufficientProposalsError(
+                f"only {len(ok)} of {len(mine)} {what} succeeded, {need} needed. "
+                f"Failures: {details}",
+                layer=self.layer,
+                failures=[{"slot": r["slot"], "backend": r["backend"], **r["error"]} for r in failed],
+            )
+        return {}
+
+
+class Router:
+    """Conditional edge that fans a layer out into Send branches."""
+
+    def __init__(self, plan: GraphPlan, layer: int) -> None:
+        self.plan = plan
+        self.layer = layer
+
+    def route(self, state: GraphState) -> list[Send]:
+        prev = sorted(
+            (r for r in state.get("outputs", []) if r["layer"] == self.layer - 1 and r["ok"]),
+            key=lambda r: r["slot"],
+        )
+        inputs = [{"text": r["text"], "model": r["model"]} for r in prev]
+        target = node_name(self.layer, self.plan.depth)
+        return [
+            Send(target, BranchInput(messages=state["messages"], layer=self.layer,
+                                     slots=slots, inputs=inputs))
+            for slots in self.plan.groups(self.layer)
+        ]
+
+
+def finish(state: GraphState) -> dict[str, Any]:
+    """Last node; the facade reads the final state. Kept so the drawing ends clearly."""
+    return {}

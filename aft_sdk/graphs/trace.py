@@ -1,0 +1,166 @@
+"""The result of a propose-and-aggregate run and its trace, as plain data.
+
+Inside the graph every output is a plain dict (so LangGraph checkpointers can store
+it); :func:`build_result` turns the final state into typed, JSON-serialisable models.
+Traces never hold API keys: backends are named by :attr:`Backend.label` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, Field, computed_field
+
+from aft_sdk.backends.base import Generation
+
+
+class Usage(BaseModel):
+    """Token and call accounting."""
+
+    generations: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def of(cls, records: Iterable[OutputRecord]) -> Usage:
+        u = cls()
+        for r in records:
+            u.generations += int(r.ok)
+            u.failures += int(not r.ok)
+            u.prompt_tokens += r.prompt_tokens
+            u.completion_tokens += r.completion_tokens
+        return u
+
+
+class OutputRecord(BaseModel):
+    """One slot of one layer: a generation, or the error that took its place.
+
+    Attributes:
+        layer: 0 for proposals, 1..depth for aggregation layers.
+        slot: Position within the layer.
+        ok: Whether the slot produced text.
+        text: The output (empty on failure).
+        prompt: How the aggregation prompt was built: proposal ``order`` shown and any
+            ``trimmed`` proposals (index -> [tokens before, tokens kept]).
+        error: ``{"type", "message"}`` on failure.
+    """
+
+    layer: int
+    slot: int
+    ok: bool
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    model: str = ""
+    backend: str = ""
+    prompt: dict[str, Any] = Field(default_factory=dict)
+    error: dict[str, str] | None = None
+
+
+class LayerTrace(BaseModel):
+    """All outputs of one layer and their usage."""
+
+    index: int
+    kind: str
+    outputs: list[OutputRecord]
+    usage: Usage
+
+
+class AggregateResult(BaseModel):
+    """Final answer plus the whole trace of a run.
+
+    Attributes:
+        answer: The final aggregation's text.
+        messages: The conversation that was answered.
+        layers: Layer 0 (proposals) then each aggregation layer.
+        usage: Totals over every generation of the run.
+        width, depth, preset: The shape that produced it.
+        elapsed_s: Wall time of the run.
+    """
+
+    answer: str
+    messages: list[dict[str, str]]
+    layers: list[LayerTrace]
+    usage: Usage
+    width: int
+    depth: int
+    preset: str
+    elapsed_s: float = 0.0
+
+    @property
+    def failures(self) -> list[OutputRecord]:
+        """Every failed slot, in layer order."""
+        return [r for layer in self.layers for r in layer.outputs if not r.ok]
+
+    @property
+    def proposals(self) -> list[str]:
+        """Texts of the surviving proposals (layer 0)."""
+        return [r.text for r in self.layers[0].outputs if r.ok]
+
+    def summary(self) -> str:
+        """One line per layer: outputs, failures, tokens, slowest call."""
+        lines = []
+        for layer in self.layers:
+            slowest = max((r.latency_s for r in layer.outputs), default=0.0)
+            lines.append(
+                f"layer {layer.index} ({layer.kind}): {layer.usage.generations} ok, "
+                f"{layer.usage.failures} failed, {layer.usage.prompt_tokens} prompt + "
+                f"{layer.usage.completion_tokens} completion tokens, slowest {slowest:.2f}s"
+            )
+        u = self.usage
+        lines.append(
+            f"total: {u.generations} generations, {u.total_tokens} tokens, {self.elapsed_s:.2f}s"
+        )
+        return "\n".join(lines)
+
+
+def ok_record(layer: int, slot: int, gen: Generation, prompt: dict[str, Any]) -> dict[str, Any]:
+    """Plain-dict record of a successful generation."""
+    return OutputRecord(
+        layer=layer, slot=slot, ok=True, text=gen.text, finish_reason=gen.finish_reason,
+        prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+        latency_s=gen.latency_s, model=gen.model, backend=gen.backend, prompt=prompt,
+    ).model_dump()
+
+
+def failure_record(
+    layer: int, slot: int, backend: str, error: BaseException, latency_s: float
+) -> dict[str, Any]:
+    """Plain-dict record of a failed slot, keeping the error type and message."""
+    message = str(error) or type(error).__name__
+    return OutputRecord(
+        layer=layer, slot=slot, ok=False, backend=backend, latency_s=latency_s,
+        error={"type": type(error).__name__, "message": message},
+    ).model_dump()
+
+
+def build_result(
+    state: dict[str, Any], *, width: int, depth: int, preset: str, elapsed_s: float
+) -> AggregateResult:
+    """Builds the typed result from the graph's final state."""
+    records = [OutputRecord.model_validate(r) for r in state.get("outputs", [])]
+    layers = []
+    for index in range(depth + 1):
+        outs = sorted((r for r in records if r.layer == index), key=lambda r: r.slot)
+        kind = "propose" if index == 0 else "aggregate"
+        layers.append(LayerTrace(index=index, kind=kind, outputs=outs, usage=Usage.of(outs)))
+    final = next((r for r in layers[-1].outputs if r.ok), None)
+    return AggregateResult(
+        answer=final.text if final else "",
+        messages=state["messages"],
+        layers=layers,
+        usage=Usage.of(records),
+        width=width,
+        depth=depth,
+        preset=preset,
+        elapsed_s=elapsed_s,
+    )

@@ -1,0 +1,166 @@
+"""Aggregation prompts: versioned presets and user-supplied templates.
+
+An aggregation prompt turns (conversation, proposals) into the messages the aggregator
+sees. The same code renders prompts for inference (the graph) and for training data
+(the trainers), so both always see identical bytes. Preset texts are frozen per version:
+changing wording means adding a new version, and tests pin the bytes of each.
+
+Placeholders (replaced literally, so other braces in a template are left alone):
+
+- in ``template``: ``{proposals}`` (the numbered block), ``{num_proposals}``, ``{question}``
+  (the last user turn, for ``placement="user"`` templates);
+- in ``item_format``: ``{index}`` (1-based), ``{text}``, ``{model}``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from aft_sdk.errors import ConfigError
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """How proposals are shown to an aggregator.
+
+    Attributes:
+        name: Preset name with version (``aft-v1``) or ``custom``.
+        template: The instruction text with placeholders.
+        item_format: How one proposal is written; joined with ``separator``.
+        separator: Between proposals.
+        placement: ``system`` puts the rendered text in the system message and keeps the
+            user turns unchanged (the AFT layout); ``user`` replaces the last user turn.
+        selects: The aggregator answers with a proposal number instead of new text
+            (universal self-consistency); the chosen proposal becomes the output.
+    """
+
+    name: str
+    template: str
+    item_format: str = "{index}. {text}"
+    separator: str = "\n"
+    placement: Literal["system", "user"] = "system"
+    selects: bool = False
+
+    def render(
+        self,
+        messages: Sequence[Message],
+        proposals: Sequence[str],
+        models: Sequence[str] | None = None,
+    ) -> list[Message]:
+        """Returns the aggregator's messages for ``proposals`` on ``messages``."""
+        if not proposals:
+            raise ConfigError("cannot render an aggregation prompt without proposals")
+        models = models or [""] * len(proposals)
+        block = self.separator.join(
+            self.item_format.replace("{index}", str(i + 1))
+            .replace("{model}", m)
+            .replace("{text}", p)
+            for i, (p, m) in enumerate(zip(proposals, models))
+        )
+        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        text = (
+            self.template.replace("{proposals}", block)
+            .replace("{num_proposals}", str(len(proposals)))
+            .replace("{question}", question)
+        )
+        if self.placement == "user":
+            out = [dict(m) for m in messages]
+            last = max(i for i, m in enumerate(out) if m["role"] == "user")
+            out[last]["content"] = text
+            return out
+        rest = [dict(m) for m in messages if m["role"] != "system"]
+        original = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        system = text if not original else f"{text}\n\n{original}"
+        return [{"role": "system", "content": system}, *rest]
+
+    def with_models_shown(self) -> PromptTemplate:
+        """A copy whose items name the model that wrote each proposal."""
+        if "{model}" in self.item_format:
+            return self
+        fmt = self.item_format.replace("{text}", "[{model}] {text}", 1)
+        return replace(self, item_format=fmt)
+
+
+_AFT_V1 = (
+    "You will see {num_proposals} draft replies to the user's latest message, each "
+    "written without seeing the others. Check every draft: note what each gets right, "
+    "spot claims that are wrong or unsupported, and notice what all of them miss. Then "
+    "write the single best reply you can, in your own words, keeping what is correct "
+    "and repairing what is not. Address the user directly and do not refer to the "
+    "drafts.\n\nDrafts:\n{proposals}"
+)
+
+_MOA_V1 = (
+    "Several assistants have already answered the conversation below. Their answers "
+    "are listed after this note and may contain mistakes, omissions or bias. Merge "
+    "them into one reply that is more accurate, complete and clearly organised than any "
+    "single answer. Where they disagree, reason out which is right before you commit. "
+    "Write as yourself.\n\nAnswers from other assistants:\n{proposals}"
+)
+
+_SELECT_V1 = (
+    "Question:\n{question}\n\nHere are {num_proposals} candidate answers:\n{proposals}\n\n"
+    "Decide which candidate agrees best with the consensus of the others on the final "
+    "answer. Reply with that candidate's number only, for example: 2"
+)
+
+PRESETS: dict[str, PromptTemplate] = {
+    "aft-v1": PromptTemplate("aft-v1", _AFT_V1),
+    "moa-v1": PromptTemplate("moa-v1", _MOA_V1, item_format="[{index}] {text}", separator="\n\n"),
+    "select-v1": PromptTemplate(
+        "select-v1", _SELECT_V1, item_format="Candidate {index}:\n{text}", separator="\n\n",
+        placement="user", selects=True,
+    ),
+}
+ALIASES = {"aft": "aft-v1", "moa": "moa-v1", "select": "select-v1"}
+
+
+def get_template(preset: str = "aft-v1", template: str | None = None) -> PromptTemplate:
+    """Resolves a preset name, or wraps a custom template string.
+
+    Args:
+        preset: A name from :data:`PRESETS` or an alias (``aft``, ``moa``, ``select``).
+        template: A custom template; it wins over ``preset`` and is rendered as is.
+
+    Raises:
+        ConfigError: Unknown preset, or a custom template without ``{proposals}``.
+    """
+    if template is not None:
+        if "{proposals}" not in template:
+            raise ConfigError(
+                "a custom template must contain the placeholder {proposals} where the "
+                "numbered proposals go"
+            )
+        return PromptTemplate("custom", template)
+    name = ALIASES.get(preset, preset)
+    if name not in PRESETS:
+        known = ", ".join(sorted([*PRESETS, *ALIASES]))
+        raise ConfigError(f"unknown prompt preset {preset!r}; choose one of: {known}")
+    return PRESETS[name]
+
+
+def shuffled_order(count: int, *, seed: int, layer: int, slot: int) -> list[int]:
+    """A reproducible permutation of ``range(count)`` for one aggregator slot.
+
+    Shuffling counters the aggregator's positional bias; seeding by (seed, layer, slot)
+    keeps runs repeatable while giving each slot its own order.
+    """
+    order = list(range(count))
+    random.Random(f"{seed}:{layer}:{slot}").shuffle(order)
+    return order
+
+
+def parse_selection(text: str, count: int) -> int | None:
+    """The 0-based proposal a selection answer names, or ``None`` if it names none."""
+    import re
+
+    for match in re.finditer(r"\d+", text):
+        value = int(match.group())
+        if 1 <= value <= count:
+            return value - 1
+    return None

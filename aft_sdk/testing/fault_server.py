@@ -1,0 +1,227 @@
+"""A small scriptable OpenAI-compatible server for fault and overhead tests.
+
+It answers ``POST /v1/chat/completions`` on 127.0.0.1 with a canned reply, and can be
+told, per model name, to misbehave on the next requests::
+
+    with FaultServer() as srv:
+        srv.script("m", ["429", "500", "ok"])   # two failures, then success
+        backend = OpenAIBackend("m", base_url=srv.base_url)
+
+Actions: ``ok``, ``delay:SECONDS`` (then ok), ``429`` / ``429:RETRY_AFTER``, ``500``,
+``401``, ``400``, ``hang`` (no answer until the server stops), ``malformed`` (200 with a
+non-JSON body), ``empty`` (200 with ``choices: []``). A request may also carry the
+header ``x-aft-fault: ACTION``. The server counts requests and the most in flight at
+once so tests can check retries and concurrency bounds from the server's side.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class FaultServer:
+    """Scriptable OpenAI-compatible server running in a background thread.
+
+    Args:
+        delay_s: Seconds every ``ok`` answer waits before replying.
+        honour_n: Return ``n`` choices when asked (``False`` mimics llama.cpp).
+        port: Port to bind; 0 picks a free one.
+    """
+
+    def __init__(self, *, delay_s: float = 0.0, honour_n: bool = True, port: int = 0) -> None:
+        self.delay_s = delay_s
+        self.honour_n = honour_n
+        self._scripts: dict[str, deque[str]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> FaultServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> FaultServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def script(self, model: str, actions: Iterable[str]) -> None:
+        """Queues actions for the next requests naming ``model``; then ``ok`` again."""
+        with self._lock:
+            self._scripts[model].extend(actions)
+
+    def reset(self) -> None:
+        """Forgets scripts and counters (between tests)."""
+        with self._lock:
+            self._scripts.clear()
+            self.requests.clear()
+            self.max_in_flight = 0
+
+    def count(self, model: str | None = None) -> int:
+        """Requests received so far, for one model or all."""
+        with self._lock:
+            return sum(1 for r in self.requests if model is None or r["model"] == model)
+
+    # -- used by the handler -------------------------------------------------------
+
+    def _next_action(self, model: str, header: str | None) -> str:
+        with self._lock:
+            queue = self._scripts.get(model)
+            if queue:
+                return queue.popleft()
+        return header or "ok"
+
+    def _enter(self, body: dict[str, Any]) -> None:
+        with self._lock:
+            self.requests.append(body)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def reply_text(self, body: dict[str, Any], index: int) -> str:
+        """The canned answer: names the model, the choice index and the last user turn."""
+        last = next(
+            (m.get("content", "") for m in reversed(body.get("messages", []))
+             if m.get("role") == "user"),
+            "",
+        )
+        seed = body.get("seed")
+        return f"answer {index} from {body.get('model')} (seed {seed}) to: {str(last)[:60]}"
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+            pass
+
+        def _send(self, code: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path.rstrip("/").endswith("/models"):
+                self._send(200, {"object": "list", "data": [{"id": "fault", "object": "model"}]})
+            else:
+                self._send(200, {"status": "ok"})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", 0))
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except json.JSONDecodeError:
+                self._send(400, {"error": {"message": "body is not JSON"}})
+                return
+            server._enter(body)
+            try:
+                self._answer(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout); nothing to answer
+            finally:
+                server._leave()
+
+        def _answer(self, body: dict[str, Any]) -> None:
+            action = server._next_action(str(body.get("model")), self.headers.get("x-aft-fault"))
+            kind, _, arg = action.partition(":")
+            if kind == "hang":
+                server._stop.wait(float(arg) if arg else 3600)
+                return
+            if kind in ("429", "500", "401", "400"):
+                headers = {"retry-after": arg or "0"} if kind == "429" else {}
+                self._send(int(kind), {"error": {"message": f"scripted {kind}"}}, headers)
+                return
+            if kind == "malformed":
+                self._send(200, b"this is not json {")
+                return
+            if kind == "empty":
+                self._send(200, _completion(body, []))
+                return
+            time.sleep(float(arg) if kind == "delay" else server.delay_s)
+            n = int(body.get("n") or 1) if server.honour_n else 1
+            texts = [server.reply_text(body, i) for i in range(n)]
+            if body.get("stream"):
+                self._stream(body, texts[0])
+            else:
+                self._send(200, _completion(body, texts))
+
+        def _stream(self, body: dict[str, Any], text: str) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("connection", "close")
+            self.end_headers()
+            for word in text.split(" "):
+                delta = {"choices": [{"index": 0, "delta": {"content": word + " "}}]}
+                self._event(body, delta)
+            self._event(body, {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+            self._event(body, {"choices": [], "usage": _usage(body, [text])})
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.close_connection = True
+
+        def _event(self, body: dict[str, Any], part: dict[str, Any]) -> None:
+            chunk = {"id": "fault", "object": "chat.completion.chunk", "created": 0,
+                     "model": body.get("model"), **part}
+            self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            self.wfile.flush()
+
+    return Handler
+
+
+def _usage(body: dict[str, Any], texts: list[str]) -> dict[str, int]:
+    prompt = sum(_words(str(m.get("content", ""))) for m in body.get("messages", []))
+    completion = sum(_words(t) for t in texts)
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+def _completion(body: dict[str, Any], texts: list[str]) -> dict[str, Any]:
+    return {
+        "id": "fault-1",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model"),
+        "choices": [
+            {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+            for i, t in enumerate(texts)
+        ],
+        "usage": _usage(body, texts),
+    }

