@@ -9,6 +9,7 @@ choice without complaint) are detected and topped up with parallel single calls.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -150,6 +151,12 @@ class OpenAIBackend(Backend):
                 )
             except openai.OpenAIError as e:
                 raise map_openai_error(e, self.label) from e
+            except json.JSONDecodeError as e:  # the client parses a JSON content-type blindly
+                raise errors.MalformedResponseError(
+                    f"{self.label} sent a body that is not JSON ({e}); check that base_url "
+                    "points at an OpenAI-compatible /v1 endpoint",
+                    backend=self.label,
+                ) from e
             latency = time.perf_counter() - t0
         return self._parse(resp, latency)
 

@@ -10,8 +10,8 @@ told, per model name, to misbehave on the next requests::
 Actions: ``ok``, ``delay:SECONDS`` (then ok), ``429`` / ``429:RETRY_AFTER``, ``500``,
 ``401``, ``400``, ``hang`` (no answer until the server stops), ``malformed`` (200 with a
 non-JSON body), ``empty`` (200 with ``choices: []``). A request may also carry the
-header ``x-aft-fault: ACTION``. The server counts requests and the most in flight at
-once so tests can check retries and concurrency bounds from the server's side.
+header ``x-aft-fault: ACTION``. The server counts requests and, per model, the most in
+flight at once so tests can check retries and concurrency bounds from the server's side.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ class FaultServer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.requests: list[dict[str, Any]] = []
-        self.in_flight = 0
-        self.max_in_flight = 0
+        self.in_flight: dict[str, int] = defaultdict(int)
+        self.peak_in_flight: dict[str, int] = defaultdict(int)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -81,7 +81,7 @@ class FaultServer:
         with self._lock:
             self._scripts.clear()
             self.requests.clear()
-            self.max_in_flight = 0
+            self.peak_in_flight.clear()
 
     def count(self, model: str | None = None) -> int:
         """Requests received so far, for one model or all."""
@@ -97,15 +97,21 @@ class FaultServer:
                 return queue.popleft()
         return header or "ok"
 
+    def max_in_flight(self, model: str) -> int:
+        """The most requests for ``model`` that were being served at once."""
+        with self._lock:
+            return self.peak_in_flight.get(model, 0)
+
     def _enter(self, body: dict[str, Any]) -> None:
+        model = str(body.get("model"))
         with self._lock:
             self.requests.append(body)
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.in_flight[model] += 1
+            self.peak_in_flight[model] = max(self.peak_in_flight[model], self.in_flight[model])
 
-    def _leave(self) -> None:
+    def _leave(self, body: dict[str, Any]) -> None:
         with self._lock:
-            self.in_flight -= 1
+            self.in_flight[str(body.get("model"))] -= 1
 
     def reply_text(self, body: dict[str, Any], index: int) -> str:
         """The canned answer: names the model, the choice index and the last user turn."""
@@ -158,7 +164,7 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout); nothing to answer
             finally:
-                server._leave()
+                server._leave(body)
 
         def _answer(self, body: dict[str, Any]) -> None:
             action = server._next_action(str(body.get("model")), self.headers.get("x-aft-fault"))
