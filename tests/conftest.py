@@ -70,7 +70,8 @@ def vllm_backend(hf_model_dir: Path):
 
     backend = VLLMBackend(str(hf_model_dir), max_model_len=1024, dtype="bfloat16")
     backend.llm  # start the engine once for the whole session
-    return backend
+    yield backend
+    backend.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -259,9 +259,16 @@ class VLLMBackend(Backend):
             for i, c in enumerate(out.outputs)
         ]
 
-    async def aclose(self) -> None:
+    def shutdown(self) -> None:
+        """Stops the engine and its worker processes now (instead of at exit)."""
         with self._engine_lock:
-            self._llm = None
+            llm, self._llm = self._llm, None
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.shutdown)
 
 
 def _set_result(fut: asyncio.Future[Any], value: Any) -> None:

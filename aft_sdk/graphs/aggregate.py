@@ -84,6 +84,11 @@ class AggregateGraph:
         checkpointer: Any = None,
     ) -> None:
         check_shape(width, depth, min_proposals)
+        if type(checkpointer).__name__ == "SqliteSaver":
+            raise ConfigError(
+                "the graph runs asynchronously, and SqliteSaver has no async methods: use "
+                "langgraph.checkpoint.sqlite.aio.AsyncSqliteSaver (same file format)"
+            )
         for name, value in (("deadline_s", deadline_s), ("layer_timeout_s", layer_timeout_s)):
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be > 0 seconds, got {value!r}")
@@ -208,7 +213,7 @@ class AggregateGraph:
         if self.graph.checkpointer is None:
             raise ConfigError("resume needs a checkpointer: AggregateGraph(..., checkpointer=...)")
         config = self._config(thread_id)
-        if not self.graph.get_state(config).values:
+        if not (await self.graph.aget_state(config)).values:
             raise ConfigError(f"no checkpoint for thread_id={thread_id!r}: nothing to resume")
         return await self._run(None, config)
 
@@ -296,10 +301,13 @@ class AggregateGraph:
 
 
 def _timeout(seconds: float | None) -> Any:
-    # asyncio.timeout is 3.11+; on 3.10 the per-branch deadline still bounds each call.
+    # Branches already stop at the deadline and record why, which keeps survivors and
+    # gives precise errors; this outer guard is a backstop with a little grace, so it
+    # only fires if something outside a branch overruns. asyncio.timeout is 3.11+; on
+    # 3.10 the branch deadlines alone bound the run.
     if seconds is None or not hasattr(asyncio, "timeout"):
         return contextlib.nullcontext()
-    return asyncio.timeout(seconds)
+    return asyncio.timeout(seconds * 1.05 + 0.5)
 
 
 def _sampling(value: Any, default: SamplingConfig, what: str) -> SamplingConfig:

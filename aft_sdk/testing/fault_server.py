@@ -7,7 +7,7 @@ told, per model name, to misbehave on the next requests::
         srv.script("m", ["429", "500", "ok"])   # two failures, then success
         backend = OpenAIBackend("m", base_url=srv.base_url)
 
-Actions: ``ok``, ``delay:SECONDS`` (then ok), ``429`` / ``429:RETRY_AFTER``, ``500``,
+Actions: ``ok``, ``say:TEXT`` (ok, answering TEXT), ``delay:SECONDS`` (then ok), ``429`` / ``429:RETRY_AFTER``, ``500``,
 ``401``, ``400``, ``hang`` (no answer until the server stops), ``malformed`` (200 with a
 non-JSON body), ``empty`` (200 with ``choices: []``). A request may also carry the
 header ``x-aft-fault: ACTION``. The server counts requests and, per model, the most in
@@ -184,7 +184,7 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 return
             time.sleep(float(arg) if kind == "delay" else server.delay_s)
             n = int(body.get("n") or 1) if server.honour_n else 1
-            texts = [server.reply_text(body, i) for i in range(n)]
+            texts = [arg if kind == "say" else server.reply_text(body, i) for i in range(n)]
             if body.get("stream"):
                 self._stream(body, texts[0])
             else:

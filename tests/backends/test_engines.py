@@ -1,0 +1,121 @@
+"""Every backend against a real engine: llama.cpp (server and in-process) and vLLM.
+
+The bundled model is weak (135M, 4-bit): these tests check behaviour and accounting,
+never exact text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aft_sdk import EmbeddedBackend, Generation, OpenAIBackend, SamplingConfig
+
+pytestmark = pytest.mark.slow
+
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
+SHORT = SamplingConfig(max_tokens=24, temperature=0.8, seed=7)
+
+
+def check(gens: list[Generation], n: int) -> None:
+    assert len(gens) == n
+    for g in gens:
+        assert g.text.strip(), "empty generation"
+        assert g.completion_tokens > 0 and g.finish_reason in ("stop", "length")
+    assert gens[0].prompt_tokens > 10  # the question plus the chat template
+
+
+# -- llama.cpp server through OpenAIBackend -------------------------------------------
+
+
+async def test_llama_server_generates_with_usage(llama_server) -> None:
+    b = OpenAIBackend(llama_server.model, base_url=llama_server.base_url)
+    check(await b.generate(QUESTION, n=1, sampling=SHORT), 1)
+
+
+async def test_llama_server_ignores_n_and_we_emulate_it(llama_server) -> None:
+    b = OpenAIBackend(llama_server.model, base_url=llama_server.base_url, context_window=2048)
+    gens = await b.generate(QUESTION, n=3, sampling=SHORT)
+    check(gens, 3)
+    assert b.native_n is False  # detected: the server answered one choice to n=3
+
+
+async def test_llama_server_seeds_repeat_and_differ(llama_server) -> None:
+    b = OpenAIBackend(llama_server.model, base_url=llama_server.base_url, native_n=False)
+    sampling = SamplingConfig(max_tokens=24, temperature=1.0, seed=123)
+    first = [g.text for g in await b.generate(QUESTION, n=3, sampling=sampling)]
+    again = [g.text for g in await b.generate(QUESTION, n=3, sampling=sampling)]
+    assert first == again  # same seeds, same outputs
+    assert len(set(first)) > 1  # distinct seeds per output
+
+
+async def test_llama_server_streams(llama_server) -> None:
+    b = OpenAIBackend(llama_server.model, base_url=llama_server.base_url)
+    pieces = [p async for p in b.stream(QUESTION, sampling=SHORT)]
+    *texts, final = pieces
+    assert isinstance(final, Generation) and len(texts) > 1
+    assert "".join(texts) == final.text
+
+
+# -- embedded (llama.cpp in-process) ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def embedded(gguf_path) -> EmbeddedBackend:
+    return EmbeddedBackend()
+
+
+async def test_embedded_generates_with_usage(embedded: EmbeddedBackend) -> None:
+    gens = await embedded.generate(QUESTION, n=2, sampling=SHORT)
+    check(gens, 2)
+    assert gens[0].model == "SmolLM2-135M-Instruct.Q4_1"
+
+
+async def test_embedded_applies_the_chat_template(embedded: EmbeddedBackend) -> None:
+    (g,) = await embedded.generate(QUESTION, sampling=SHORT)
+    raw = embedded.count_tokens(QUESTION[0]["content"])
+    # ChatML framing plus the template's default system prompt add tokens.
+    assert g.prompt_tokens > raw + 10
+
+
+async def test_embedded_stream_matches_its_final_text(embedded: EmbeddedBackend) -> None:
+    pieces = [p async for p in embedded.stream(QUESTION, sampling=SHORT)]
+    *texts, final = pieces
+    assert isinstance(final, Generation) and texts
+    assert "".join(texts) == final.text
+    assert final.prompt_tokens > 10 and final.completion_tokens > 0
+
+
+def test_embedded_reports_an_overlong_prompt_clearly(embedded: EmbeddedBackend) -> None:
+    from aft_sdk import BadRequestError
+
+    long = [{"role": "user", "content": "word " * 5000}]
+    with pytest.raises(BadRequestError, match="n_ctx"):
+        embedded.generate_sync(long, sampling=SHORT)
+
+
+# -- vLLM: in-process engine and the OpenAI-compatible server ---------------------------
+
+
+async def test_vllm_backend_native_n_with_usage(vllm_backend) -> None:
+    gens = await vllm_backend.generate(QUESTION, n=3, sampling=SHORT)
+    check(gens, 3)
+    # One prefill for all three: the prompt is counted once.
+    assert gens[0].prompt_tokens > 10 and gens[1].prompt_tokens == gens[2].prompt_tokens == 0
+
+
+async def test_vllm_backend_batches_concurrent_calls_into_one_engine_call(vllm_backend) -> None:
+    before = vllm_backend.engine_calls
+    results = await asyncio.gather(
+        *(vllm_backend.generate(QUESTION, n=2, sampling=SHORT) for _ in range(4))
+    )
+    assert [len(r) for r in results] == [2, 2, 2, 2]
+    assert vllm_backend.engine_calls == before + 1
+
+
+async def test_vllm_server_honours_n(vllm_server) -> None:
+    b = OpenAIBackend(vllm_server.model, base_url=vllm_server.base_url)
+    gens = await b.generate(QUESTION, n=3, sampling=SHORT)
+    check(gens, 3)
+    assert b.native_n is True
