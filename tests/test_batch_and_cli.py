@@ -1,0 +1,137 @@
+"""Batch runs survive SIGKILL without duplicates or losses; the CLI runs end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aft_sdk import AggregateGraph, run_batch
+
+AFT = [sys.executable, "-m", "aft_sdk.cli.main"]
+
+
+def write_rows(path: Path, n: int, bad: bool = False) -> None:
+    lines = [json.dumps({"id": f"q{i}", "question": f"question number {i}"}) for i in range(n)]
+    if bad:
+        lines.insert(2, "{not json")
+        lines.insert(4, json.dumps({"id": "no-text"}))
+        lines.append(json.dumps({"id": "q1", "question": "duplicate id"}))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_batch_killed_mid_run_resumes_with_every_id_once(fault, tmp_path: Path) -> None:
+    fault.delay_s = 0.15
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_rows(src, 24)
+    cmd = [*AFT, "batch", str(src), "-o", str(out), "--concurrency", "2", "--no-progress",
+           "--width", "2", "--proposer", f"{fault.base_url}#p", "--aggregator", f"{fault.base_url}#a"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not out.exists() or len(ids(out)) < 4):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = ids(out)
+    assert 4 <= len(done_before) < 24, "the kill should land mid-run"
+    calls_before = fault.count()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    final = ids(out)
+    assert sorted(final) == sorted(f"q{i}" for i in range(24))  # none lost, none twice
+    assert final[: len(done_before)] == done_before  # finished rows were kept, not redone
+    # The rerun only did the missing rows: 3 calls (2 proposals + 1 aggregation) each.
+    assert fault.count() - calls_before == 3 * (24 - len(done_before))
+    assert f"{len(done_before)} already done" in rerun.stderr
+
+
+def test_bad_rows_are_reported_by_line_and_do_not_stop_the_run(fault, tmp_path: Path) -> None:
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_rows(src, 5, bad=True)
+    graph = AggregateGraph(f"{fault.base_url}#p", f"{fault.base_url}#a", width=2)
+    summary = run_batch(graph, src, out, progress=False)
+    assert summary.written == 5 and summary.bad_rows == 3
+    errors = [json.loads(x) for x in Path(summary.errors_path).read_text().splitlines()]
+    assert [e["line"] for e in errors] == [3, 5, 8]
+    assert "not valid JSON" in errors[0]["error"]
+    assert "none of 'messages'" in errors[1]["error"]
+    assert "duplicate id 'q1'" in errors[2]["error"]
+    assert sorted(ids(out)) == [f"q{i}" for i in range(5)]
+
+
+def test_failed_runs_go_to_the_errors_file_and_are_retried_next_time(fault, tmp_path) -> None:
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_rows(src, 3)
+    fault.script("p", ["401", "401"])  # the first row's two proposals both fail
+    graph = AggregateGraph(f"{fault.base_url}#p", f"{fault.base_url}#a", width=2)
+    first = run_batch(graph, src, out, progress=False, max_concurrency=1)
+    assert first.failed == 1 and first.written == 2
+    second = run_batch(graph, src, out, progress=False)
+    assert second.written == 1 and second.skipped == 2 and second.failed == 0
+    assert sorted(ids(out)) == ["q0", "q1", "q2"]
+
+
+def test_torn_last_line_is_dropped_and_redone(fault, tmp_path: Path) -> None:
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_rows(src, 2)
+    out.write_text(json.dumps({"id": "q0", "answer": "kept"}) + "\n" + '{"id": "q1", "ans')
+    graph = AggregateGraph(f"{fault.base_url}#p", f"{fault.base_url}#a", width=1)
+    summary = run_batch(graph, src, out, progress=False)
+    assert summary.skipped == 1 and summary.written == 1
+    assert ids(out) == ["q0", "q1"]
+
+
+def test_cli_help_lists_subcommands() -> None:
+    out = subprocess.run([*AFT, "--help"], capture_output=True, text=True, check=True).stdout
+    for sub in ("run", "batch", "generate", "presets"):
+        assert sub in out
+
+
+def test_cli_reports_bad_input_clearly(tmp_path: Path) -> None:
+    r = subprocess.run([*AFT, "run", "q", "--width", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and "width must be an integer >= 1" in r.stderr
+    r = subprocess.run([*AFT, "run", "q", "--config", str(tmp_path / "none.yaml")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "config file not found" in r.stderr
+
+
+def test_cli_json_output_has_the_trace(fault) -> None:
+    r = subprocess.run(
+        [*AFT, "run", "json please", "--json", "--width", "3", "--depth", "2",
+         "--proposer", f"{fault.base_url}#p", "--aggregator", f"{fault.base_url}#a"],
+        capture_output=True, text=True, check=True,
+    )
+    data = json.loads(r.stdout)
+    assert data["usage"]["generations"] == 7 and len(data["layers"]) == 3
+    assert data["answer"].startswith("answer 0 from a")
+
+
+@pytest.mark.slow
+def test_aft_run_on_the_embedded_model_prints_an_answer(gguf_path) -> None:
+    r = subprocess.run(
+        ["aft", "run", "What is the capital of France? Answer in one sentence.",
+         "--max-tokens", "40", "--aggregator-max-tokens", "60"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+    assert "layer 0 (propose): 3 ok" in r.stderr and "layer 1 (aggregate): 1 ok" in r.stderr
+
+
+@pytest.mark.slow
+def test_aft_run_streams_tokens(gguf_path) -> None:
+    r = subprocess.run(["aft", "run", "Say hello.", "--stream", "--width", "2",
+                        "--max-tokens", "16", "--aggregator-max-tokens", "24"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() and "[layer 0: 2 ok, 0 failed]" in r.stderr
