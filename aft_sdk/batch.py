@@ -124,7 +124,7 @@ async def arun_batch(
         if error is None and row_id in seen:
             error = f"duplicate id {row_id!r} (first seen earlier in the file)"
         if error is not None:
-            _append(err_path, {"line": line_no, "id": row_id, "error": error})
+            append_jsonl(err_path, {"line": line_no, "id": row_id, "error": error})
             summary.bad_rows += 1
             summary.error_lines.append(line_no)
             continue
@@ -142,12 +142,12 @@ async def arun_batch(
             try:
                 result = await graph.ainvoke(messages)
             except AftError as e:
-                _append(err_path, {"line": line_no, "id": row_id,
+                append_jsonl(err_path, {"line": line_no, "id": row_id,
                                    "error": f"{type(e).__name__}: {e}"})
                 summary.failed += 1
                 summary.error_lines.append(line_no)
             else:
-                _append(out, {"id": row_id, "answer": result.answer,
+                append_jsonl(out, {"id": row_id, "answer": result.answer,
                               "result": result.model_dump(mode="json")})
                 summary.written += 1
             bar.update(1)
@@ -165,7 +165,7 @@ def run_batch(graph: Any, input_path: str | os.PathLike[str], output_path: str |
     return run_sync(arun_batch(graph, input_path, output_path, **kwargs))
 
 
-def _append(path: Path, row: dict[str, Any]) -> None:
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
     # One write of one full line, flushed and synced: a kill leaves at most a torn
     # last line, which read_done_ids cuts off on the next run.
     with path.open("a", encoding="utf-8") as f:

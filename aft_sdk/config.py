@@ -106,7 +106,7 @@ class GraphConfig(_Strict):
     """Everything :class:`~aft_sdk.graphs.AggregateGraph` needs, as data (YAML-friendly)."""
 
     width: int = Field(3, ge=1, le=256)
-    depth: int = Field(1, ge=1, le=32)
+    depth: int = Field(1, ge=0, le=32)
     proposers: list[BackendConfig] = Field(default_factory=list)
     aggregator: list[BackendConfig] = Field(default_factory=list)
     proposer_sampling: SamplingConfig = SamplingConfig()

@@ -1,4 +1,4 @@
-"""The ``aft`` command: ``aft run``, ``aft batch``, ``aft generate``, ``aft presets``.
+"""The ``aft`` command: ``run``, ``batch``, ``generate``, ``data build``, ``train``, ``presets``.
 
 With no backend named, everything runs on the embedded SmolLM2 model: no key, no GPU.
 """
@@ -182,6 +182,12 @@ def make_parser() -> argparse.ArgumentParser:
     _add_sampling_args(p)
     p.set_defaults(func=cmd_generate)
 
+    from aft_sdk.cli.data import add_data_parser
+
+    add_data_parser(sub)
+    sub.add_parser("train", help="fine-tune an aggregator (aft train --help for all flags)",
+                   add_help=False)
+
     p = sub.add_parser("presets", help="list aggregation prompt presets")
     p.add_argument("--show", metavar="NAME", help="print one preset's template")
     p.set_defaults(func=cmd_presets)
@@ -190,6 +196,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aft`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # its flags are TrainingArguments', parsed by HfArgumentParser
+        from aft_sdk.cli.train import train_main
+
+        return train_main(argv[1:])
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

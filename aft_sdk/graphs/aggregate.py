@@ -36,7 +36,9 @@ class AggregateGraph:
 
     ``width`` proposals are sampled, then ``depth`` aggregation layers each read all
     outputs of the layer before; intermediate layers write ``width`` outputs, the last
-    writes one. Width 3, depth 2 makes 3 + 3 + 1 = 7 generations.
+    writes one. Width 3, depth 2 makes 3 + 3 + 1 = 7 generations. ``depth=0`` samples
+    proposals only (the answer is the first surviving one): the on-policy data builder
+    and sampling baselines use it.
 
     Args:
         proposers: A backend (sampled ``width`` times) or a list spread over the slots
@@ -108,7 +110,8 @@ class AggregateGraph:
             backends = _as_backends(ov["backends"], f"layers[{index}].backends") \
                 if ov.get("backends") else default_backends
             sampling = _sampling(ov.get("sampling"), default_sampling, f"layers[{index}].sampling")
-            plans.append(LayerPlan(index, width if index < depth else 1, backends, sampling))
+            plans.append(LayerPlan(index, width if index < depth or depth == 0 else 1,
+                                   backends, sampling))
         tmpl = get_template(preset, template)
         self.plan = GraphPlan(
             layers=tuple(plans),
@@ -156,7 +159,7 @@ class AggregateGraph:
 
     @property
     def num_generations(self) -> int:
-        """Generations one run makes: ``width * depth + 1``."""
+        """Generations one run makes: ``width * depth + 1`` (``width`` for depth 0)."""
         return self.plan.num_generations
 
     def _config(self, thread_id: str | None, stream_tokens: bool = False) -> dict[str, Any]:

@@ -17,11 +17,11 @@ def build_state_graph(plan: GraphPlan) -> StateGraph:
     for layer in range(depth + 1):
         name = node_name(layer, depth)
         g.add_node(name, LayerBranch(plan, layer).run)
-        if layer < depth:
+        if layer < depth or depth == 0:
             g.add_node(f"gather_{layer}", Gather(plan, layer).run)
             g.add_edge(name, f"gather_{layer}")
     g.add_node("finish", finish)
-    g.add_edge(node_name(depth, depth), "finish")
+    g.add_edge("gather_0" if depth == 0 else node_name(depth, depth), "finish")
     g.add_edge("finish", END)
     g.add_conditional_edges(START, Router(plan, 0).route, [node_name(0, depth)])
     for layer in range(1, depth + 1):

@@ -66,7 +66,9 @@ class LayerBranch:
     def __init__(self, plan: GraphPlan, layer: int) -> None:
         self.plan = plan
         self.layer = layer
-        self.final = layer == plan.depth
+        # The final aggregation has no fallback; a propose-only run (depth 0) keeps
+        # the usual per-slot tolerance.
+        self.final = layer == plan.depth and layer > 0
 
     def _timeout(self, config: RunnableConfig) -> float | None:
         limits = []

@@ -128,7 +128,7 @@ def fit_to_window(
             f"{backend.label} has a {window}-token window and max_tokens={sampling.max_tokens}; "
             "lower the aggregator's max_tokens, shorten the conversation, or use fewer proposals"
         )
-    caps = _water_fill(sizes, room)
+    caps = water_fill(sizes, room)
     out, trimmed = [], {}
     for i, (text, size, cap) in enumerate(zip(texts, sizes, caps)):
         if size <= cap:
@@ -147,7 +147,8 @@ def _prompt_tokens(
     return sum(backend.count_tokens(m["content"]) + 4 for m in rendered)
 
 
-def _water_fill(sizes: list[int], room: int) -> list[int]:
+def water_fill(sizes: list[int], room: int) -> list[int]:
+    """Caps per item so caps sum to at most ``room``; small items keep their size."""
     caps = [0] * len(sizes)
     left = room
     pending = sorted(range(len(sizes)), key=lambda i: sizes[i])
@@ -176,9 +177,10 @@ def _truncate(text: str, cap: int, backend: Backend) -> str:
 
 def check_shape(width: int, depth: int, min_proposals: int) -> None:
     """Raises :class:`ConfigError` for shapes that cannot run."""
-    for name, value in (("width", width), ("depth", depth), ("min_proposals", min_proposals)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    for name, value, low in (("width", width, 1), ("depth", depth, 0),
+                             ("min_proposals", min_proposals, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
     if min_proposals > width:
         raise ConfigError(
             f"min_proposals={min_proposals} exceeds width={width}: the graph could never "

@@ -106,7 +106,7 @@ async def test_select_preset_outputs_the_chosen_proposal(fault) -> None:
     assert judge_prompt[-1]["content"].startswith("Question:\nhi\n\nHere are 3 candidate")
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("depth", [0, 1, 2, 3])
 def test_topology_is_pinned(depth: int) -> None:
     expected = (Path(__file__).parent / "topology" / f"depth{depth}.mmd").read_text()
     for width in (1, 4):

@@ -1,0 +1,101 @@
+"""``aft data build``: make AFT training rows (JSONL) from datasets, models or traces.
+
+    aft data build off-policy tests/data/multi_response.jsonl -o rows.jsonl --target best
+    aft data build on-policy prompts.jsonl -o rows.jsonl --proposer embedded -k 4
+    aft data build traces answers.jsonl -o rows.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from aft_sdk.cli.main import SPEC_HELP
+
+
+def add_data_parser(sub: Any) -> None:
+    p = sub.add_parser("data", help="build AFT training rows")
+    data_sub = p.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+    b = data_sub.add_parser("build", help="build rows into a JSONL file")
+    b.add_argument("mode", choices=["off-policy", "on-policy", "traces"],
+                   help="off-policy: multi-response data; on-policy: sample proposals; "
+                        "traces: graph results / aft batch output")
+    b.add_argument("source", help="a .jsonl/.json/.parquet file or a Hub dataset id")
+    b.add_argument("-o", "--output", required=True, help="JSONL rows (on-policy: resumable)")
+    b.add_argument("--split", default="train", help="Hub dataset split")
+    b.add_argument("--prompt-field", default="prompt", help="question or messages field")
+    b.add_argument("--responses-field", default="completions", help="list of responses")
+    b.add_argument("--text-field", default="response", help="text key inside a response")
+    b.add_argument("--rating-field", default="rating", help="score key inside a response")
+    b.add_argument("--reference-field", default="reference", help="reference answer field")
+    b.add_argument("--id-field", default="id")
+    b.add_argument("--target", choices=["best", "reference", "teacher"], default="reference",
+                   help="what the model should write (default: the reference)")
+    b.add_argument("--teacher", metavar="SPEC", help="teacher backend for --target teacher. "
+                   + SPEC_HELP)
+    b.add_argument("--num-proposals", "-k", type=int, default=4, help="proposals per row")
+    b.add_argument("--proposer", action="append", metavar="SPEC",
+                   help="on-policy proposer(s); default: the embedded model")
+    b.add_argument("--max-tokens", type=int, default=256, help="on-policy proposal cap")
+    b.add_argument("--temperature", type=float, default=0.8)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--no-shuffle", action="store_true", help="keep response order")
+    b.add_argument("--skip-bad", action="store_true", help="skip and count bad records")
+    b.add_argument("--sft-ratio", type=float, default=0.0,
+                   help="add this many plain SFT rows per AFT row (off-policy/traces)")
+    b.add_argument("--concurrency", type=int, default=4)
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=cmd_data_build)
+
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from aft_sdk.backends.base import run_sync
+    from aft_sdk.config import SamplingConfig
+    from aft_sdk.errors import ConfigError
+    from aft_sdk.trainers import builders
+    from aft_sdk.trainers.rows import RowCounter, load_records
+
+    if args.target == "teacher" and not args.teacher:
+        raise ConfigError("--target teacher needs --teacher SPEC")
+    counter = RowCounter()
+    if args.mode == "traces":
+        rows = list(builders.rows_from_traces(args.source))
+    elif args.mode == "off-policy":
+        records = load_records(args.source, split=args.split)
+        rows = list(builders.off_policy_rows(
+            records, prompt_field=args.prompt_field, responses_field=args.responses_field,
+            text_field=args.text_field, rating_field=args.rating_field,
+            reference_field=args.reference_field,
+            target="best" if args.target in ("best", "teacher") else "reference",
+            num_proposals=args.num_proposals, shuffle=not args.no_shuffle, seed=args.seed,
+            id_field=args.id_field, skip_bad=args.skip_bad, counter=counter,
+        ))
+    else:
+        records = load_records(args.source, split=args.split)
+        stats = run_sync(builders.abuild_on_policy(
+            records, args.proposer or None, args.output, k=args.num_proposals,
+            sampling=SamplingConfig(max_tokens=args.max_tokens, temperature=args.temperature,
+                                    seed=args.seed),
+            prompt_field=args.prompt_field,
+            reference_field=None if args.target == "teacher" else args.reference_field,
+            teacher=args.teacher if args.target == "teacher" else None,
+            id_field=args.id_field, max_concurrency=args.concurrency,
+            progress=not args.no_progress,
+        ))
+        print(f"{stats['written']} rows written, {stats['skipped']} already there, "
+              f"{stats['failed']} failed -> {args.output}", file=sys.stderr)
+        return 0 if not stats["failed"] else 1
+    if args.target == "teacher":
+        stats = run_sync(builders.ateacher_targets(
+            rows, args.teacher, args.output, max_concurrency=args.concurrency,
+            progress=not args.no_progress))
+        print(f"{stats['written']} rows with teacher targets -> {args.output}", file=sys.stderr)
+        return 0 if not stats["failed"] else 1
+    if args.sft_ratio:
+        sft = list(builders.sft_rows_from(rows))
+        rows = builders.mix_sft(rows, sft, min(args.sft_ratio, 1.0), seed=args.seed)
+    n = builders.write_rows(rows, args.output)
+    skipped = f", {counter.skipped} bad records skipped" if counter.skipped else ""
+    print(f"{n} rows -> {args.output}{skipped}", file=sys.stderr)
+    return 0

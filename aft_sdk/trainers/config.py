@@ -1,0 +1,121 @@
+"""``AggregatorConfig``: every knob of AFT training, as one ``TrainingArguments`` dataclass.
+
+It extends TRL's ``SFTConfig`` (itself a ``transformers.TrainingArguments``), so
+``HfArgumentParser`` reads it from YAML and the command line, and every Trainer flag
+works. Defaults that differ from the Hugging Face / TRL ones are listed in
+:data:`CHANGED_DEFAULTS`; they are our choices for aggregation data (long prompts with
+several drafts, small datasets), not values from the AFT paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import SFTConfig
+
+from aft_sdk.errors import ConfigError
+
+CHANGED_DEFAULTS = {
+    "output_dir": ("trainer_output", "aft-aggregator"),
+    "learning_rate": (2e-5, 1e-5),
+    "num_train_epochs": (3.0, 2.0),
+    "max_length": (1024, 4096),
+    "per_device_train_batch_size": (8, 4),
+    "save_strategy": ("steps", "no"),
+    "logging_steps": (10, 5),
+}
+
+
+@dataclass
+class AggregatorConfig(SFTConfig):
+    """Configuration of :class:`~aft_sdk.trainers.AggregatorTrainer`.
+
+    Everything from ``transformers.TrainingArguments`` and ``trl.SFTConfig`` applies;
+    the fields below are ours. Changed defaults: see :data:`CHANGED_DEFAULTS`.
+    """
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Base model: a Hugging Face id, a local folder, or a .gguf file."},
+    )
+    gguf_file: str | None = field(
+        default=None,
+        metadata={"help": "GGUF file name inside model_name_or_path (a folder); it is "
+                          "dequantised so it can be trained and saved."},
+    )
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "Training rows: a .jsonl/.json/.parquet file of AFT rows "
+                          "(id, messages, proposals, target, kind) or a Hub dataset id."},
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split of a Hub dataset."})
+    eval_dataset_path: str | None = field(
+        default=None, metadata={"help": "Optional evaluation rows, same format."}
+    )
+    preset: str = field(
+        default="aft-v1",
+        metadata={"help": "Aggregation prompt preset; the graph must use the same one."},
+    )
+    template_file: str | None = field(
+        default=None,
+        metadata={"help": "Custom aggregation template file (with {proposals}); wins over preset."},
+    )
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={"help": "Skip and count malformed rows instead of stopping at the first."},
+    )
+    sft_ratio: float = field(
+        default=0.0,
+        metadata={"help": "Add this many plain SFT rows (conversation -> target) per AFT "
+                          "row, made from the same data, so the model also proposes."},
+    )
+    use_lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(
+        default="all-linear",
+        metadata={"help": "Modules to adapt: 'all-linear' or a comma-separated list."},
+    )
+    merge_lora: bool = field(
+        default=True,
+        metadata={"help": "With LoRA, also save the merged model in output_dir (the "
+                          "adapter goes to output_dir/adapter either way)."},
+    )
+    output_dir: str | None = field(
+        default="aft-aggregator",
+        metadata={"help": "Where the trained aggregator is written (an ordinary HF folder)."},
+    )
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
+    num_train_epochs: float = field(default=2.0, metadata={"help": "Training epochs."})
+    max_length: int | None = field(
+        default=4096,
+        metadata={"help": "Max tokens per row. Longer rows lose proposal text first; the "
+                          "target is never cut unless it alone is too long."},
+    )
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "Batch per device."})
+    save_strategy: str = field(
+        default="no",
+        metadata={"help": "Checkpointing during training; the final model is always saved."},
+    )
+    logging_steps: float = field(default=5, metadata={"help": "Log every N steps."})
+
+    def __post_init__(self) -> None:
+        if self.model_name_or_path is None:
+            raise ConfigError("model_name_or_path is required: an HF id, a folder or a .gguf file")
+        if self.dataset_path is None:
+            raise ConfigError("dataset_path is required: a .jsonl/.json/.parquet file or Hub id")
+        if self.sft_ratio < 0:
+            raise ConfigError(f"sft_ratio must be >= 0, got {self.sft_ratio}")
+        if self.template_file and not Path(self.template_file).is_file():
+            raise ConfigError(f"template_file not found: {self.template_file}")
+        if self.bf16 is None:  # TRL would turn None into True even on CPUs
+            self.bf16 = _bf16_supported() and not self.fp16
+        super().__post_init__()
+
+
+def _bf16_supported() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

@@ -1,0 +1,144 @@
+"""AFT rows: (conversation, proposals, target), their validation, and dataset loading.
+
+A row on disk (JSONL, JSON or Parquet) looks like::
+
+    {"id": "q17", "messages": [{"role": "user", "content": "..."}],
+     "proposals": ["draft 1", "draft 2"], "target": "the refined answer",
+     "kind": "aft", "source": "ultrafeedback"}
+
+``kind`` is ``aft`` (learn to aggregate) or ``sft`` (plain conversation -> answer, no
+proposals), so one model can learn both to propose and to aggregate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from aft_sdk.backends.base import normalize_messages
+from aft_sdk.errors import ConfigError, TrainingError
+
+logger = logging.getLogger(__name__)
+
+LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+class AftRow(BaseModel):
+    """One training row.
+
+    Attributes:
+        id: Stable key (resumable building, deduplication).
+        messages: The conversation up to the turn being answered.
+        proposals: Drafts the aggregator sees (empty for ``sft`` rows).
+        target: What the model should write.
+        kind: ``aft`` or ``sft``.
+        source: Where the row came from (dataset, builder, teacher model).
+        meta: Extras such as the proposal models and token usage of on-policy sampling.
+    """
+
+    id: str
+    messages: list[dict[str, str]] = Field(min_length=1)
+    proposals: list[str] = Field(default_factory=list)
+    target: str = Field(min_length=1)
+    kind: Literal["aft", "sft"] = "aft"
+    source: str = ""
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class RowError(TrainingError):
+    """A dataset row is unusable; the message names the row and the field."""
+
+
+def validate_row(raw: Any, where: str) -> AftRow:
+    """Validates one raw row, raising :class:`RowError` that names row and field."""
+    if not isinstance(raw, dict):
+        raise RowError(f"{where}: a row must be an object, got {type(raw).__name__}")
+    try:
+        row = AftRow.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(row)"
+        raise RowError(f"{where}: field '{field}': {first['msg']}") from e
+    try:
+        row.messages = normalize_messages(row.messages)
+    except ConfigError as e:
+        raise RowError(f"{where}: field 'messages': {e}") from e
+    if row.kind == "aft" and not row.proposals:
+        raise RowError(f"{where}: field 'proposals': an aft row needs at least one proposal")
+    if any(not isinstance(p, str) or not p.strip() for p in row.proposals):
+        raise RowError(f"{where}: field 'proposals': proposals must be non-empty strings")
+    return row
+
+
+class RowCounter:
+    """Counts rows skipped for being bad, for the caller's report."""
+
+    def __init__(self) -> None:
+        self.skipped = 0
+        self.examples: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.skipped += 1
+        if len(self.examples) < 5:
+            self.examples.append(message)
+
+
+def validate_rows(
+    raws: Iterable[Any], *, skip_bad: bool = False, counter: RowCounter | None = None,
+    source: str = "dataset",
+) -> Iterator[AftRow]:
+    """Validates rows in order. Bad rows raise, or with ``skip_bad`` are counted."""
+    for i, raw in enumerate(raws):
+        try:
+            yield validate_row(raw, f"{source} row {i}")
+        except RowError as e:
+            if not skip_bad:
+                raise
+            logger.warning("skipping bad row: %s", e)
+            if counter is not None:
+                counter.add(str(e))
+
+
+def load_records(
+    source: str | os.PathLike[str], *, split: str = "train", name: str | None = None
+) -> Any:
+    """Loads a local JSON/JSONL/Parquet file or a Hugging Face Hub dataset.
+
+    Returns a ``datasets.Dataset``. A path that looks local but does not exist is an
+    error (not a silent hub lookup).
+
+    Raises:
+        ConfigError: The file is missing or of an unknown type.
+    """
+    import datasets
+
+    text = str(source)
+    path = Path(text)
+    if path.suffix in LOCAL_SUFFIXES or path.exists() or text.startswith((".", "/", "~")):
+        path = path.expanduser()
+        if not path.is_file():
+            raise ConfigError(f"dataset file not found: {path}")
+        if path.suffix not in LOCAL_SUFFIXES:
+            raise ConfigError(f"{path}: use a .jsonl, .json or .parquet file")
+        return datasets.load_dataset(
+            LOCAL_SUFFIXES[path.suffix], data_files=str(path), split="train"
+        )
+    # A hub id such as "openbmb/UltraFeedback" (needs network access to the Hub).
+    return datasets.load_dataset(text, name, split=split)
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yields JSON objects from a JSONL file, naming the line of any bad one."""
+    with Path(path).open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise RowError(f"{path} line {n}: not valid JSON: {e}") from e

@@ -1,0 +1,182 @@
+"""``AggregatorTrainer``: fine-tunes a model to aggregate drafts (AFT).
+
+Built on TRL's ``SFTTrainer`` (a ``transformers.Trainer``), which applies the chat
+template and masks the loss to the completion; we supply the aggregation prompt (same
+preset code as the graph), proposal-first truncation, model loading (HF id, folder or
+GGUF), optional LoRA, and a save that yields an ordinary HF folder plus
+``aft_sdk.json`` describing how it was trained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from trl import SFTTrainer
+
+from aft_sdk.errors import ConfigError, TrainingError
+from aft_sdk.prompts import PromptTemplate, get_template
+from aft_sdk.trainers.builders import sft_rows_from
+from aft_sdk.trainers.config import AggregatorConfig
+from aft_sdk.trainers.formatting import to_examples
+from aft_sdk.trainers.rows import AftRow, RowCounter, load_records, validate_rows
+
+logger = logging.getLogger(__name__)
+
+METADATA_FILE = "aft_sdk.json"
+
+
+def load_model_and_tokenizer(args: AggregatorConfig) -> tuple[Any, Any]:
+    """Loads the base model: HF id or folder, or GGUF (dequantised so it trains/saves)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from aft_sdk.trainers.gguf import load_gguf
+
+    name = str(args.model_name_or_path)
+    if name.endswith(".gguf"):
+        return load_gguf(name)
+    if args.gguf_file:
+        return load_gguf(Path(name) / args.gguf_file)
+    looks_local = name.startswith((".", "/", "~")) or os.path.sep in name and Path(name).exists()
+    if looks_local and not Path(name).expanduser().exists():
+        raise ConfigError(f"model path not found: {name}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name, trust_remote_code=args.trust_remote_code
+        )
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=args.trust_remote_code)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot load model {name!r}: {e}. Give a local folder, a .gguf file, or a Hub "
+            "id reachable from this machine"
+        ) from e
+    return model, tokenizer
+
+
+def load_rows(path: str, args: AggregatorConfig, counter: RowCounter) -> list[AftRow]:
+    """Validated rows from a file or Hub dataset, plus SFT rows if ``sft_ratio`` asks."""
+    records = load_records(path, split=args.dataset_split)
+    rows = list(validate_rows(records, skip_bad=args.skip_bad_rows, counter=counter, source=path))
+    if not rows:
+        raise TrainingError(f"{path} has no usable rows ({counter.skipped} skipped)")
+    if args.sft_ratio > 0:
+        aft = [r for r in rows if r.kind == "aft"]
+        extra = list(sft_rows_from(aft))[: round(args.sft_ratio * len(aft))]
+        rows += extra
+    return rows
+
+
+def _template(args: AggregatorConfig) -> PromptTemplate:
+    custom = Path(args.template_file).read_text(encoding="utf-8") if args.template_file else None
+    return get_template(args.preset, custom)
+
+
+def _to_dataset(rows: list[AftRow], template: PromptTemplate, tokenizer: Any, max_length: int | None
+                ) -> Any:
+    import datasets
+
+    return datasets.Dataset.from_list(to_examples(rows, template, tokenizer, max_length))
+
+
+class AggregatorTrainer(SFTTrainer):
+    """Trains an aggregator on AFT rows.
+
+    Args:
+        args: The configuration (model, data, LoRA, all Trainer flags).
+        model: An already loaded model; default: loaded from ``args``.
+        tokenizer: Its tokenizer; default: loaded with the model.
+        train_rows: Rows to train on; default: read from ``args.dataset_path``.
+        eval_rows: Rows to evaluate on; default: ``args.eval_dataset_path`` if set.
+        **kwargs: Passed on to ``SFTTrainer`` (callbacks, ...).
+    """
+
+    def __init__(
+        self,
+        args: AggregatorConfig,
+        model: Any = None,
+        tokenizer: Any = None,
+        train_rows: list[AftRow] | None = None,
+        eval_rows: list[AftRow] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if model is None:
+            model, tokenizer = load_model_and_tokenizer(args)
+        elif tokenizer is None:
+            raise ConfigError("pass the tokenizer together with a loaded model")
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(
+                f"the tokenizer of {args.model_name_or_path} has no chat template; set "
+                "chat_template_path to a Jinja template file"
+            )
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.row_counter = RowCounter()
+        if train_rows is None:
+            train_rows = load_rows(str(args.dataset_path), args, self.row_counter)
+        if eval_rows is None and args.eval_dataset_path:
+            eval_rows = load_rows(args.eval_dataset_path, args, self.row_counter)
+        self.template = _template(args)
+        self.data_sources = [s for s in (args.dataset_path, args.eval_dataset_path) if s]
+        peft_config = None
+        if args.use_lora:
+            from peft import LoraConfig
+
+            targets = args.lora_target_modules
+            peft_config = LoraConfig(
+                r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                target_modules=targets if targets == "all-linear" else targets.split(","),
+                task_type="CAUSAL_LM",
+            )
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=_to_dataset(train_rows, self.template, tokenizer, args.max_length),
+            eval_dataset=_to_dataset(eval_rows, self.template, tokenizer, args.max_length)
+            if eval_rows else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            **kwargs,
+        )
+
+    def save_aggregator(self, output_dir: str | os.PathLike[str] | None = None) -> Path:
+        """Writes the trained aggregator as a plain HF folder and returns its path.
+
+        Full fine-tuning: weights, tokenizer (with chat template) and ``aft_sdk.json``.
+        LoRA: the adapter in ``output_dir/adapter``, and with ``merge_lora`` the merged
+        model in ``output_dir`` itself, so vLLM and transformers load either.
+        """
+        out = Path(output_dir or self.args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tokenizer = self.processing_class
+        model = self.model
+        if self.args.use_lora:
+            adapter = out / "adapter"
+            model.save_pretrained(adapter)
+            tokenizer.save_pretrained(adapter)
+            if self.args.merge_lora:
+                model.merge_and_unload().save_pretrained(out)
+        else:
+            model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        meta = {
+            "aft_sdk_version": _version(),
+            "preset": self.template.name,
+            "template": self.template.template if self.template.name == "custom" else None,
+            "base_model": str(self.args.model_name_or_path),
+            "data_sources": self.data_sources,
+            "rows_skipped": self.row_counter.skipped,
+            "lora": bool(self.args.use_lora),
+            "config": self.args.to_dict(),  # TrainingArguments masks hub tokens here
+        }
+        (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        logger.info("saved aggregator to %s", out)
+        return out
+
+
+def _version() -> str:
+    from aft_sdk import __version__
+
+    return __version__
