@@ -37,7 +37,8 @@ class AggregatorConfig(SFTConfig):
 
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Base model: a Hugging Face id, a local folder, or a .gguf file."},
+        metadata={"help": "Base model: a Hugging Face id, a local folder, a .gguf file, or "
+                          "'embedded' for the bundled SmolLM2 GGUF."},
     )
     gguf_file: str | None = field(
         default=None,

@@ -36,6 +36,10 @@ def load_model_and_tokenizer(args: AggregatorConfig) -> tuple[Any, Any]:
     from aft_sdk.trainers.gguf import load_gguf
 
     name = str(args.model_name_or_path)
+    if name == "embedded":
+        from aft_sdk.backends.embedded import bundled_model_path
+
+        name = str(bundled_model_path())
     if name.endswith(".gguf"):
         return load_gguf(name)
     if args.gguf_file:
