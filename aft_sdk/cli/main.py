@@ -1,4 +1,5 @@
-"""The ``aft`` command: ``run``, ``batch``, ``generate``, ``data build``, ``train``, ``presets``.
+"""The ``aft`` command: ``run``, ``batch``, ``generate``, ``data build``, ``train``, ``eval``,
+``presets``.
 
 With no backend named, everything runs on the embedded SmolLM2 model: no key, no GPU.
 """
@@ -183,8 +184,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_generate)
 
     from aft_sdk.cli.data import add_data_parser
+    from aft_sdk.cli.evaluate import add_eval_parser
 
     add_data_parser(sub)
+    add_eval_parser(sub, SPEC_HELP)
     sub.add_parser("train", help="fine-tune an aggregator (aft train --help for all flags)",
                    add_help=False)
 

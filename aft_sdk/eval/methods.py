@@ -1,0 +1,127 @@
+"""Test-time compute methods to compare, each a graph shape plus a final pick.
+
+- ``single``: one sample.
+- ``self_consistency`` (n): n samples, majority vote over extracted answers.
+- ``best_of_n`` (n): n samples, a judge picks one (``select-v1`` preset), or a
+  ``verifier(item, text) -> float`` does.
+- ``propose_aggregate`` (width x depth): the AFT method.
+
+Every run's token cost comes from its trace, judges and aggregators included.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aft_sdk.errors import ConfigError
+from aft_sdk.graphs import AggregateGraph, AggregateResult
+
+
+@dataclass
+class MethodRun:
+    """What one method produced for one item."""
+
+    answer: str
+    tokens: int
+    generations: int
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Method:
+    """One row of the comparison table.
+
+    Attributes:
+        name: Label in tables and plots (unique within an evaluation).
+        kind: ``single``, ``self_consistency``, ``best_of_n`` or ``propose_aggregate``.
+        width: Samples (proposals).
+        depth: Aggregation layers (``propose_aggregate``), else 0.
+        proposers: Backend(s) that sample.
+        aggregator: Backend that aggregates or judges.
+        preset: Aggregation prompt preset for ``propose_aggregate``.
+        graph_kwargs: More ``AggregateGraph`` arguments (sampling, shuffle, ...).
+        verifier: For ``best_of_n`` without a judge: scores a candidate.
+    """
+
+    name: str
+    kind: str
+    width: int = 1
+    depth: int = 0
+    proposers: Any = None
+    aggregator: Any = None
+    preset: str = "aft-v1"
+    graph_kwargs: dict[str, Any] = field(default_factory=dict)
+    verifier: Callable[[dict[str, Any], str], float] | None = None
+    _graph: AggregateGraph | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        kinds = ("single", "self_consistency", "best_of_n", "propose_aggregate")
+        if self.kind not in kinds:
+            raise ConfigError(f"method kind must be one of {kinds}, got {self.kind!r}")
+        if self.kind == "single":
+            self.width, self.depth = 1, 0
+        if self.kind == "self_consistency":
+            self.depth = 0
+        if self.kind == "best_of_n":
+            self.depth = 0 if self.verifier else 1
+        if self.kind == "propose_aggregate" and self.depth < 1:
+            raise ConfigError(f"{self.name}: propose_aggregate needs depth >= 1")
+
+    @property
+    def graph(self) -> AggregateGraph:
+        if self._graph is None:
+            preset = "select-v1" if self.kind == "best_of_n" else self.preset
+            self._graph = AggregateGraph(self.proposers, self.aggregator, width=self.width,
+                                         depth=self.depth, preset=preset, **self.graph_kwargs)
+        return self._graph
+
+    async def run(self, task: Any, item: dict[str, Any]) -> MethodRun:
+        """Runs the method on one item and returns its answer and cost."""
+        result: AggregateResult = await self.graph.ainvoke(task.prompt(item))
+        answer, detail = result.answer, {}
+        if self.kind == "self_consistency":
+            answer, detail = majority(result.proposals, task.answer_key)
+        elif self.kind == "best_of_n" and self.verifier is not None:
+            scores = [self.verifier(item, p) for p in result.proposals]
+            best = max(range(len(scores)), key=scores.__getitem__)
+            answer, detail = result.proposals[best], {"verifier_scores": scores}
+        return MethodRun(answer=answer, tokens=result.usage.total_tokens,
+                         generations=result.usage.generations,
+                         detail={**detail, "failures": result.usage.failures})
+
+
+def majority(texts: list[str], key: Callable[[str], str | None]) -> tuple[str, dict[str, Any]]:
+    """The first text whose extracted answer is the most common one.
+
+    Texts without an extractable answer do not vote; if none has one, the first text wins.
+    """
+    keys = [key(t) for t in texts]
+    votes = Counter(k for k in keys if k is not None)
+    if not votes:
+        return texts[0], {"votes": {}}
+    top, _ = votes.most_common(1)[0]
+    return texts[keys.index(top)], {"votes": dict(votes), "majority": top}
+
+
+def parse_method(spec: str, *, proposers: Any = None, aggregator: Any = None,
+                 **graph_kwargs: Any) -> Method:
+    """A method from a short spec: ``single``, ``sc:N``, ``bon:N``, ``pa:WIDTHxDEPTH``."""
+    kind, _, arg = spec.partition(":")
+    common = dict(proposers=proposers, aggregator=aggregator, graph_kwargs=graph_kwargs)
+    try:
+        if kind == "single":
+            return Method("single", "single", **common)
+        if kind == "sc":
+            return Method(f"sc:{int(arg)}", "self_consistency", width=int(arg), **common)
+        if kind == "bon":
+            return Method(f"bon:{int(arg)}", "best_of_n", width=int(arg), **common)
+        if kind == "pa":
+            w, _, d = arg.partition("x")
+            return Method(f"pa:{int(w)}x{int(d or 1)}", "propose_aggregate", width=int(w),
+                          depth=int(d or 1), **common)
+    except ValueError as e:
+        raise ConfigError(f"bad method spec {spec!r}: {e}") from e
+    raise ConfigError(f"unknown method spec {spec!r}: use single, sc:N, bon:N or pa:WxD")

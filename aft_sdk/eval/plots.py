@@ -1,0 +1,67 @@
+"""Plots of an evaluation table (matplotlib, written as PNG files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_quality_vs_tokens(table: list[dict[str, Any]], path: Path, title: str = "") -> Path:
+    """Score against mean tokens per item, one series per method kind."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for kind in dict.fromkeys(r["kind"] for r in table):
+        rows = sorted((r for r in table if r["kind"] == kind), key=lambda r: r["tokens_per_item"])
+        ax.plot([r["tokens_per_item"] for r in rows], [r["score"] for r in rows], marker="o",
+                label=kind.replace("_", " "))
+        for r in rows:
+            ax.annotate(r["method"], (r["tokens_per_item"], r["score"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("tokens per item (from traces)")
+    ax.set_ylabel("score")
+    ax.set_title(f"{title}: quality vs compute" if title else "quality vs compute")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_quality_vs_width(table: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
+    """Score against width, one line per depth (propose-and-aggregate rows)."""
+    rows = [r for r in table if r["kind"] == "propose_aggregate"]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for depth in sorted({r["depth"] for r in rows}):
+        pts = sorted((r for r in rows if r["depth"] == depth), key=lambda r: r["width"])
+        ax.plot([r["width"] for r in pts], [r["score"] for r in pts], marker="o",
+                label=f"depth {depth}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("width (proposals)")
+    ax.set_ylabel("score")
+    ax.set_title(f"{title}: quality vs width" if title else "quality vs width")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_all(table: list[dict[str, Any]], out_dir: Path, title: str = "") -> list[Path]:
+    """Writes every plot that the table supports; returns their paths."""
+    paths = [plot_quality_vs_tokens(table, out_dir / "quality_vs_tokens.png", title)]
+    width = plot_quality_vs_width(table, out_dir / "quality_vs_width.png", title)
+    return [p for p in (*paths, width) if p is not None]

@@ -1,0 +1,124 @@
+"""Run methods over a task, resumably, and write a token-costed table and plots.
+
+Per method, answers go to ``OUT/runs/METHOD.jsonl`` as they finish (re-running skips
+finished items). The table (``table.json``, ``table.csv``) has one row per method with
+its score and its token cost, counted from the traces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from aft_sdk.backends.base import run_sync
+from aft_sdk.batch import append_jsonl, read_done_ids
+from aft_sdk.errors import AftError, ConfigError
+from aft_sdk.eval.methods import Method
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ["method", "kind", "width", "depth", "items", "score", "tokens_per_item",
+           "generations_per_item", "errors"]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+async def _run_method(task: Any, method: Method, path: Path, max_concurrency: int,
+                      progress: bool) -> None:
+    done = read_done_ids(path)
+    todo = [it for it in task.items if str(it["id"]) not in done]
+    bar = tqdm(total=len(task.items), initial=len(task.items) - len(todo), desc=method.name,
+               unit="item", disable=not progress)
+    sem = asyncio.Semaphore(max_concurrency)
+
+    async def one(item: dict[str, Any]) -> None:
+        async with sem:
+            try:
+                run = await method.run(task, item)
+                score = await task.score(item, run.answer)
+                row = {"id": str(item["id"]), "method": method.name, "answer": run.answer,
+                       "score": score.value, "key": score.key, "tokens": run.tokens,
+                       "generations": run.generations,
+                       "detail": {**run.detail, **score.detail}}
+            except AftError as e:
+                row = {"id": str(item["id"]), "method": method.name, "answer": "", "score": 0.0,
+                       "key": None, "tokens": 0, "generations": 0,
+                       "error": f"{type(e).__name__}: {e}"}
+            append_jsonl(path, row)
+            bar.update(1)
+
+    try:
+        await asyncio.gather(*(one(it) for it in todo))
+    finally:
+        bar.close()
+
+
+def summarise(method: Method, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table row from a method's per-item results."""
+    n = len(rows)
+    return {
+        "method": method.name, "kind": method.kind, "width": method.width,
+        "depth": method.depth, "items": n,
+        "score": round(sum(r["score"] for r in rows) / n, 4) if n else 0.0,
+        "tokens_per_item": round(sum(r["tokens"] for r in rows) / n, 1) if n else 0.0,
+        "generations_per_item": round(sum(r["generations"] for r in rows) / n, 2) if n else 0.0,
+        "errors": sum(1 for r in rows if "error" in r),
+    }
+
+
+async def aevaluate(task: Any, methods: list[Method], out_dir: str | os.PathLike[str], *,
+                    max_concurrency: int = 4, progress: bool = True, plots: bool = True
+                    ) -> list[dict[str, Any]]:
+    """Evaluates every method on every item of ``task``; returns the table rows.
+
+    Writes ``runs/*.jsonl``, ``table.json``, ``table.csv`` and (with ``plots``) PNG
+    plots under ``out_dir``.
+    """
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"method names must be unique, got {names}")
+    out = Path(out_dir)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    ids = {str(it["id"]) for it in task.items}
+    table = []
+    for method in methods:
+        path = out / "runs" / f"{_safe(method.name)}.jsonl"
+        await _run_method(task, method, path, max_concurrency, progress)
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        table.append(summarise(method, [r for r in rows if r["id"] in ids]))
+    (out / "table.json").write_text(json.dumps({"task": task.name, "rows": table}, indent=2) + "\n")
+    with (out / "table.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(table)
+    if plots:
+        from aft_sdk.eval.plots import plot_all
+
+        plot_all(table, out, title=task.name)
+    return table
+
+
+def evaluate(task: Any, methods: list[Method], out_dir: str | os.PathLike[str], **kwargs: Any
+             ) -> list[dict[str, Any]]:
+    """Blocking twin of :func:`aevaluate`."""
+    return run_sync(aevaluate(task, methods, out_dir, **kwargs))
+
+
+def format_table(table: list[dict[str, Any]]) -> str:
+    """The table as aligned text (for terminals and READMEs)."""
+    cols = ["method", "score", "tokens_per_item", "generations_per_item", "errors"]
+    widths = [max(len(c), *(len(str(r[c])) for r in table)) for c in cols]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    for r in table:
+        lines.append("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
+    return "\n".join(lines)

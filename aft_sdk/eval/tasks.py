@@ -1,0 +1,181 @@
+"""Evaluation tasks: how to ask each item, and how to score an answer.
+
+- :class:`ExactMatchTask`: math-style answers, extracted and compared with ``math-verify``.
+- :class:`MultipleChoiceTask`: lettered options; the answer's letter is extracted.
+- :class:`PairwiseJudgeTask`: AlpacaEval-style win rate against reference outputs, judged
+  by any backend in both orders to cancel position bias.
+
+Items are dicts; every task needs ``id`` and ``question``.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aft_sdk.backends.base import Backend
+from aft_sdk.config import SamplingConfig
+from aft_sdk.errors import ConfigError
+
+
+@dataclass
+class Score:
+    """The score of one answer: ``value`` in [0, 1] and the key used for voting."""
+
+    value: float
+    key: str | None
+    detail: dict[str, Any]
+
+
+def _require(items: Sequence[dict[str, Any]], fields: Sequence[str], task: str) -> None:
+    if not items:
+        raise ConfigError(f"{task}: no items to evaluate")
+    for i, item in enumerate(items):
+        for f in fields:
+            if f not in item:
+                raise ConfigError(f"{task}: item {i} has no field '{f}'")
+
+
+class ExactMatchTask:
+    """Questions with a single verifiable answer (numbers, expressions).
+
+    Args:
+        items: Dicts with ``id``, ``question``, ``answer``.
+        instruction: Appended to each question to ask for a clear final answer.
+    """
+
+    name = "exact_match"
+
+    def __init__(self, items: Sequence[dict[str, Any]],
+                 instruction: str = "End with: The answer is <number>.") -> None:
+        _require(items, ("id", "question", "answer"), self.name)
+        self.items = list(items)
+        self.instruction = instruction
+
+    def prompt(self, item: dict[str, Any]) -> list[dict[str, str]]:
+        text = f"{item['question']}\n{self.instruction}" if self.instruction else item["question"]
+        return [{"role": "user", "content": text}]
+
+    def answer_key(self, text: str) -> str | None:
+        """Canonical extracted answer (for majority voting), or ``None``."""
+        parsed = _parse(text)
+        return str(parsed[0]) if parsed else None
+
+    async def score(self, item: dict[str, Any], text: str) -> Score:
+        from math_verify import verify
+
+        gold, pred = _parse(str(item["answer"])), _parse(text)
+        # math-verify's timeouts use signal.alarm, which only works on the main thread;
+        # our sync API runs coroutines on a worker thread, so they are turned off.
+        ok = bool(pred) and bool(verify(gold, pred, timeout_seconds=None))
+        key = str(pred[0]) if pred else None
+        return Score(float(ok), key, {"extracted": key})
+
+
+def _parse(text: str) -> list[Any]:
+    from math_verify import parse
+
+    return parse(text, parsing_timeout=None)
+
+
+_LETTER = re.compile(r"\b([A-J])\b")
+_ANSWER_IS = re.compile(r"answer\s*(?:is|:)\s*\(?([A-J])\b", re.IGNORECASE)
+
+
+class MultipleChoiceTask:
+    """Multiple choice with lettered options.
+
+    Args:
+        items: Dicts with ``id``, ``question``, ``choices`` (list of text) and ``answer``
+            (a letter, or the 0-based index of the right choice).
+    """
+
+    name = "multiple_choice"
+
+    def __init__(self, items: Sequence[dict[str, Any]]) -> None:
+        _require(items, ("id", "question", "choices", "answer"), self.name)
+        self.items = list(items)
+
+    def prompt(self, item: dict[str, Any]) -> list[dict[str, str]]:
+        options = "\n".join(f"{string.ascii_uppercase[i]}. {c}"
+                            for i, c in enumerate(item["choices"]))
+        return [{"role": "user", "content": f"{item['question']}\n{options}\n"
+                 "Answer with the letter of the correct option, as: The answer is X."}]
+
+    @staticmethod
+    def gold(item: dict[str, Any]) -> str:
+        ans = item["answer"]
+        return string.ascii_uppercase[ans] if isinstance(ans, int) else str(ans).strip().upper()
+
+    def answer_key(self, text: str) -> str | None:
+        """The chosen letter: an explicit "answer is X" wins, else the last lone letter."""
+        m = _ANSWER_IS.search(text)
+        if m:
+            return m.group(1).upper()
+        letters = _LETTER.findall(text)
+        return letters[-1] if letters else None
+
+    async def score(self, item: dict[str, Any], text: str) -> Score:
+        key = self.answer_key(text)
+        return Score(float(key == self.gold(item)), key, {"extracted": key})
+
+
+JUDGE_PROMPT = (
+    "Compare two responses to the instruction below and decide which one a careful "
+    "reader would prefer: more helpful, correct and clear.\n\n"
+    "Instruction:\n{question}\n\nResponse A:\n{a}\n\nResponse B:\n{b}\n\n"
+    "Reply with exactly one of: A, B, tie."
+)
+
+
+def parse_verdict(text: str) -> str | None:
+    """``A``, ``B`` or ``tie`` from a judge's reply, or ``None`` if it gives none."""
+    t = text.strip()
+    if re.search(r"\btie\b", t, re.IGNORECASE):
+        return "tie"
+    m = re.search(r"\b([AB])\b", t)
+    return m.group(1) if m else None
+
+
+class PairwiseJudgeTask:
+    """Win rate against reference outputs, judged in both orders (AlpacaEval style).
+
+    Each answer is judged twice, as A and as B; a win counts 1, a tie or a split
+    decision 0.5, unparseable verdicts count as ties and are reported.
+
+    Args:
+        items: Dicts with ``id``, ``question`` and ``reference`` (the baseline output).
+        judge: The judging backend.
+    """
+
+    name = "pairwise_judge"
+
+    def __init__(self, items: Sequence[dict[str, Any]], judge: Backend,
+                 sampling: SamplingConfig | None = None) -> None:
+        _require(items, ("id", "question", "reference"), self.name)
+        self.items = list(items)
+        self.judge = judge
+        self.sampling = sampling or SamplingConfig(temperature=0.0, max_tokens=8)
+
+    def prompt(self, item: dict[str, Any]) -> list[dict[str, str]]:
+        return [{"role": "user", "content": item["question"]}]
+
+    def answer_key(self, text: str) -> str | None:
+        return None  # free-form answers have no vote key
+
+    async def _verdict(self, question: str, a: str, b: str) -> tuple[str | None, int]:
+        prompt = JUDGE_PROMPT.replace("{question}", question).replace("{a}", a).replace("{b}", b)
+        (gen,) = await self.judge.generate([{"role": "user", "content": prompt}],
+                                           sampling=self.sampling)
+        return parse_verdict(gen.text), gen.prompt_tokens + gen.completion_tokens
+
+    async def score(self, item: dict[str, Any], text: str) -> Score:
+        first, t1 = await self._verdict(item["question"], text, item["reference"])
+        second, t2 = await self._verdict(item["question"], item["reference"], text)
+        points = {"A": 1.0, "tie": 0.5, None: 0.5, "B": 0.0}[first]
+        points += {"B": 1.0, "tie": 0.5, None: 0.5, "A": 0.0}[second]
+        return Score(points / 2, None, {"verdicts": [first, second], "judge_tokens": t1 + t2,
+                                        "length": len(text)})
