@@ -88,10 +88,16 @@ class LayerBranch:
             messages, info = self.plan.aggregation_prompt(
                 payload["messages"], payload["inputs"], self.layer, slots[0]
             )
+        sampling = lp.sampling
+        if sampling.seed is not None and slots[0]:
+            # Requests of one layer must not share a seed (identical samples otherwise);
+            # within a request the backend offsets by output index, so slot s of a layer
+            # uses seed + s either way.
+            sampling = sampling.model_copy(update={"seed": sampling.seed + slots[0]})
         t0 = time.perf_counter()
         try:
             gens = await asyncio.wait_for(
-                self._generate(backend, messages, len(slots), lp.sampling, config),
+                self._generate(backend, messages, len(slots), sampling, config),
                 self._timeout(config),
             )
         except (AftError, TimeoutError) as e:

@@ -162,3 +162,13 @@ async def test_streaming_yields_progress_and_tokens_before_the_result(fault) -> 
     assert layers == [0, 1, 2]
     text = "".join(e["text"] for e in events if e["event"] == "token")
     assert text.strip() == events[-1]["result"].answer.strip()
+
+
+async def test_seeded_slots_get_distinct_seeds(fault) -> None:
+    p = api(fault, "p", native_n=False)
+    graph = AggregateGraph(p, api(fault, "agg", native_n=False), width=3, depth=2,
+                           proposer_sampling={"seed": 10}, aggregator_sampling={"seed": 50})
+    result = await graph.ainvoke("q")
+    assert sorted(r["seed"] for r in fault.requests if r["model"] == "p") == [10, 11, 12]
+    assert sorted(r["seed"] for r in fault.requests if r["model"] == "agg") == [50, 50, 51, 52]
+    assert len({r.text for r in result.layers[0].outputs}) == 3
