@@ -97,3 +97,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 def main() -> None:
     """The ``aft-train`` console script."""
     sys.exit(train_main())
+
+
+if __name__ == "__main__":  # `accelerate launch -m aft_sdk.cli.train --config ...`
+    main()

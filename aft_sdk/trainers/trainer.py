@@ -110,7 +110,7 @@ class AggregatorTrainer(SFTTrainer):
             model, tokenizer = load_model_and_tokenizer(args)
         elif tokenizer is None:
             raise ConfigError("pass the tokenizer together with a loaded model")
-        if not getattr(tokenizer, "chat_template", None):
+        if not getattr(tokenizer, "chat_template", None) and not args.chat_template_path:
             raise ConfigError(
                 f"the tokenizer of {args.model_name_or_path} has no chat template; set "
                 "chat_template_path to a Jinja template file"

@@ -1,0 +1,97 @@
+"""Recipes run as scripts: --help, reduced end-to-end runs on real engines, dry runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+RECIPES = ["cpu_end_to_end", "scaling_sweep", "mixed_api_local", "reproduce_paper"]
+
+
+def run(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "recipes" / f"{name}.py"), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_help_shows_the_exact_command(name: str) -> None:
+    r = run(name, "--help", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"python recipes/{name}.py" in r.stdout
+
+
+def test_recipes_use_only_the_public_api() -> None:
+    for name in RECIPES:
+        text = (ROOT / "recipes" / f"{name}.py").read_text()
+        for line in text.splitlines():
+            if line.startswith(("from aft_sdk", "import aft_sdk")):
+                module = line.split()[1]
+                assert not any(part.startswith("_") for part in module.split(".")), line
+
+
+def test_reproduce_paper_dry_run_checks_configs(tmp_path: Path) -> None:
+    r = run("reproduce_paper", "--dry-run", "--work", str(tmp_path), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "train config ok: meta-llama/Llama-3.1-8B" in r.stdout
+    assert "graph config ok: width 5" in r.stdout
+    assert "accelerate launch --config_file" in r.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_name_or_path: x\ndataset_path: y\nlearning_rte: 1\n")
+    r = run("reproduce_paper", "--dry-run", "--work", str(tmp_path), "--train-config", str(bad))
+    assert r.returncode != 0 and "unknown field 'learning_rte'" in r.stderr
+
+
+@pytest.mark.slow
+def test_scaling_sweep_reduced(tmp_path: Path, llama_server) -> None:
+    r = run("scaling_sweep", "--reduced", "--out", str(tmp_path),
+            "--proposer", f"{llama_server.base_url}#smollm2",
+            "--aggregator", f"{llama_server.base_url}#smollm2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = json.loads((tmp_path / "table.json").read_text())["rows"]
+    assert [row["method"] for row in table] == ["single", "pa:1x1", "pa:2x1"]
+    assert [row["generations_per_item"] for row in table] == [1.0, 2.0, 3.0]
+    assert table[2]["tokens_per_item"] > table[1]["tokens_per_item"] > table[0]["tokens_per_item"]
+    for png in ("quality_vs_tokens.png", "quality_vs_width.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_cpu_end_to_end_reduced(tmp_path: Path, gguf_path) -> None:
+    pytest.importorskip("vllm")
+    r = run("cpu_end_to_end", "--reduced", "--out", str(tmp_path), timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    names = [row["method"] for row in summary["table"]]
+    assert names == ["single", "self-consistency x3", "P&A 2x1, untrained aggregator",
+                     "P&A 2x1, AFT aggregator"]
+    assert all(row["items"] == 3 and row["errors"] == 0 for row in summary["table"])
+    # Matched generations: 3 for every method but the single sample.
+    assert [row["generations_per_item"] for row in summary["table"]] == [1.0, 3.0, 3.0, 3.0]
+    assert (tmp_path / "work" / "aggregator" / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "eval" / "quality_vs_tokens.png").is_file()
+    rows = (tmp_path / "data" / "aft_rows.jsonl").read_text().splitlines()
+    assert len(rows) == 8 and all(len(json.loads(x)["proposals"]) == 2 for x in rows)
+
+
+@pytest.mark.slow
+def test_mixed_api_local_cpu_demo(tmp_path: Path, hf_model_dir) -> None:
+    pytest.importorskip("vllm")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"id": f"q{i}", "question": q}) + "\n"
+                                 for i, q in enumerate(["Name a fruit.", "Name a color."])))
+    out = tmp_path / "answers.jsonl"
+    r = run("mixed_api_local", str(questions), "-o", str(out), "--cpu-demo", "--width", "2",
+            "--aggregator-model", str(hf_model_dir), "--max-model-len", "1024")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "answers.summary.json").read_text())
+    assert summary["answers"] == 2 and summary["batch"]["failed"] == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    for row in rows:
+        layers = row["result"]["layers"]
+        assert all(o["backend"].startswith("openai:smollm2@") for o in layers[0]["outputs"])
+        assert layers[1]["outputs"][0]["backend"].startswith("vllm:")
