@@ -12,8 +12,9 @@ stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from aft_sdk._lazy import lazy_getattr
+
+from typing import TYPE_CHECKING
 
 from aft_sdk.config import (
     EmbeddedBackendConfig,
@@ -114,7 +115,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'aft_sdk' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -5,7 +5,9 @@ Heavy engines (llama.cpp, vLLM) are imported only when their backend is first us
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from aft_sdk._lazy import lazy_getattr
+
+from typing import TYPE_CHECKING
 
 from aft_sdk.backends.base import Backend, Generation, normalize_messages, run_sync
 from aft_sdk.backends.factory import default_backend, make_backend, parse_spec
@@ -35,9 +37,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -15,6 +15,18 @@ def _pyplot() -> Any:
     return plt
 
 
+def _finish(plt: Any, fig: Any, ax: Any, xlabel: str, what: str, title: str, path: Path) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("score")
+    ax.set_title(f"{title}: {what}" if title else what)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_quality_vs_tokens(table: list[dict[str, Any]], path: Path, title: str = "") -> Path:
     """Score against mean tokens per item, one series per method kind."""
     plt = _pyplot()
@@ -26,15 +38,7 @@ def plot_quality_vs_tokens(table: list[dict[str, Any]], path: Path, title: str =
         for r in rows:
             ax.annotate(r["method"], (r["tokens_per_item"], r["score"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("tokens per item (from traces)")
-    ax.set_ylabel("score")
-    ax.set_title(f"{title}: quality vs compute" if title else "quality vs compute")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, "tokens per item (from traces)", "quality vs compute", title, path)
 
 
 def plot_quality_vs_width(table: list[dict[str, Any]], path: Path, title: str = "") -> Path | None:
@@ -49,15 +53,7 @@ def plot_quality_vs_width(table: list[dict[str, Any]], path: Path, title: str = 
         ax.plot([r["width"] for r in pts], [r["score"] for r in pts], marker="o",
                 label=f"depth {depth}")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("width (proposals)")
-    ax.set_ylabel("score")
-    ax.set_title(f"{title}: quality vs width" if title else "quality vs width")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, "width (proposals)", "quality vs width", title, path)
 
 
 def plot_all(table: list[dict[str, Any]], out_dir: Path, title: str = "") -> list[Path]:

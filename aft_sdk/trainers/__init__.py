@@ -6,8 +6,8 @@ Data builders and row types load without torch; the trainer needs the ``train`` 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from aft_sdk._lazy import lazy_getattr
+
 
 from aft_sdk.trainers.builders import (
     abuild_on_policy,
@@ -54,7 +54,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'aft_sdk.trainers' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
