@@ -52,9 +52,15 @@ def read_done_ids(output_path: Path) -> set[str]:
         with output_path.open("r+b") as f:
             f.truncate(end)
     done = set()
-    for line in data[:end].splitlines():
+    for n, line in enumerate(data[:end].splitlines(), start=1):
         if line.strip():
-            done.add(str(json.loads(line)["id"]))
+            try:
+                done.add(str(json.loads(line)["id"]))
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ConfigError(
+                    f"{output_path} line {n} is not a result row ({e}); this file is not "
+                    "an aft batch output, or it was edited: fix or move that line"
+                ) from e
     return done
 
 

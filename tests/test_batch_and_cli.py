@@ -135,3 +135,15 @@ def test_aft_run_streams_tokens(gguf_path) -> None:
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() and "[layer 0: 2 ok, 0 failed]" in r.stderr
+
+
+def test_foreign_output_file_is_refused_with_the_line(fault, tmp_path: Path) -> None:
+    from aft_sdk import ConfigError
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    write_rows(src, 1)
+    out.write_text(json.dumps({"id": "q0"}) + "\n" + json.dumps(["not", "a", "row"]) + "\n")
+    graph = AggregateGraph(f"{fault.base_url}#p", f"{fault.base_url}#a", width=1)
+    with pytest.raises(ConfigError, match="line 2 is not a result row"):
+        run_batch(graph, src, out, progress=False)
+    assert fault.count() == 0

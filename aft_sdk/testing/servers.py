@@ -15,14 +15,19 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
 from aft_sdk.errors import BackendUnavailableError
 
 logger = logging.getLogger(__name__)
+
+
+class _NotReady(Exception):
+    """The server is not answering yet (polled again)."""
 
 
 def free_port() -> int:
@@ -110,25 +115,36 @@ class LocalServer:
             self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
             start_new_session=True,
         )
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BackendUnavailableError(
-                    f"server exited with code {self.proc.returncode} before it was ready; "
-                    f"its log: {self.log_path}\n{self.tail()}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise BackendUnavailableError(
-            f"server not ready after {self.ready_timeout_s:.0f}s; its log: {self.log_path}\n"
-            f"{self.tail()}"
+        poll = Retrying(
+            stop=stop_after_delay(self.ready_timeout_s), wait=wait_fixed(0.25),
+            retry=retry_if_exception_type(_NotReady), reraise=True,
         )
+        try:
+            for attempt in poll:
+                with attempt:
+                    self._probe()
+        except _NotReady:
+            self.stop()
+            raise BackendUnavailableError(
+                f"server not ready after {self.ready_timeout_s:.0f}s; its log: "
+                f"{self.log_path}\n{self.tail()}"
+            ) from None
+        return self
+
+    def _probe(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise BackendUnavailableError(
+                f"server exited with code {self.proc.returncode} before it was ready; "
+                f"its log: {self.log_path}\n{self.tail()}"
+            )
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as e:
+            raise _NotReady from e
+        raise _NotReady
 
     def tail(self, lines: int = 30) -> str:
         """The last lines of the server's log."""
