@@ -95,7 +95,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     if args.sft_ratio:
         sft = list(builders.sft_rows_from(rows))
         rows = builders.mix_sft(rows, sft, min(args.sft_ratio, 1.0), seed=args.seed)
-    n = builders.write_rows(rows, args.output)
+    n = builders.write_rows(rows, args.output, progress=not args.no_progress)
     skipped = f", {counter.skipped} bad records skipped" if counter.skipped else ""
     print(f"{n} rows -> {args.output}{skipped}", file=sys.stderr)
     return 0

@@ -16,6 +16,7 @@ from aft_sdk.trainers.builders import (
     mix_sft,
     off_policy_rows,
     rows_from_traces,
+    rows_to_dataset,
     sft_rows_from,
     write_rows,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "off_policy_rows",
     "read_jsonl",
     "rows_from_traces",
+    "rows_to_dataset",
     "sft_rows_from",
     "to_examples",
     "validate_rows",

@@ -16,6 +16,7 @@ crashed build resumes where it stopped.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 from collections.abc import Iterable, Iterator, Sequence
@@ -326,13 +327,23 @@ def mix_sft(aft: Sequence[AftRow], sft: Sequence[AftRow], ratio: float, *, seed:
     return mixed
 
 
-def write_rows(rows: Iterable[AftRow], path: str | os.PathLike[str]) -> int:
-    """Writes rows to JSONL (overwriting); returns how many."""
+def write_rows(rows: Iterable[AftRow], path: str | os.PathLike[str], *, progress: bool = False
+               ) -> int:
+    """Writes rows to JSONL (overwriting), with an optional progress bar; returns how many."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with out.open("w", encoding="utf-8") as f:
-        for row in rows:
+        for row in tqdm(rows, desc="rows", unit="row", disable=not progress):
             f.write(row.model_dump_json() + "\n")
             n += 1
     return n
+
+
+def rows_to_dataset(rows: Iterable[AftRow]) -> Any:
+    """Rows as a ``datasets.Dataset`` (columns: the AftRow fields, ``meta`` as JSON text)."""
+    import datasets
+
+    return datasets.Dataset.from_generator(
+        lambda: ({**r.model_dump(), "meta": json.dumps(r.meta)} for r in rows)
+    )

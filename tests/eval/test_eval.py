@@ -113,3 +113,22 @@ def test_method_specs() -> None:
         parse_method("beam:3")
     with pytest.raises(ConfigError, match="bad method spec"):
         parse_method("sc:many")
+
+
+def test_aft_eval_cli(fault, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    data = tmp_path / "items.jsonl"
+    data.write_text(json.dumps(ITEM) + "\n")
+    fault.script("p", ["say:The answer is 4."] * 4)
+    r = subprocess.run(
+        [sys.executable, "-m", "aft_sdk.cli.main", "eval", "exact_match", str(data), "-o",
+         str(tmp_path / "out"), "--methods", "single", "sc:3", "--no-progress",
+         "--proposer", f"{fault.base_url}#p"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "single" in r.stdout and "sc:3" in r.stdout
+    table = json.loads((tmp_path / "out" / "table.json").read_text())["rows"]
+    assert [row["score"] for row in table] == [1.0, 1.0]

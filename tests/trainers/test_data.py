@@ -90,6 +90,15 @@ def test_local_loading_and_missing_files(tmp_path: Path) -> None:
         load_records(tmp_path / "missing.jsonl")
 
 
+def test_rows_stream_into_a_dataset() -> None:
+    from aft_sdk.trainers import rows_to_dataset
+
+    rows = list(off_policy_rows(records(), target="best", num_proposals=2))
+    ds = rows_to_dataset(rows)
+    assert len(ds) == 12 and ds[3]["proposals"] == rows[3].proposals
+    assert AftRow.model_validate({**ds[0], "meta": json.loads(ds[0]["meta"])}) == rows[0]
+
+
 def test_sft_mixing_ratio() -> None:
     aft = list(off_policy_rows(records(), target="best"))
     sft = list(sft_rows_from(aft))
