@@ -16,6 +16,7 @@ def _pyplot() -> Any:
 
 
 def _finish(plt: Any, fig: Any, ax: Any, xlabel: str, what: str, title: str, path: Path) -> Path:
+    ax.margins(x=0.2, y=0.12)  # room for the point labels
     ax.set_xlabel(xlabel)
     ax.set_ylabel("score")
     ax.set_title(f"{title}: {what}" if title else what)
@@ -33,7 +34,11 @@ def plot_quality_vs_tokens(table: list[dict[str, Any]], path: Path, title: str =
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for kind in dict.fromkeys(r["kind"] for r in table):
         rows = sorted((r for r in table if r["kind"] == kind), key=lambda r: r["tokens_per_item"])
-        ax.plot([r["tokens_per_item"] for r in rows], [r["score"] for r in rows], marker="o",
+        # A line says "more compute along this axis"; rows of one kind with the same
+        # shape (say, two aggregators at width 4) are separate points, not a trend.
+        shapes = {(r["width"], r["depth"]) for r in rows}
+        style = "-o" if len(shapes) == len(rows) else "o"
+        ax.plot([r["tokens_per_item"] for r in rows], [r["score"] for r in rows], style,
                 label=kind.replace("_", " "))
         for r in rows:
             ax.annotate(r["method"], (r["tokens_per_item"], r["score"]), fontsize=7,
@@ -50,7 +55,8 @@ def plot_quality_vs_width(table: list[dict[str, Any]], path: Path, title: str = 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for depth in sorted({r["depth"] for r in rows}):
         pts = sorted((r for r in rows if r["depth"] == depth), key=lambda r: r["width"])
-        ax.plot([r["width"] for r in pts], [r["score"] for r in pts], marker="o",
+        style = "-o" if len({r["width"] for r in pts}) == len(pts) else "o"
+        ax.plot([r["width"] for r in pts], [r["score"] for r in pts], style,
                 label=f"depth {depth}")
     ax.set_xscale("log", base=2)
     return _finish(plt, fig, ax, "width (proposals)", "quality vs width", title, path)
