@@ -266,11 +266,20 @@ class OpenAIBackend(Backend):
                 raise map_openai_error(e, self.label) from e
             latency = time.perf_counter() - t0
         text = "".join(pieces)
+        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+        if usage is None:
+            # Some servers (llama.cpp) send no usage chunk when streaming. Estimate rather
+            # than report zero: they stream about one token per chunk, and the prompt is
+            # counted with the backend's conservative estimate.
+            completion_tokens = len(pieces)
+            prompt_tokens = sum(self.count_tokens(m["content"]) for m in messages)
+            logger.debug("%s sent no streaming usage; token counts are estimates", self.label)
         yield Generation(
             text=text,
             finish_reason=finish,
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
-            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             latency_s=latency,
             model=model,
             backend=self.label,
