@@ -15,18 +15,18 @@ def build_state_graph(plan: GraphPlan) -> StateGraph:
     g = StateGraph(GraphState)
     depth = plan.depth
     for layer in range(depth + 1):
-        name = node_name(layer, depth)
+        name = node_name(layer)
         g.add_node(name, LayerBranch(plan, layer).run)
         if layer < depth or depth == 0:
             g.add_node(f"gather_{layer}", Gather(plan, layer).run)
             g.add_edge(name, f"gather_{layer}")
     g.add_node("finish", finish)
-    g.add_edge("gather_0" if depth == 0 else node_name(depth, depth), "finish")
+    g.add_edge("gather_0" if depth == 0 else node_name(depth), "finish")
     g.add_edge("finish", END)
-    g.add_conditional_edges(START, Router(plan, 0).route, [node_name(0, depth)])
+    g.add_conditional_edges(START, Router(plan, 0).route, [node_name(0)])
     for layer in range(1, depth + 1):
         g.add_conditional_edges(
-            f"gather_{layer - 1}", Router(plan, layer).route, [node_name(layer, depth)]
+            f"gather_{layer - 1}", Router(plan, layer).route, [node_name(layer)]
         )
     return g
 

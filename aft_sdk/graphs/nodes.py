@@ -46,7 +46,7 @@ class BranchInput(TypedDict):
     inputs: list[dict[str, Any]]
 
 
-def node_name(layer: int, depth: int) -> str:
+def node_name(layer: int) -> str:
     """Name of the branch node of ``layer`` (0 = proposals)."""
     return "propose" if layer == 0 else f"aggregate_{layer}"
 
@@ -188,7 +188,7 @@ class Router:
             key=lambda r: r["slot"],
         )
         inputs = [{"text": r["text"], "model": r["model"]} for r in prev]
-        target = node_name(self.layer, self.plan.depth)
+        target = node_name(self.layer)
         return [
             Send(target, BranchInput(messages=state["messages"], layer=self.layer,
                                      slots=slots, inputs=inputs))
