@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,6 @@ class BatchSummary:
     failed: int = 0
     bad_rows: int = 0
     errors_path: str = ""
-    error_lines: list[int] = field(default_factory=list)
 
 
 def read_done_ids(output_path: Path) -> set[str]:
@@ -132,7 +131,6 @@ async def arun_batch(
         if error is not None:
             append_jsonl(err_path, {"line": line_no, "id": row_id, "error": error})
             summary.bad_rows += 1
-            summary.error_lines.append(line_no)
             continue
         seen.add(row_id)
         if row_id in done:
@@ -151,7 +149,6 @@ async def arun_batch(
                 append_jsonl(err_path, {"line": line_no, "id": row_id,
                                    "error": f"{type(e).__name__}: {e}"})
                 summary.failed += 1
-                summary.error_lines.append(line_no)
             else:
                 append_jsonl(out, {"id": row_id, "answer": result.answer,
                               "result": result.model_dump(mode="json")})

@@ -113,8 +113,8 @@ def stage_data(args: argparse.Namespace) -> None:
         return
     rows = off_policy_rows(records, prompt_field="instruction", responses_field="completions",
                            text_field="response", rating_field="overall_score", target="best",
-                           num_proposals=args.num_proposals, id_field="id_does_not_exist",
-                           source="ultrafeedback", skip_bad=True)
+                           num_proposals=args.num_proposals, source="ultrafeedback",
+                           skip_bad=True)
     if args.teacher:
         run_sync(ateacher_targets(list(rows), args.teacher, out,
                                   sampling=SamplingConfig(temperature=0.7, max_tokens=4096)))

@@ -223,13 +223,20 @@ class EmbeddedBackend(Backend):
                 raise item
             yield item
 
+    @functools.cached_property
+    def _chat_template(self) -> Any:
+        """The GGUF's chat template, compiled once (``None`` if the file has none)."""
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        source = self.llama.metadata.get("tokenizer.chat_template")
+        if not source:
+            return None
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        return env.from_string(source)
+
     def _render(self, messages: list[Message]) -> str:
         # llama.cpp reports no usage when streaming; count the prompt through the
         # template stored in the GGUF (the same one the chat handler applies).
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        template = self.llama.metadata.get("tokenizer.chat_template")
-        if not template:
+        if self._chat_template is None:
             return "".join(m["content"] for m in messages)
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        return env.from_string(template).render(messages=messages, add_generation_prompt=True)
+        return self._chat_template.render(messages=messages, add_generation_prompt=True)

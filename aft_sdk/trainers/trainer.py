@@ -44,8 +44,7 @@ def load_model_and_tokenizer(args: AggregatorConfig) -> tuple[Any, Any]:
         return load_gguf(name)
     if args.gguf_file:
         return load_gguf(Path(name) / args.gguf_file)
-    looks_local = name.startswith((".", "/", "~")) or os.path.sep in name and Path(name).exists()
-    if looks_local and not Path(name).expanduser().exists():
+    if name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
         raise ConfigError(f"model path not found: {name}")
     try:
         model = AutoModelForCausalLM.from_pretrained(
