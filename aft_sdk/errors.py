@@ -96,6 +96,21 @@ class MalformedResponseError(BackendError):
     """The server answered 200 but the body is not a usable chat completion."""
 
 
+class PartialGenerationError(BackendError):
+    """Fewer outputs came back than asked for; the ones that did are kept.
+
+    Attributes:
+        generations: The outputs that succeeded (``Generation`` objects).
+        wanted: How many were asked for.
+    """
+
+    def __init__(self, message: str, *, generations: list[Any], wanted: int,
+                 backend: str | None = None) -> None:
+        super().__init__(message, backend=backend)
+        self.generations = generations
+        self.wanted = wanted
+
+
 class GraphError(AftError):
     """A propose-and-aggregate graph could not complete."""
 

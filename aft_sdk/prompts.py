@@ -5,7 +5,9 @@ sees. The same code renders prompts for inference (the graph) and for training d
 (the trainers), so both always see identical bytes. Preset texts are frozen per version:
 changing wording means adding a new version, and tests pin the bytes of each.
 
-Placeholders (replaced literally, so other braces in a template are left alone):
+Placeholders are replaced literally and in one pass, so other braces in a template are
+left alone and text from users or models (a draft that contains ``{question}``) is never
+interpreted:
 
 - in ``template``: ``{proposals}`` (the numbered block), ``{num_proposals}``, ``{question}``
   (the last user turn, for ``placement="user"`` templates);
@@ -15,7 +17,8 @@ Placeholders (replaced literally, so other braces in a template are left alone):
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -57,17 +60,13 @@ class PromptTemplate:
             raise ConfigError("cannot render an aggregation prompt without proposals")
         models = models or [""] * len(proposals)
         block = self.separator.join(
-            self.item_format.replace("{index}", str(i + 1))
-            .replace("{model}", m)
-            .replace("{text}", p)
+            _substitute(self.item_format, {"index": str(i + 1), "model": m, "text": p})
             for i, (p, m) in enumerate(zip(proposals, models))
         )
         question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        text = (
-            self.template.replace("{proposals}", block)
-            .replace("{num_proposals}", str(len(proposals)))
-            .replace("{question}", question)
-        )
+        text = _substitute(self.template, {
+            "proposals": block, "num_proposals": str(len(proposals)), "question": question,
+        })
         if self.placement == "user":
             out = [dict(m) for m in messages]
             last = max(i for i, m in enumerate(out) if m["role"] == "user")
@@ -120,23 +119,52 @@ PRESETS: dict[str, PromptTemplate] = {
 ALIASES = {"aft": "aft-v1", "moa": "moa-v1", "select": "select-v1"}
 
 
-def get_template(preset: str = "aft-v1", template: str | None = None) -> PromptTemplate:
+def _substitute(text: str, values: Mapping[str, str]) -> str:
+    # One regex pass: inserted values are never scanned again for placeholders.
+    pattern = "|".join(re.escape("{" + k + "}") for k in values)
+    return re.sub(pattern, lambda m: values[m.group()[1:-1]], text)
+
+
+def get_template(
+    preset: str = "aft-v1",
+    template: str | None = None,
+    *,
+    item_format: str | None = None,
+    separator: str | None = None,
+    placement: Literal["system", "user"] | None = None,
+) -> PromptTemplate:
     """Resolves a preset name, or wraps a custom template string.
 
     Args:
         preset: A name from :data:`PRESETS` or an alias (``aft``, ``moa``, ``select``).
         template: A custom template; it wins over ``preset`` and is rendered as is.
+        item_format: How one proposal is written (``{index}``, ``{text}``, ``{model}``);
+            ``None`` keeps the preset's (custom templates: ``"{index}. {text}"``).
+        separator: Between proposals; ``None`` keeps the preset's (custom: newline).
+        placement: ``system`` or ``user``; ``None`` keeps the preset's (custom: system).
 
     Raises:
-        ConfigError: Unknown preset, or a custom template without ``{proposals}``.
+        ConfigError: Unknown preset, a custom template without ``{proposals}``, an
+            item format without ``{text}``, or an unknown placement.
     """
+    if item_format is not None and "{text}" not in item_format:
+        raise ConfigError("item_format must contain {text} where each proposal goes")
+    if placement not in (None, "system", "user"):
+        raise ConfigError(f"placement must be 'system' or 'user', got {placement!r}")
+    changes = {k: v for k, v in (("item_format", item_format), ("separator", separator),
+                                 ("placement", placement)) if v is not None}
     if template is not None:
         if "{proposals}" not in template:
             raise ConfigError(
                 "a custom template must contain the placeholder {proposals} where the "
                 "numbered proposals go"
             )
-        return PromptTemplate("custom", template)
+        return replace(PromptTemplate("custom", template), **changes)
+    base = _preset(preset)
+    return replace(base, name=f"{base.name}+custom", **changes) if changes else base
+
+
+def _preset(preset: str) -> PromptTemplate:
     name = ALIASES.get(preset, preset)
     if name not in PRESETS:
         known = ", ".join(sorted([*PRESETS, *ALIASES]))
@@ -157,7 +185,6 @@ def shuffled_order(count: int, *, seed: int, layer: int, slot: int) -> list[int]
 
 def parse_selection(text: str, count: int) -> int | None:
     """The 0-based proposal a selection answer names, or ``None`` if it names none."""
-    import re
 
     for match in re.finditer(r"\d+", text):
         value = int(match.group())

@@ -8,7 +8,7 @@ and a summary JSON with answers written, failures, tokens per layer and latency.
     export OPENAI_API_KEY=... TOGETHER_API_KEY=...
     python recipes/mixed_api_local.py questions.jsonl -o out/answers.jsonl \\
         --proposer https://api.openai.com/v1#gpt-4o-mini \\
-        --proposer https://api.together.xyz/v1#meta-llama/Llama-3.3-70B-Instruct-Turbo=TOGETHER_API_KEY \\
+        --proposer 'https://api.together.xyz/v1#meta-llama/Llama-3.3-70B-Instruct-Turbo?key_env=TOGETHER_API_KEY' \\
         --aggregator-model ./aft-aggregator            # or: base --lora ./aft-aggregator/adapter
 
 On a CPU-only machine with no keys, --cpu-demo starts a llama.cpp server on the bundled
@@ -27,8 +27,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from aft_sdk import AggregateGraph, OpenAIBackend, VLLMBackend, run_batch
+from aft_sdk import AggregateGraph, Backend, VLLMBackend, make_backend, run_batch
 from aft_sdk.backends.embedded import bundled_model_path
+from aft_sdk.jsonl import read_jsonl
 from aft_sdk.testing import LocalServer
 from aft_sdk.trainers import export_gguf_to_hf
 
@@ -37,9 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("questions", help="JSONL rows with id and question (or messages)")
     ap.add_argument("-o", "--output", required=True, help="answers JSONL (resumable)")
-    ap.add_argument("--proposer", action="append", default=[], metavar="URL#MODEL[=KEY_ENV]",
-                    help="OpenAI-compatible proposer; the key comes from KEY_ENV "
-                         "(default OPENAI_API_KEY)")
+    ap.add_argument("--proposer", action="append", default=[], metavar="URL#MODEL[?key_env=VAR]",
+                    help="OpenAI-compatible proposer; OpenAI's URL uses OPENAI_API_KEY, "
+                         "other hosts only the variable named by ?key_env=")
     ap.add_argument("--aggregator-model", help="local aggregator folder or HF id (vLLM)")
     ap.add_argument("--lora", help="LoRA adapter folder applied to --aggregator-model")
     ap.add_argument("--width", type=int, default=4)
@@ -53,13 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def api_backend(spec: str) -> OpenAIBackend:
-    """``URL#MODEL[=KEY_ENV]`` -> an OpenAIBackend reading its key from KEY_ENV."""
-    spec, _, key_env = spec.partition("=")
-    url, _, model = spec.partition("#")
-    if not model:
-        raise SystemExit(f"--proposer {spec!r}: write it as URL#MODEL[=KEY_ENV]")
-    return OpenAIBackend(model, base_url=url, api_key_env=key_env or "OPENAI_API_KEY")
+def api_backend(spec: str) -> Backend:
+    """``URL#MODEL[?key_env=VAR]`` -> a backend; OpenAI's URL uses OPENAI_API_KEY, any
+    other host gets a key only from the variable the spec names."""
+    if "#" not in spec:
+        raise SystemExit(f"--proposer {spec!r}: write it as URL#MODEL[?key_env=VAR]")
+    return make_backend(spec)
 
 
 @contextmanager
@@ -79,7 +79,7 @@ def cpu_demo(args: argparse.Namespace) -> Iterator[None]:
 
 
 def summarise(output: Path, summary: object) -> dict:
-    rows = [json.loads(x) for x in output.read_text().splitlines() if x.strip()]
+    rows = list(read_jsonl(output))
     per_layer: dict[int, dict[str, float]] = {}
     for row in rows:
         for layer in row["result"]["layers"]:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from aft_sdk import AggregateGraph, GraphConfig, load_yaml, run_batch
 from aft_sdk.config import SamplingConfig
+from aft_sdk.jsonl import read_jsonl
 from aft_sdk.trainers import off_policy_rows, write_rows
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -133,7 +134,7 @@ def stage_generate(args: argparse.Namespace) -> Path:
     graph = AggregateGraph.from_config(args.graph_config)
     answers = work / "alpaca_eval_answers.jsonl"
     run_batch(graph, questions, answers, max_concurrency=64)
-    by_id = {json.loads(x)["id"]: json.loads(x)["answer"] for x in answers.read_text().splitlines()}
+    by_id = {row["id"]: row["answer"] for row in read_jsonl(answers)}
     outputs = [{"instruction": r["instruction"], "output": by_id.get(str(i), ""),
                 "generator": "aft-llama31-8b-pa-w5"} for i, r in enumerate(prompts)]
     path = work / "model_outputs.json"

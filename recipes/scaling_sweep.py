@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aft_sdk.eval import ExactMatchTask, Method, evaluate, format_table
 from aft_sdk.eval.synthetic import arithmetic_problems
-from aft_sdk.trainers import read_jsonl
+from aft_sdk.jsonl import read_jsonl
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

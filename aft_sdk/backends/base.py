@@ -11,20 +11,16 @@ it only calls these methods.
 from __future__ import annotations
 
 import abc
-import asyncio
-import threading
-from collections.abc import AsyncIterator, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
+from aft_sdk.aio import run_sync
 from aft_sdk.config import SamplingConfig
 from aft_sdk.errors import ConfigError
+from aft_sdk.messages import Message, normalize_messages
 
-T = TypeVar("T")
-
-Message = dict[str, str]
-ROLES = ("system", "user", "assistant")
+__all__ = ["Backend", "Generation", "Message", "check_n", "normalize_messages", "run_sync"]
 
 
 class Generation(BaseModel):
@@ -50,77 +46,6 @@ class Generation(BaseModel):
     latency_s: float = 0.0
     model: str = ""
     backend: str = ""
-
-
-def normalize_messages(messages: str | Sequence[Any]) -> list[Message]:
-    """Accepts a question string or chat messages and returns validated chat messages.
-
-    Messages may be dicts with ``role``/``content`` or LangChain message objects.
-
-    Raises:
-        ConfigError: Empty input, an unknown role, or non-string content.
-    """
-    if isinstance(messages, str):
-        if not messages.strip():
-            raise ConfigError("the question is empty: pass a non-empty string or messages")
-        return [{"role": "user", "content": messages}]
-    if not isinstance(messages, Sequence) or not messages:
-        raise ConfigError(
-            "messages must be a non-empty list of {'role': ..., 'content': ...} dicts "
-            f"or a question string, got {type(messages).__name__}"
-        )
-    out: list[Message] = []
-    for i, m in enumerate(messages):
-        role, content = _role_and_content(m)
-        if role not in ROLES:
-            raise ConfigError(f"messages[{i}].role must be one of {ROLES}, got {role!r}")
-        if not isinstance(content, str):
-            raise ConfigError(
-                f"messages[{i}].content must be a string, got {type(content).__name__}"
-            )
-        out.append({"role": role, "content": content})
-    if out[-1]["role"] == "assistant":
-        raise ConfigError("the last message is from the assistant: end with a user turn")
-    return out
-
-
-_LC_ROLES = {"human": "user", "ai": "assistant", "system": "system"}
-
-
-def _role_and_content(m: Any) -> tuple[Any, Any]:
-    if isinstance(m, dict):
-        return m.get("role"), m.get("content")
-    kind = getattr(m, "type", None)  # LangChain BaseMessage
-    if kind is not None:
-        return _LC_ROLES.get(kind, kind), getattr(m, "content", None)
-    raise ConfigError(f"unsupported message type {type(m).__name__}: use dicts")
-
-
-class _LoopThread:
-    """One long-lived event loop in a daemon thread that runs every sync twin call.
-
-    Keeping one loop (instead of ``asyncio.run`` per call) lets clients and semaphores
-    that bind to a loop be reused across sync calls, and works inside Jupyter too.
-    """
-
-    _lock = threading.Lock()
-    _loop: asyncio.AbstractEventLoop | None = None
-
-    @classmethod
-    def run(cls, coro: Coroutine[Any, Any, T]) -> T:
-        with cls._lock:
-            if cls._loop is None or cls._loop.is_closed():
-                cls._loop = asyncio.new_event_loop()
-                threading.Thread(
-                    target=cls._loop.run_forever, name="aft-sdk-sync", daemon=True
-                ).start()
-            loop = cls._loop
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Runs a coroutine to completion from synchronous code and returns its result."""
-    return _LoopThread.run(coro)
 
 
 class Backend(abc.ABC):

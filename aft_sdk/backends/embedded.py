@@ -76,18 +76,6 @@ class EmbeddedBackend(Backend):
                  n_threads=n_threads),
             source="EmbeddedBackend",
         )
-        self._init_from_config(cfg, sampling)
-
-    @classmethod
-    def from_config(
-        cls, cfg: EmbeddedBackendConfig, sampling: SamplingConfig | None = None
-    ) -> EmbeddedBackend:
-        """Builds the backend from a validated config."""
-        self = cls.__new__(cls)
-        self._init_from_config(cfg, sampling)
-        return self
-
-    def _init_from_config(self, cfg: EmbeddedBackendConfig, sampling: SamplingConfig | None) -> None:
         path = Path(cfg.model_path) if cfg.model_path else bundled_model_path()
         if not path.is_file():
             raise errors.ConfigError(f"model_path {str(path)!r} is not a file: give a .gguf path")
@@ -97,8 +85,17 @@ class EmbeddedBackend(Backend):
         self.sampling = sampling or SamplingConfig()
         self._cfg = cfg
         self._llama: Any = None
-        # llama.cpp contexts are not thread-safe: one request at a time.
+        self._load_lock = threading.Lock()
+        # llama.cpp contexts are not thread-safe: one generation at a time. Tokenizing
+        # reads only the vocabulary, so counting tokens does not wait for this lock.
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(
+        cls, cfg: EmbeddedBackendConfig, sampling: SamplingConfig | None = None
+    ) -> EmbeddedBackend:
+        """Builds the backend from a validated config."""
+        return cls(cfg.model_path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, sampling=sampling)
 
     @property
     def label(self) -> str:
@@ -107,24 +104,27 @@ class EmbeddedBackend(Backend):
     @property
     def llama(self) -> Any:
         """The ``llama_cpp.Llama`` instance (loaded on first use, under a second)."""
-        if self._llama is None:
-            try:
-                import llama_cpp
-            except ImportError as e:
-                raise errors.BackendUnavailableError(
-                    "EmbeddedBackend needs llama-cpp-python: pip install 'aft-sdk[embedded]'"
-                ) from e
-            self._llama = llama_cpp.Llama(
-                model_path=str(self.model_path),
-                n_ctx=self._cfg.n_ctx,
-                n_threads=self._cfg.n_threads or os.cpu_count() or 1,
-                verbose=False,
-            )
+        with self._load_lock:
+            if self._llama is None:
+                self._llama = self._load()
         return self._llama
 
+    def _load(self) -> Any:
+        try:
+            import llama_cpp
+        except ImportError as e:
+            raise errors.BackendUnavailableError(
+                "EmbeddedBackend needs llama-cpp-python: pip install 'aft-sdk[embedded]'"
+            ) from e
+        return llama_cpp.Llama(
+            model_path=str(self.model_path),
+            n_ctx=self._cfg.n_ctx,
+            n_threads=self._cfg.n_threads or os.cpu_count() or 1,
+            verbose=False,
+        )
+
     def count_tokens(self, text: str) -> int:
-        with self._lock:
-            return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def _kwargs(self, sampling: SamplingConfig, seed: int) -> dict[str, Any]:
         return dict(
@@ -169,10 +169,18 @@ class EmbeddedBackend(Backend):
         sampling = sampling or self.sampling
         base = sampling.seed if sampling.seed is not None else random.randrange(2**31 - n)
         msgs = list(messages)
-        out = []
+        out: list[Generation] = []
         for i in range(n):
             call = functools.partial(self._complete, msgs, sampling, base + i)
-            out.append(await asyncio.to_thread(call))
+            try:
+                out.append(await asyncio.to_thread(call))
+            except errors.AftError as e:
+                if not out:
+                    raise
+                raise errors.PartialGenerationError(
+                    f"only {len(out)} of {n} outputs came back from {self.label}: {e}",
+                    generations=out, wanted=n, backend=self.label,
+                ) from e
         return out
 
     async def stream(

@@ -5,28 +5,35 @@ Specs accepted by :func:`make_backend` (and the ``--proposer`` / ``--aggregator`
 - ``embedded`` or ``embedded:/path/model.gguf``: llama.cpp in-process;
 - ``vllm:MODEL_OR_FOLDER`` (``vllm:FOLDER+lora:ADAPTER`` for a LoRA adapter);
 - ``openai:MODEL``: api.openai.com with ``OPENAI_API_KEY``;
-- ``http://host:port/v1#MODEL``: any OpenAI-compatible server (``#MODEL`` optional;
-  the key, if any, comes from ``OPENAI_API_KEY``).
+- ``http://host:port/v1#MODEL``: any OpenAI-compatible server (``#MODEL`` optional).
+  It is sent no key unless the spec names the environment variable that holds one:
+  ``https://api.together.xyz/v1#MODEL?key_env=TOGETHER_API_KEY``.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Union
+
+from pydantic import ValidationError
 
 from aft_sdk.backends.base import Backend
 from aft_sdk.config import (
     EmbeddedBackendConfig,
     OpenAIBackendConfig,
-    SamplingConfig,
     VLLMBackendConfig,
+    describe_validation_error,
 )
 from aft_sdk.errors import ConfigError
+from aft_sdk.redact import redact_url
 
-BackendLike = Backend | str | OpenAIBackendConfig | VLLMBackendConfig | EmbeddedBackendConfig
+#: What every public entry point accepts where a backend is wanted.
+BackendLike = Union[
+    Backend, str, OpenAIBackendConfig, VLLMBackendConfig, EmbeddedBackendConfig
+]
 
 
-def make_backend(spec: Any, sampling: SamplingConfig | None = None) -> Backend:
+def make_backend(spec: BackendLike) -> Backend:
     """Returns a backend for a backend instance, a config object or a spec string.
 
     Identical specs share one instance (one llama.cpp model or vLLM engine in memory).
@@ -88,19 +95,45 @@ def parse_spec(spec: str) -> OpenAIBackendConfig | VLLMBackendConfig | EmbeddedB
     if spec.startswith("openai:"):
         return OpenAIBackendConfig(model=spec.split(":", 1)[1])
     if spec.startswith(("http://", "https://")):
-        url, _, model = spec.partition("#")
-        return OpenAIBackendConfig(model=model or "default", base_url=url.rstrip("/"))
+        return _url_spec(spec)
     raise ConfigError(
-        f"unknown backend spec {spec!r}: use 'embedded', 'embedded:FILE.gguf', "
+        f"unknown backend spec {_shown(spec)!r}: use 'embedded', 'embedded:FILE.gguf', "
         "'vllm:MODEL', 'openai:MODEL' or 'http://HOST:PORT/v1#MODEL'"
     )
+
+
+def _url_spec(spec: str) -> OpenAIBackendConfig:
+    url, _, rest = spec.partition("#")
+    model, _, options = rest.partition("?")
+    settings: dict[str, Any] = {}
+    for option in filter(None, options.split("&")):
+        name, _, value = option.partition("=")
+        if name != "key_env" or not value:
+            raise ConfigError(
+                f"unknown option {name!r} in backend spec {_shown(spec)!r}: the only "
+                "option is key_env=ENV_VAR (the variable holding this server's key)"
+            )
+        settings["api_key_env"] = value
+    return OpenAIBackendConfig(model=model or "default", base_url=url.rstrip("/"), **settings)
+
+
+def _shown(spec: str) -> str:
+    """A spec as it may appear in a message: URLs lose credentials and queries."""
+    if spec.startswith(("http://", "https://")):
+        url, _, rest = spec.partition("#")
+        return redact_url(url) + ("#" + rest.partition("?")[0] if rest else "")
+    return spec
 
 
 def _from_spec(spec: str) -> Backend:
     try:
         cfg = parse_spec(spec)
+    except ConfigError:
+        raise
     except ValueError as e:  # pydantic validation of the parsed parts
-        raise ConfigError(f"bad backend spec {spec!r}: {e}") from e
+        detail = describe_validation_error(e, "backend spec") if isinstance(
+            e, ValidationError) else str(e)
+        raise ConfigError(f"bad backend spec {_shown(spec)!r}: {detail}") from e
     return _from_config(cfg)
 
 

@@ -16,33 +16,88 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import openai
 
 from aft_sdk import errors
 from aft_sdk.backends.base import Backend, Generation, Message, check_n
+from aft_sdk.backends.limiter import AdaptiveLimiter
 from aft_sdk.config import OpenAIBackendConfig, SamplingConfig, validate
+from aft_sdk.redact import RedactURLs, redact_url
 
 logger = logging.getLogger(__name__)
 
-# Local servers (llama.cpp, vLLM, Ollama) accept any key; the openai client insists on one.
-_PLACEHOLDER_KEY = "not-needed"
+# The openai client insists on a key; hosts that get none are sent no Authorization
+# header at all (see _scrub_ambient_headers).
+_NO_KEY = "no-key"
+OPENAI_URL = "https://api.openai.com/v1"
+
+logging.getLogger("httpx").addFilter(RedactURLs())
+
+
+def is_openai_endpoint(base_url: str | None) -> bool:
+    """Whether ``base_url`` is OpenAI's own API (the only home of ``OPENAI_API_KEY``)."""
+    if base_url is None:
+        return True
+    parts = urlsplit(base_url)
+    return parts.scheme == "https" and parts.hostname == "api.openai.com"
+
+
+def resolve_api_key(cfg: OpenAIBackendConfig) -> str | None:
+    """The key this backend may send, by the scoping rule.
+
+    ``api_key`` wins, then the variable named by ``api_key_env``. The environment's
+    ``OPENAI_API_KEY`` is used only for OpenAI's own endpoint: any other ``base_url``
+    gets no key unless the caller names one.
+
+    Raises:
+        ConfigError: A named variable is unset, or OpenAI's endpoint has no key.
+    """
+    if cfg.api_key is not None:
+        return cfg.api_key.get_secret_value()
+    if cfg.api_key_env is not None:
+        key = os.environ.get(cfg.api_key_env)
+        if not key:
+            raise errors.ConfigError(
+                f"api_key_env names the environment variable {cfg.api_key_env}, which is "
+                "not set or empty: export it, or pass api_key=..."
+            )
+        return key
+    if is_openai_endpoint(cfg.base_url):
+        key = os.environ.get("OPENAI_API_KEY")
+        if not key:
+            raise errors.ConfigError(
+                "no API key for OpenAI: set OPENAI_API_KEY, pass api_key=... or "
+                "api_key_env=..., or give base_url=... for a server that needs no key"
+            )
+        return key
+    return None
 
 
 class OpenAIBackend(Backend):
     """Chat completions over HTTP against any OpenAI-compatible server.
 
+    Keys are scoped: OpenAI's endpoint (``base_url=None``) uses ``OPENAI_API_KEY``; any
+    other ``base_url`` gets a key only when you name one (``api_key=`` or
+    ``api_key_env=``), so a key from the environment never travels to a third party.
+
+    Concurrency adapts: requests go out at once until the server answers 429, then the
+    limit halves and grows back by about one per window of successes (AIMD), honouring
+    ``Retry-After``. ``max_concurrency`` is an optional hard cap on top.
+
     Args:
         model: Model id the server knows (``gpt-4o-mini``, ``smollm2``, ...).
         base_url: Endpoint root ending in ``/v1``; ``None`` means api.openai.com.
-        api_key: Key; when ``None`` it is read from ``api_key_env``. Local endpoints
-            need none.
-        api_key_env: Environment variable holding the key.
+        api_key: Key for this endpoint.
+        api_key_env: Name of the environment variable holding the key.
         max_retries: Retries the openai client makes on 408/409/429/5xx and connection
             errors, honouring ``Retry-After``. Auth and bad-request errors are never
             retried.
         timeout: Seconds per HTTP attempt.
-        max_concurrency: Most requests in flight at once from this backend.
+        max_concurrency: Hard cap on requests in flight; ``None`` (default) leaves the
+            adaptive limit alone.
         native_n: Whether the server honours ``n``; ``None`` detects it on first use.
         context_window: The model's total token window, for the graph's prompt budget.
         sampling: Default sampling for calls that pass none.
@@ -54,10 +109,10 @@ class OpenAIBackend(Backend):
         *,
         base_url: str | None = None,
         api_key: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
+        api_key_env: str | None = None,
         max_retries: int = 2,
         timeout: float = 120.0,
-        max_concurrency: int = 8,
+        max_concurrency: int | None = None,
         native_n: bool | None = None,
         context_window: int | None = None,
         sampling: SamplingConfig | None = None,
@@ -71,28 +126,8 @@ class OpenAIBackend(Backend):
             ),
             source="OpenAIBackend",
         )
-        self._init_from_config(cfg, sampling)
-
-    @classmethod
-    def from_config(
-        cls, cfg: OpenAIBackendConfig, sampling: SamplingConfig | None = None
-    ) -> OpenAIBackend:
-        """Builds the backend from a validated config."""
-        self = cls.__new__(cls)
-        self._init_from_config(cfg, sampling)
-        return self
-
-    def _init_from_config(self, cfg: OpenAIBackendConfig, sampling: SamplingConfig | None) -> None:
-        key = cfg.api_key.get_secret_value() if cfg.api_key else os.environ.get(cfg.api_key_env)
-        if not key:
-            if cfg.base_url is None:
-                raise errors.ConfigError(
-                    f"no API key for OpenAI: set {cfg.api_key_env} or pass api_key=..., "
-                    "or give base_url=... for a local server that needs no key"
-                )
-            key = _PLACEHOLDER_KEY
         self.model = cfg.model
-        self.base_url = cfg.base_url
+        self.base_url = OPENAI_URL if cfg.base_url is None else cfg.base_url.rstrip("/")
         self.native_n = bool(cfg.native_n)
         self._n_known = cfg.native_n is not None
         self.context_window = cfg.context_window
@@ -100,27 +135,43 @@ class OpenAIBackend(Backend):
         self.sampling = sampling or SamplingConfig()
         self._cfg = cfg
         # The key lives only here and inside the client objects; never in traces/logs.
-        self.__key = key
-        # httpx clients and semaphores bind to an event loop; keep one per loop.
-        self._per_loop: weakref.WeakKeyDictionary[Any, tuple[openai.AsyncOpenAI, asyncio.Semaphore]]
+        self.__key = resolve_api_key(cfg)
+        # httpx clients and asyncio primitives bind to an event loop; keep one per loop.
+        self._per_loop: weakref.WeakKeyDictionary[Any, tuple[openai.AsyncOpenAI, AdaptiveLimiter]]
         self._per_loop = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def from_config(
+        cls, cfg: OpenAIBackendConfig, sampling: SamplingConfig | None = None
+    ) -> OpenAIBackend:
+        """Builds the backend from a validated config."""
+        return cls(**{k: v for k, v in cfg if k != "type"}, sampling=sampling)
 
     @property
     def label(self) -> str:
-        where = self.base_url or "api.openai.com"
-        return f"openai:{self.model}@{where}"
+        return f"openai:{self.model}@{redact_url(self.base_url)}"
 
-    def _client(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
+    @property
+    def limiter(self) -> AdaptiveLimiter:
+        """The concurrency limiter of the running event loop (for inspection)."""
+        return self._client()[1]
+
+    def _client(self) -> tuple[openai.AsyncOpenAI, AdaptiveLimiter]:
         loop = asyncio.get_running_loop()
         pair = self._per_loop.get(loop)
         if pair is None:
+            limiter = AdaptiveLimiter(self.max_concurrency)
+            hooks: dict[str, list[Any]] = {"response": [_feed(limiter)]}
+            if not is_openai_endpoint(self.base_url):
+                hooks["request"] = [_scrub_ambient_headers(self.__key)]
             client = openai.AsyncOpenAI(
-                api_key=self.__key,
+                api_key=self.__key or _NO_KEY,
                 base_url=self.base_url,
                 max_retries=self._cfg.max_retries,
                 timeout=self._cfg.timeout,
+                http_client=openai.DefaultAsyncHttpxClient(event_hooks=hooks),
             )
-            pair = (client, asyncio.Semaphore(self.max_concurrency))
+            pair = (client, limiter)
             self._per_loop[loop] = pair
         return pair
 
@@ -142,8 +193,8 @@ class OpenAIBackend(Backend):
     async def _request(
         self, messages: Sequence[Message], sampling: SamplingConfig, n: int, seed: int | None
     ) -> list[Generation]:
-        client, sem = self._client()
-        async with sem:
+        client, limiter = self._client()
+        async with limiter:
             t0 = time.perf_counter()
             try:
                 resp = await client.chat.completions.create(
@@ -220,31 +271,54 @@ class OpenAIBackend(Backend):
                 logger.info("%s ignores n; emulating it with parallel calls", self.label)
         if len(gens) >= n:
             return gens[:n]
-        more = await self._parallel_singles(messages, sampling, n - len(gens), offset=len(gens))
-        return gens + more
+        return await self._parallel_singles(messages, sampling, n - len(gens),
+                                            offset=len(gens), kept=gens)
 
     async def _parallel_singles(
-        self, messages: Sequence[Message], sampling: SamplingConfig, count: int, offset: int = 0
+        self, messages: Sequence[Message], sampling: SamplingConfig, count: int, offset: int = 0,
+        kept: Sequence[Generation] = (),
     ) -> list[Generation]:
+        """``count`` single calls at once, after ``kept`` outputs already in hand.
+
+        Outputs that succeeded are never thrown away: when some calls fail, the error
+        carries them (:class:`PartialGenerationError`).
+        """
+
         def seed_for(i: int) -> int | None:
             return None if sampling.seed is None else sampling.seed + offset + i
 
         results = await asyncio.gather(
-            *(self._request(messages, sampling, 1, seed_for(i)) for i in range(count))
+            *(self._request(messages, sampling, 1, seed_for(i)) for i in range(count)),
+            return_exceptions=True,
         )
-        return [g for r in results for g in r[:1]]
+        for r in results:  # anything but our own errors is a bug: surface it as is
+            if isinstance(r, BaseException) and not isinstance(r, errors.AftError):
+                raise r
+        gens = [*kept, *(r[0] for r in results if not isinstance(r, BaseException))]
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if not failed:
+            return gens
+        wanted = len(kept) + count
+        if not gens:
+            raise failed[0]
+        raise errors.PartialGenerationError(
+            f"only {len(gens)} of {wanted} outputs came back from {self.label}; "
+            f"{len(failed)} calls failed, the first with {type(failed[0]).__name__}: "
+            f"{failed[0]}",
+            generations=gens, wanted=wanted, backend=self.label,
+        ) from failed[0]
 
     async def stream(
         self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None
     ) -> AsyncIterator[str | Generation]:
         """Streams one completion; yields text pieces, then the final Generation."""
         sampling = sampling or self.sampling
-        client, sem = self._client()
+        client, limiter = self._client()
         pieces: list[str] = []
         finish = None
         usage = None
         model = self.model
-        async with sem:
+        async with limiter:
             t0 = time.perf_counter()
             try:
                 stream = await client.chat.completions.create(
@@ -291,6 +365,37 @@ class OpenAIBackend(Backend):
         self._per_loop.clear()
 
 
+def _feed(limiter: AdaptiveLimiter) -> Any:
+    """An httpx response hook: every answer, retried attempts included, adapts the limit."""
+
+    async def hook(response: httpx.Response) -> None:
+        await limiter.on_response(response.status_code, _seconds(response.headers.get("retry-after")))
+
+    return hook
+
+
+def _scrub_ambient_headers(key: str | None) -> Any:
+    """An httpx request hook for hosts other than OpenAI's.
+
+    The openai client adds credentials it finds in the environment (organization and
+    project ids, ``OPENAI_CUSTOM_HEADERS``); a third-party host gets only the key the
+    caller named for it, or no Authorization header at all.
+    """
+
+    async def hook(request: httpx.Request) -> None:
+        ambient = {"openai-organization", "openai-project", "authorization", "api-key",
+                   "x-api-key"}
+        for line in os.environ.get("OPENAI_CUSTOM_HEADERS", "").split("\n"):
+            ambient.add(line.partition(":")[0].strip().lower())
+        for name in list(request.headers):
+            if name.lower() in ambient:
+                del request.headers[name]
+        if key is not None:
+            request.headers["authorization"] = f"Bearer {key}"
+
+    return hook
+
+
 def map_openai_error(e: openai.OpenAIError, where: str) -> errors.BackendError:
     """Maps an ``openai`` exception to the aft-sdk tree with advice in the message."""
     if isinstance(e, openai.APITimeoutError):
@@ -316,8 +421,8 @@ def _map_status(e: openai.APIStatusError, where: str) -> errors.BackendError:
     detail = _short(e)
     if code == 429:
         return errors.RateLimitError(
-            f"{where} rate-limited the request (429) after retries: {detail}; lower "
-            "max_concurrency or raise max_retries",
+            f"{where} rate-limited the request (429) after retries: {detail}; set a "
+            "lower max_concurrency cap or raise max_retries",
             retry_after=_retry_after(e),
             backend=where,
         )
@@ -355,8 +460,11 @@ def _short(e: openai.APIStatusError) -> str:
 
 
 def _retry_after(e: openai.APIStatusError) -> float | None:
-    value = e.response.headers.get("retry-after") if e.response is not None else None
+    return _seconds(e.response.headers.get("retry-after") if e.response is not None else None)
+
+
+def _seconds(value: str | None) -> float | None:
     try:
         return float(value) if value is not None else None
-    except ValueError:
+    except ValueError:  # an HTTP date: the client's own retry logic handles those
         return None

@@ -13,6 +13,7 @@ guard: vLLM spawns worker processes that re-import the main module.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import logging
 import threading
@@ -89,20 +90,6 @@ class VLLMBackend(Backend):
             ),
             source="VLLMBackend",
         )
-        self._init_from_config(cfg, sampling, batch_window_s)
-
-    @classmethod
-    def from_config(
-        cls, cfg: VLLMBackendConfig, sampling: SamplingConfig | None = None
-    ) -> VLLMBackend:
-        """Builds the backend from a validated config."""
-        self = cls.__new__(cls)
-        self._init_from_config(cfg, sampling, 0.005)
-        return self
-
-    def _init_from_config(
-        self, cfg: VLLMBackendConfig, sampling: SamplingConfig | None, window: float
-    ) -> None:
         if importlib.util.find_spec("vllm") is None:
             raise errors.BackendUnavailableError(
                 "VLLMBackend needs vLLM: pip install 'aft-sdk[vllm]' on a GPU machine, "
@@ -117,7 +104,7 @@ class VLLMBackend(Backend):
         self.context_window = cfg.max_model_len
         self.sampling = sampling or SamplingConfig()
         self._cfg = cfg
-        self._window = window
+        self._window = batch_window_s
         self._llm: Any = None
         self._lora: Any = None
         self._engine_lock = threading.Lock()
@@ -125,6 +112,13 @@ class VLLMBackend(Backend):
         self._pending_lock = threading.Lock()
         self._flush_scheduled = False
         self.engine_calls = 0  # how many LLM.chat calls were made (for benchmarks)
+
+    @classmethod
+    def from_config(
+        cls, cfg: VLLMBackendConfig, sampling: SamplingConfig | None = None
+    ) -> VLLMBackend:
+        """Builds the backend from a validated config."""
+        return cls(**{k: v for k, v in cfg if k != "type"}, sampling=sampling)
 
     @property
     def label(self) -> str:
@@ -178,8 +172,18 @@ class VLLMBackend(Backend):
             self.context_window = int(llm.llm_engine.model_config.max_model_len)
         return llm
 
+    @functools.cached_property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer, held apart from the engine so counting never waits
+        for a batch in flight."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(
+            self._cfg.model, trust_remote_code=self._cfg.trust_remote_code
+        )
+
     def count_tokens(self, text: str) -> int:
-        return len(self.llm.get_tokenizer().encode(text, add_special_tokens=False))
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     async def generate(
         self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None

@@ -41,7 +41,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         format_table,
         parse_method,
     )
-    from aft_sdk.trainers.rows import read_jsonl
+    from aft_sdk.jsonl import read_jsonl
 
     items = list(read_jsonl(args.data))[: args.limit]
     if args.task == "exact_match":

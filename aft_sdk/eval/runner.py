@@ -1,13 +1,14 @@
 """Run methods over a task, resumably, and write a token-costed table and plots.
 
 Per method, answers go to ``OUT/runs/METHOD.jsonl`` as they finish (re-running skips
-finished items). The table (``table.json``, ``table.csv``) has one row per method with
+finished items); items whose run failed go to ``OUT/runs/METHOD.jsonl.errors.jsonl``
+and are retried by the next run. Scores and token costs average successful items only;
+the table's ``errors`` column counts the failures. The table (``table.json``, ``table.csv``) has one row per method with
 its score and its token cost, counted from the traces.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 import logging
@@ -16,12 +17,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
-from aft_sdk.backends.base import run_sync
-from aft_sdk.batch import append_jsonl, read_done_ids
-from aft_sdk.errors import AftError, ConfigError
+from aft_sdk.aio import run_sync
+from aft_sdk.errors import ConfigError
 from aft_sdk.eval.methods import Method
+from aft_sdk.jsonl import read_jsonl
+from aft_sdk.runner import RunItem, run_resumable
 
 logger = logging.getLogger(__name__)
 
@@ -34,37 +34,27 @@ def _safe(name: str) -> str:
 
 
 async def _run_method(task: Any, method: Method, path: Path, max_concurrency: int,
-                      progress: bool) -> None:
-    done = read_done_ids(path)
-    todo = [it for it in task.items if str(it["id"]) not in done]
-    bar = tqdm(total=len(task.items), initial=len(task.items) - len(todo), desc=method.name,
-               unit="item", disable=not progress)
-    sem = asyncio.Semaphore(max_concurrency)
+                      progress: bool) -> int:
+    """Runs ``method`` on the items not yet in ``path``; returns how many errored.
 
-    async def one(item: dict[str, Any]) -> None:
-        async with sem:
-            try:
-                run = await method.run(task, item)
-                score = await task.score(item, run.answer)
-                row = {"id": str(item["id"]), "method": method.name, "answer": run.answer,
-                       "score": score.value, "key": score.key, "tokens": run.tokens,
-                       "generations": run.generations,
-                       "detail": {**run.detail, **score.detail}}
-            except AftError as e:
-                row = {"id": str(item["id"]), "method": method.name, "answer": "", "score": 0.0,
-                       "key": None, "tokens": 0, "generations": 0,
-                       "error": f"{type(e).__name__}: {e}"}
-            append_jsonl(path, row)
-            bar.update(1)
+    An item whose run raised goes to ``path``'s error side file, not into ``path``: it
+    is retried by the next run and left out of the averages until it succeeds.
+    """
+    async def work(item: RunItem) -> dict[str, Any]:
+        run = await method.run(task, item.payload)
+        score = await task.score(item.payload, run.answer)
+        return {"method": method.name, "answer": run.answer, "score": score.value,
+                "key": score.key, "tokens": run.tokens, "generations": run.generations,
+                "detail": {**run.detail, **score.detail}}
 
-    try:
-        await asyncio.gather(*(one(it) for it in todo))
-    finally:
-        bar.close()
+    items = [RunItem(str(it["id"]), it) for it in task.items]
+    summary = await run_resumable(items, work, path, max_concurrency=max_concurrency,
+                                  desc=method.name, progress=progress)
+    return summary.failed + summary.bad_rows
 
 
-def summarise(method: Method, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """One table row from a method's per-item results."""
+def summarise(method: Method, rows: list[dict[str, Any]], errors: int = 0) -> dict[str, Any]:
+    """One table row from a method's successful per-item results and its error count."""
     n = len(rows)
     return {
         "method": method.name, "kind": method.kind, "width": method.width,
@@ -72,7 +62,7 @@ def summarise(method: Method, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "score": round(sum(r["score"] for r in rows) / n, 4) if n else 0.0,
         "tokens_per_item": round(sum(r["tokens"] for r in rows) / n, 1) if n else 0.0,
         "generations_per_item": round(sum(r["generations"] for r in rows) / n, 2) if n else 0.0,
-        "errors": sum(1 for r in rows if "error" in r),
+        "errors": errors,
     }
 
 
@@ -93,9 +83,9 @@ async def aevaluate(task: Any, methods: list[Method], out_dir: str | os.PathLike
     table = []
     for method in methods:
         path = out / "runs" / f"{_safe(method.name)}.jsonl"
-        await _run_method(task, method, path, max_concurrency, progress)
-        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        table.append(summarise(method, [r for r in rows if r["id"] in ids]))
+        errors = await _run_method(task, method, path, max_concurrency, progress)
+        rows = [r for r in read_jsonl(path) if r["id"] in ids and "error" not in r]
+        table.append(summarise(method, rows, errors))
     (out / "table.json").write_text(json.dumps({"task": task.name, "rows": table}, indent=2) + "\n")
     with (out / "table.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
-from aft_sdk.backends.base import Backend, normalize_messages, run_sync
-from aft_sdk.backends.factory import default_backend, make_backend
+from aft_sdk.aio import gather_all, run_sync
+from aft_sdk.backends.base import Backend, normalize_messages
+from aft_sdk.backends.factory import BackendLike, default_backend, make_backend
 from aft_sdk.config import GraphConfig, SamplingConfig, load_yaml, validate
-from aft_sdk.errors import ConfigError, GraphTimeoutError
+from aft_sdk.errors import AftError, ConfigError, GraphTimeoutError
 from aft_sdk.graphs.builder import compile_graph
-from aft_sdk.graphs.plan import GraphPlan, LayerPlan, check_shape
+from aft_sdk.graphs.plan import GraphPlan, LayerPlan
 from aft_sdk.graphs.trace import AggregateResult, build_result
 from aft_sdk.prompts import get_template
-
-_DEFAULT_AGG_SAMPLING = SamplingConfig(temperature=0.7, max_tokens=1024)
 
 
 def _as_backends(value: Any, what: str) -> tuple[Backend, ...]:
@@ -29,6 +27,32 @@ def _as_backends(value: Any, what: str) -> tuple[Backend, ...]:
     if not items:
         raise ConfigError(f"{what} is an empty list: give at least one backend or leave it out")
     return tuple(make_backend(v) for v in items)
+
+
+def _plan(cfg: GraphConfig, proposers: Any, aggregator: Any,
+          layer_backends: Mapping[int, Any]) -> GraphPlan:
+    """Resolves backends per layer; settings come from the validated config only."""
+    prop = _as_backends(proposers, "proposers")
+    agg = _as_backends(aggregator, "aggregator")
+    depth = cfg.depth
+    plans = []
+    for index in range(depth + 1):
+        backends = prop if index == 0 else (agg if index < depth else agg[:1])
+        if layer_backends.get(index):
+            backends = _as_backends(layer_backends[index], f"layers[{index}].backends")
+        plans.append(LayerPlan(index, cfg.width if index < depth or depth == 0 else 1,
+                               backends, cfg.layer_sampling(index)))
+    tmpl = get_template(cfg.preset, cfg.template, item_format=cfg.item_format,
+                        separator=cfg.separator, placement=cfg.placement)
+    return GraphPlan(
+        layers=tuple(plans),
+        template=tmpl if cfg.hide_models else tmpl.with_models_shown(),
+        shuffle=cfg.shuffle,
+        shuffle_seed=cfg.shuffle_seed,
+        min_proposals=cfg.min_proposals,
+        deadline_s=cfg.deadline_s,
+        layer_timeout_s=cfg.layer_timeout_s,
+    )
 
 
 class AggregateGraph:
@@ -55,20 +79,30 @@ class AggregateGraph:
             layer 0 is the proposal layer.
         preset: Aggregation prompt preset (``aft-v1``, ``moa-v1``, ``select-v1``).
         template: Custom prompt template with ``{proposals}``; wins over ``preset``.
+        item_format: How one proposal is written (``{index}``, ``{text}``, ``{model}``);
+            with ``separator`` and ``placement`` a checkpoint's own prompt is rendered
+            byte for byte. ``None`` keeps the preset's.
+        separator: Between proposals (``None``: the preset's).
+        placement: ``system`` (AFT layout) or ``user`` (``None``: the preset's).
         shuffle: Shuffle proposal order per aggregator slot (seeded by ``shuffle_seed``).
         hide_models: Leave model names out of the aggregation prompt.
         min_proposals: Proposals that must succeed for the run to go on.
         deadline_s: Bound on a whole run; branches still running then are cut off.
         layer_timeout_s: Bound on each branch; a slow branch is recorded as failed and
             the survivors go on.
-        checkpointer: A LangGraph checkpointer (``InMemorySaver``, ``SqliteSaver``) so
-            a failed run resumes without redoing finished branches.
+        checkpointer: A LangGraph checkpointer (``InMemorySaver``, ``AsyncSqliteSaver``)
+            so a failed run resumes without redoing finished branches. A thread holds
+            one run: invoking again on a ``thread_id`` that already has a checkpoint is
+            refused (``resume`` continues it; a new question needs a new thread id).
+
+    Raises:
+        ConfigError: A setting is out of range or a backend spec is unknown.
     """
 
     def __init__(
         self,
-        proposers: Any = None,
-        aggregator: Any = None,
+        proposers: BackendLike | Sequence[BackendLike] | None = None,
+        aggregator: BackendLike | Sequence[BackendLike] | None = None,
         *,
         width: int = 3,
         depth: int = 1,
@@ -77,6 +111,9 @@ class AggregateGraph:
         layers: Mapping[int, Mapping[str, Any]] | None = None,
         preset: str = "aft-v1",
         template: str | None = None,
+        item_format: str | None = None,
+        separator: str | None = None,
+        placement: str | None = None,
         shuffle: bool = False,
         shuffle_seed: int = 0,
         hide_models: bool = True,
@@ -85,43 +122,28 @@ class AggregateGraph:
         layer_timeout_s: float | None = None,
         checkpointer: Any = None,
     ) -> None:
-        check_shape(width, depth, min_proposals)
         if type(checkpointer).__name__ == "SqliteSaver":
             raise ConfigError(
                 "the graph runs asynchronously, and SqliteSaver has no async methods: use "
                 "langgraph.checkpoint.sqlite.aio.AsyncSqliteSaver (same file format)"
             )
-        for name, value in (("deadline_s", deadline_s), ("layer_timeout_s", layer_timeout_s)):
-            if value is not None and value <= 0:
-                raise ConfigError(f"{name} must be > 0 seconds, got {value!r}")
-        p_sampling = _sampling(proposer_sampling, SamplingConfig(), "proposer_sampling")
-        a_sampling = _sampling(aggregator_sampling, _DEFAULT_AGG_SAMPLING, "aggregator_sampling")
-        prop = _as_backends(proposers, "proposers")
-        agg = _as_backends(aggregator, "aggregator")
-        overrides = dict(layers or {})
-        unknown = [k for k in overrides if not (isinstance(k, int) and 0 <= k <= depth)]
-        if unknown:
-            raise ConfigError(f"layers has keys {unknown} outside 0..depth={depth}")
-        plans = []
-        for index in range(depth + 1):
-            default_backends = prop if index == 0 else (agg if index < depth else agg[:1])
-            default_sampling = p_sampling if index == 0 else a_sampling
-            ov = overrides.get(index) or {}
-            backends = _as_backends(ov["backends"], f"layers[{index}].backends") \
-                if ov.get("backends") else default_backends
-            sampling = _sampling(ov.get("sampling"), default_sampling, f"layers[{index}].sampling")
-            plans.append(LayerPlan(index, width if index < depth or depth == 0 else 1,
-                                   backends, sampling))
-        tmpl = get_template(preset, template)
-        self.plan = GraphPlan(
-            layers=tuple(plans),
-            template=tmpl if hide_models else tmpl.with_models_shown(),
-            shuffle=shuffle,
-            shuffle_seed=shuffle_seed,
-            min_proposals=min_proposals,
-            deadline_s=deadline_s,
+        overrides = {k: dict(v or {}) for k, v in (layers or {}).items()}
+        settings = dict(
+            width=width, depth=depth, proposer_sampling=proposer_sampling,
+            aggregator_sampling=aggregator_sampling, preset=preset, template=template,
+            item_format=item_format, separator=separator, placement=placement,
+            shuffle=shuffle, shuffle_seed=shuffle_seed, hide_models=hide_models,
+            min_proposals=min_proposals, deadline_s=deadline_s,
             layer_timeout_s=layer_timeout_s,
+            layers={k: {"sampling": v.get("sampling")} for k, v in overrides.items()},
         )
+        # One source of truth: every setting is validated by GraphConfig.
+        self.config = validate(
+            GraphConfig, {k: v for k, v in settings.items() if v is not None},
+            source="AggregateGraph",
+        )
+        self.plan = _plan(self.config, proposers, aggregator,
+                          {k: v.get("backends") for k, v in overrides.items()})
         self.graph = compile_graph(self.plan, checkpointer)
         """The compiled LangGraph graph, for checkpointers, subgraphs and drawing."""
 
@@ -137,15 +159,16 @@ class AggregateGraph:
             config = load_yaml(config, GraphConfig)
         elif not isinstance(config, GraphConfig):
             config = validate(GraphConfig, dict(config), source="graph config")
-        args: dict[str, Any] = config.model_dump(exclude={"proposers", "aggregator", "layers"})
+        args: dict[str, Any] = {
+            name: getattr(config, name) for name in GraphConfig.model_fields
+            if name not in ("proposers", "aggregator", "layers")
+        }
         args["proposers"] = list(config.proposers) or None
         args["aggregator"] = list(config.aggregator) or None
         args["layers"] = {
             k: {"backends": list(v.backends) if v.backends else None, "sampling": v.sampling}
             for k, v in config.layers.items()
         }
-        args["proposer_sampling"] = config.proposer_sampling
-        args["aggregator_sampling"] = config.aggregator_sampling
         args.update(kwargs)
         return cls(**args)
 
@@ -180,15 +203,25 @@ class AggregateGraph:
 
     async def _run(self, graph_input: Any, config: dict[str, Any]) -> AggregateResult:
         t0 = time.perf_counter()
-        try:
-            async with _timeout(self.plan.deadline_s):
-                state = await self.graph.ainvoke(graph_input, config)
-        except TimeoutError as e:
-            raise GraphTimeoutError(
-                f"the run passed its deadline of {self.plan.deadline_s}s; raise deadline_s "
-                "or set layer_timeout_s so slow branches are dropped instead"
-            ) from e
+        limit = self.plan.deadline_s
+        state = await _with_deadline(self.graph.ainvoke(graph_input, config),
+                                     None if limit is None else _grace(limit), limit)
         return self._result(state, time.perf_counter() - t0)
+
+    async def _fresh_input(self, messages: Any, config: dict[str, Any]) -> dict[str, Any]:
+        """Graph input for a new run; refuses a thread that already holds a run."""
+        state = {"messages": normalize_messages(messages), "outputs": []}
+        if self.graph.checkpointer is not None:
+            existing = await self.graph.aget_state(config)
+            if existing.values:
+                thread = config["configurable"]["thread_id"]
+                status = "an unfinished run" if existing.next else "a finished run"
+                raise ConfigError(
+                    f"thread_id={thread!r} already holds {status}; a new run there would mix "
+                    "its outputs with the old ones. Use a new thread_id for a new question, "
+                    "or resume(thread_id) to continue an unfinished run"
+                )
+        return state
 
     async def ainvoke(
         self, messages: str | Sequence[Any], *, thread_id: str | None = None
@@ -197,15 +230,17 @@ class AggregateGraph:
 
         Args:
             messages: A question string or chat messages.
-            thread_id: Checkpoint thread (needs a checkpointer); ``resume`` continues it.
+            thread_id: Checkpoint thread (needs a checkpointer) for a new run;
+                ``resume`` continues it after a failure.
 
         Raises:
+            ConfigError: Bad messages, or ``thread_id`` already holds a run.
             InsufficientProposalsError: Fewer than ``min_proposals`` proposals survived.
             GraphError: The final aggregation failed.
             GraphTimeoutError: The deadline passed.
         """
-        state = {"messages": normalize_messages(messages), "outputs": []}
-        return await self._run(state, self._config(thread_id))
+        config = self._config(thread_id)
+        return await self._run(await self._fresh_input(messages, config), config)
 
     def invoke(self, messages: str | Sequence[Any], *, thread_id: str | None = None) -> AggregateResult:
         """Blocking twin of :meth:`ainvoke`."""
@@ -229,25 +264,39 @@ class AggregateGraph:
     ) -> AsyncIterator[dict[str, Any]]:
         """Yields progress events, the final aggregation's tokens, then the result.
 
-        Events are dicts: ``{"event": "layer", "layer", "ok", "failed"}`` when a layer
-        finishes, ``{"event": "token", "text"}`` for each piece of the final answer, and
-        last ``{"event": "result", "result": AggregateResult}``.
+        Events are dicts: ``{"event": "layer", "layer", "ok", "failed"}`` once per layer
+        as it finishes, ``{"event": "token", "text"}`` for each piece of the final
+        answer, and last ``{"event": "result", "result": AggregateResult}``.
+
+        Raises:
+            GraphTimeoutError: The deadline passed (as in :meth:`ainvoke`).
         """
         t0 = time.perf_counter()
-        state_in = {"messages": normalize_messages(messages), "outputs": []}
         config = self._config(thread_id, stream_tokens=True)
+        state_in = await self._fresh_input(messages, config)
         final: dict[str, Any] = {}
-        async with _timeout(self.plan.deadline_s):
-            async for mode, chunk in self.graph.astream(
-                state_in, config, stream_mode=["custom", "values"]
-            ):
+        deadline = None if self.plan.deadline_s is None else time.monotonic() + _grace(
+            self.plan.deadline_s)
+        stream = self.graph.astream(state_in, config, stream_mode=["custom", "values"])
+        try:
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    mode, chunk = await _with_deadline(stream.__anext__(), left,
+                                                       self.plan.deadline_s)
+                except StopAsyncIteration:
+                    break
                 if mode == "values":
                     final = chunk
                 else:
                     yield chunk
+        finally:
+            await stream.aclose()
         result = self._result(final, time.perf_counter() - t0)
-        last = result.layers[-1].usage
-        yield {"event": "layer", "layer": self.depth, "ok": last.generations, "failed": last.failures}
+        if self.depth > 0:  # the final layer has no gather node to report it
+            last = result.layers[-1].usage
+            yield {"event": "layer", "layer": self.depth, "ok": last.generations,
+                   "failed": last.failures}
         yield {"event": "result", "result": result}
 
     def stream(
@@ -279,16 +328,26 @@ class AggregateGraph:
         self, inputs: Sequence[str | Sequence[Any]], *, max_concurrency: int = 4,
         return_exceptions: bool = False,
     ) -> list[AggregateResult | BaseException]:
-        """Runs many inputs with at most ``max_concurrency`` runs at once, in order."""
-        if max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        """Runs many inputs with at most ``max_concurrency`` runs at once, in order.
+
+        With ``return_exceptions=True`` an input whose run raised an :class:`AftError`
+        gets that error in its place. Any other exception, or cancelling the call,
+        cancels every run still in flight.
+        """
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
         sem = asyncio.Semaphore(max_concurrency)
 
-        async def one(item: Any) -> AggregateResult:
+        async def one(item: Any) -> AggregateResult | AftError:
             async with sem:
-                return await self.ainvoke(item)
+                try:
+                    return await self.ainvoke(item)
+                except AftError as e:
+                    if not return_exceptions:
+                        raise
+                    return e
 
-        return await asyncio.gather(*(one(i) for i in inputs), return_exceptions=return_exceptions)
+        return await gather_all(one(i) for i in inputs)
 
     def batch(
         self, inputs: Sequence[str | Sequence[Any]], *, max_concurrency: int = 4,
@@ -303,21 +362,25 @@ class AggregateGraph:
         return self.graph.get_graph().draw_mermaid()
 
 
-def _timeout(seconds: float | None) -> Any:
+def _grace(seconds: float) -> float:
     # Branches already stop at the deadline and record why, which keeps survivors and
-    # gives precise errors; this outer guard is a backstop with a little grace, so it
-    # only fires if something outside a branch overruns. asyncio.timeout is 3.11+; on
-    # 3.10 the branch deadlines alone bound the run.
-    if seconds is None or not hasattr(asyncio, "timeout"):
-        return contextlib.nullcontext()
-    return asyncio.timeout(seconds * 1.05 + 0.5)
+    # gives precise errors; the outer guard is a backstop with a little grace, so it
+    # only fires if something outside a branch overruns.
+    return seconds * 1.05 + 0.5
 
 
-def _sampling(value: Any, default: SamplingConfig, what: str) -> SamplingConfig:
-    if value is None:
-        return default
-    if isinstance(value, SamplingConfig):
-        return value
-    if isinstance(value, Mapping):
-        return validate(SamplingConfig, {**default.model_dump(), **value}, source=what)
-    raise ConfigError(f"{what} must be a SamplingConfig or a dict, got {type(value).__name__}")
+async def _with_deadline(aw: Any, seconds: float | None, deadline_s: float | None) -> Any:
+    """Awaits ``aw`` for at most ``seconds``, then raises :class:`GraphTimeoutError`.
+
+    ``asyncio.wait_for`` raises ``asyncio.TimeoutError``, which is not the builtin
+    ``TimeoutError`` before Python 3.11, so that is the class caught here.
+    """
+    if seconds is None:
+        return await aw
+    try:
+        return await asyncio.wait_for(aw, seconds)
+    except asyncio.TimeoutError as e:
+        raise GraphTimeoutError(
+            f"the run passed its deadline of {deadline_s}s; raise deadline_s or set "
+            "layer_timeout_s so slow branches are dropped instead"
+        ) from e

@@ -24,7 +24,13 @@ from langgraph.config import get_stream_writer
 from langgraph.types import Send
 
 from aft_sdk.backends.base import Generation
-from aft_sdk.errors import AftError, GraphError, GraphTimeoutError, InsufficientProposalsError
+from aft_sdk.errors import (
+    AftError,
+    GraphError,
+    GraphTimeoutError,
+    InsufficientProposalsError,
+    PartialGenerationError,
+)
 from aft_sdk.graphs.plan import GraphPlan
 from aft_sdk.graphs.trace import failure_record, ok_record
 from aft_sdk.prompts import parse_selection
@@ -85,8 +91,11 @@ class LayerBranch:
         backend = lp.backend_for(slots[0])
         messages, info = payload["messages"], {}
         if self.layer > 0:
-            messages, info = self.plan.aggregation_prompt(
-                payload["messages"], payload["inputs"], self.layer, slots[0]
+            # Counting tokens to fit the window can be slow (or wait on an engine): keep
+            # it off the event loop so other branches and timeouts keep running.
+            messages, info = await asyncio.to_thread(
+                self.plan.aggregation_prompt, payload["messages"], payload["inputs"],
+                self.layer, slots[0],
             )
         sampling = lp.sampling
         if sampling.seed is not None and slots[0]:
@@ -100,23 +109,28 @@ class LayerBranch:
                 self._generate(backend, messages, len(slots), sampling, config),
                 self._timeout(config),
             )
-        except (AftError, TimeoutError) as e:
-            if isinstance(e, TimeoutError):
-                e = GraphTimeoutError(
+            error: AftError | None = None
+        except PartialGenerationError as e:  # keep what came back; the rest failed
+            gens, error = list(e.generations), e
+        except (AftError, asyncio.TimeoutError) as e:  # not builtin TimeoutError on 3.10
+            gens, error = [], e
+            if isinstance(e, asyncio.TimeoutError):
+                error = GraphTimeoutError(
                     f"{backend.label} gave no answer within the layer timeout/deadline"
                 )
-            if self.final:
-                raise GraphError(
-                    f"the final aggregation on {backend.label} failed: {e}. Earlier layers "
-                    "are kept when the graph has a checkpointer: resume(thread_id) retries "
-                    "only this step"
-                ) from e
-            elapsed = time.perf_counter() - t0
-            return {"outputs": [failure_record(self.layer, s, backend.label, e, elapsed)
-                                for s in slots]}
+        if error is not None and self.final:
+            raise GraphError(
+                f"the final aggregation on {backend.label} failed: {error}. Earlier layers "
+                "are kept when the graph has a checkpointer: resume(thread_id) retries "
+                "only this step"
+            ) from error
         if self.plan.template.selects and self.layer > 0:
             gens = [self._selected(g, payload["inputs"], info) for g in gens]
-        return {"outputs": [ok_record(self.layer, s, g, info) for s, g in zip(slots, gens)]}
+        records = [ok_record(self.layer, s, g, info) for s, g in zip(slots, gens)]
+        elapsed = time.perf_counter() - t0
+        records += [failure_record(self.layer, s, backend.label, error, elapsed)
+                    for s in slots[len(gens):]]
+        return {"outputs": records}
 
     async def _generate(
         self, backend: Any, messages: list[dict[str, str]], n: int, sampling: Any,

@@ -11,12 +11,17 @@ Actions: ``ok``, ``say:TEXT`` (ok, answering TEXT), ``delay:SECONDS`` (then ok),
 ``401``, ``400``, ``hang`` (no answer until the server stops), ``malformed`` (200 with a
 non-JSON body), ``empty`` (200 with ``choices: []``). A request may also carry the
 header ``x-aft-fault: ACTION``. The server counts requests and, per model, the most in
-flight at once so tests can check retries and concurrency bounds from the server's side.
+flight at once so tests can check retries and concurrency bounds from the server's side;
+it keeps each request's headers (to check which credentials reached it). Two load modes
+apply to unscripted requests: ``fail_rate`` answers 500 to that share of requests at
+random (seeded), and ``capacity`` answers 429 (with ``Retry-After``) to requests beyond
+that many in flight for one model, as an overloaded API does.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections import defaultdict, deque
@@ -41,6 +46,12 @@ class FaultServer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.fail_rate = 0.0
+        self.capacity: int | None = None
+        self.capacity_retry_after = 0.1
+        self._rng = random.Random(0)
+        self.rejected = 0
         self.in_flight: dict[str, int] = defaultdict(int)
         self.peak_in_flight: dict[str, int] = defaultdict(int)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
@@ -81,7 +92,12 @@ class FaultServer:
         with self._lock:
             self._scripts.clear()
             self.requests.clear()
+            self.headers.clear()
             self.peak_in_flight.clear()
+            self.fail_rate = 0.0
+            self.capacity = None
+            self._rng = random.Random(0)
+            self.rejected = 0
 
     def count(self, model: str | None = None) -> int:
         """Requests received so far, for one model or all."""
@@ -95,17 +111,25 @@ class FaultServer:
             queue = self._scripts.get(model)
             if queue:
                 return queue.popleft()
-        return header or "ok"
+            if header:
+                return header
+            if self.capacity is not None and self.in_flight[model] > self.capacity:
+                self.rejected += 1
+                return f"429:{self.capacity_retry_after}"
+            if self.fail_rate and self._rng.random() < self.fail_rate:
+                return "500"
+        return "ok"
 
     def max_in_flight(self, model: str) -> int:
         """The most requests for ``model`` that were being served at once."""
         with self._lock:
             return self.peak_in_flight.get(model, 0)
 
-    def _enter(self, body: dict[str, Any]) -> None:
+    def _enter(self, body: dict[str, Any], headers: dict[str, str]) -> None:
         model = str(body.get("model"))
         with self._lock:
             self.requests.append(body)
+            self.headers.append(headers)
             self.in_flight[model] += 1
             self.peak_in_flight[model] = max(self.peak_in_flight[model], self.in_flight[model])
 
@@ -158,7 +182,7 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             except json.JSONDecodeError:
                 self._send(400, {"error": {"message": "body is not JSON"}})
                 return
-            server._enter(body)
+            server._enter(body, {k.lower(): v for k, v in self.headers.items()})
             try:
                 self._answer(body)
             except (BrokenPipeError, ConnectionResetError):

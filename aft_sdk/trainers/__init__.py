@@ -20,7 +20,8 @@ from aft_sdk.trainers.builders import (
     sft_rows_from,
     write_rows,
 )
-from aft_sdk.trainers.rows import AftRow, RowCounter, RowError, load_records, read_jsonl, validate_rows
+from aft_sdk.jsonl import read_jsonl
+from aft_sdk.trainers.rows import AftRow, RowCounter, RowError, load_records, validate_rows
 
 _LAZY = {
     "AggregatorConfig": "aft_sdk.trainers.config",

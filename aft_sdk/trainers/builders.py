@@ -15,11 +15,11 @@ crashed build resumes where it stopped.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import logging
 import os
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,14 @@ from tqdm.auto import tqdm
 
 from aft_sdk.backends.base import Backend, normalize_messages
 from aft_sdk.backends.factory import make_backend
-from aft_sdk.batch import append_jsonl, read_done_ids
 from aft_sdk.config import SamplingConfig
-from aft_sdk.errors import AftError, ConfigError
+from aft_sdk.errors import ConfigError
+from aft_sdk.jsonl import read_jsonl
 from aft_sdk.prompts import get_template
-from aft_sdk.trainers.rows import AftRow, RowCounter, RowError, read_jsonl, validate_row
+from aft_sdk.runner import RunItem, run_resumable
+from aft_sdk.trainers.rows import AftRow, RowCounter, RowError, validate_row
+
+logger = logging.getLogger(__name__)
 
 
 def _messages_of(record: dict[str, Any], prompt_field: str, where: str) -> list[dict[str, str]]:
@@ -106,6 +109,7 @@ def off_policy_rows(
         except RowError as e:
             if not skip_bad:
                 raise
+            logger.warning("skipping bad record: %s", e)
             if counter is not None:
                 counter.add(str(e))
 
@@ -147,37 +151,18 @@ def _off_policy_row(
 
 
 async def _resumable(
-    items: Sequence[tuple[str, Any]], out_path: str | os.PathLike[str], work: Any,
-    *, max_concurrency: int, desc: str, progress: bool,
+    items: Sequence[RunItem], out_path: str | os.PathLike[str],
+    work: Callable[[RunItem], Awaitable[AftRow]], *, max_concurrency: int, desc: str,
+    progress: bool,
 ) -> dict[str, int]:
-    """Runs ``work(item) -> AftRow`` for items whose id is not yet in ``out_path``."""
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = read_done_ids(out)
-    todo = [(i, x) for i, x in items if i not in done]
-    stats = {"written": 0, "skipped": len(items) - len(todo), "failed": 0}
-    bar = tqdm(total=len(items), initial=stats["skipped"], desc=desc, unit="row",
-               disable=not progress)
-    sem = asyncio.Semaphore(max_concurrency)
-    errors = out.with_name(out.name + ".errors.jsonl")
+    """Runs ``work(item) -> AftRow`` through the shared resumable runner."""
+    async def row(item: RunItem) -> dict[str, Any]:
+        return (await work(item)).model_dump()
 
-    async def one(row_id: str, item: Any) -> None:
-        async with sem:
-            try:
-                row = await work(row_id, item)
-            except AftError as e:
-                append_jsonl(errors, {"id": row_id, "error": f"{type(e).__name__}: {e}"})
-                stats["failed"] += 1
-            else:
-                append_jsonl(out, row.model_dump())
-                stats["written"] += 1
-            bar.update(1)
-
-    try:
-        await asyncio.gather(*(one(i, x) for i, x in todo))
-    finally:
-        bar.close()
-    return stats
+    summary = await run_resumable(items, row, out_path, max_concurrency=max_concurrency,
+                                  desc=desc, progress=progress)
+    return {"written": summary.written, "skipped": summary.skipped,
+            "failed": summary.failed + summary.bad_rows}
 
 
 async def abuild_on_policy(
@@ -221,17 +206,24 @@ async def abuild_on_policy(
         ref = record.get(reference_field) if reference_field else None
         if teacher_backend is None and (not isinstance(ref, str) or not ref.strip()):
             raise RowError(f"{where}: field '{reference_field}' must be non-empty text")
-        items.append((str(record.get(id_field, f"on-policy-{i}")), (messages, ref)))
+        items.append(RunItem(str(record.get(id_field, f"on-policy-{i}")), (messages, ref)))
 
-    async def work(row_id: str, item: Any) -> AftRow:
-        messages, ref = item
+    async def work(item: RunItem) -> AftRow:
+        messages, ref = item.payload
         result = await graph.ainvoke(messages)
-        row = AftRow(
-            id=row_id, messages=messages, proposals=result.proposals, target=ref or "-",
-            source="on-policy", meta={"proposal_models": sorted({
-                r.model for r in result.layers[0].outputs if r.ok}),
-                "usage": result.usage.model_dump()},
-        )
+        proposals = [p for p in result.proposals if p.strip()]
+        empty = len(result.proposals) - len(proposals)
+        if not proposals:
+            raise RowError(f"row {item.id}: every proposal came back empty; nothing to "
+                           "aggregate (raise max_tokens or check the proposer)")
+        row = validate_row({
+            "id": item.id, "messages": messages, "proposals": proposals, "target": ref or "-",
+            "source": "on-policy", "meta": {
+                "proposal_models": sorted({r.model for r in result.layers[0].outputs if r.ok}),
+                "usage": result.usage.model_dump(),
+                **({"empty_proposals_dropped": empty} if empty else {}),
+            },
+        }, f"row {item.id}")
         if teacher_backend is not None:
             row = await ateacher_target(row, teacher_backend, preset=preset, template=template,
                                         sampling=teacher_sampling)
@@ -264,10 +256,10 @@ async def ateacher_targets(
 ) -> dict[str, int]:
     """Rewrites each row's target with a teacher model; resumable JSONL output."""
     backend = make_backend(teacher)
-    items = [(r.id, r) for r in rows]
+    items = [RunItem(r.id, r) for r in rows]
 
-    async def work(row_id: str, row: AftRow) -> AftRow:
-        return await ateacher_target(row, backend, preset=preset, template=template,
+    async def work(item: RunItem) -> AftRow:
+        return await ateacher_target(item.payload, backend, preset=preset, template=template,
                                      sampling=sampling)
 
     return await _resumable(items, out_path, work, max_concurrency=max_concurrency,
@@ -311,10 +303,13 @@ def sft_rows_from(rows: Iterable[AftRow]) -> Iterator[AftRow]:
 
 def mix_sft(aft: Sequence[AftRow], sft: Sequence[AftRow], ratio: float, *, seed: int = 0
             ) -> list[AftRow]:
-    """AFT rows plus ``round(ratio * len(aft))`` SFT rows, shuffled (seeded).
+    """AFT rows plus ``round(ratio * len(aft))`` SFT rows drawn at random, shuffled.
+
+    This is the one meaning of ``sft_ratio`` everywhere (``aft data build``, the
+    trainer's ``sft_ratio``): SFT rows per AFT row, sampled with ``seed``.
 
     Raises:
-        ConfigError: ``ratio`` asks for more SFT rows than given.
+        ConfigError: ``ratio`` is negative or asks for more SFT rows than given.
     """
     if ratio < 0:
         raise ConfigError(f"sft ratio must be >= 0, got {ratio}")

@@ -2,9 +2,11 @@
 
 It extends TRL's ``SFTConfig`` (itself a ``transformers.TrainingArguments``), so
 ``HfArgumentParser`` reads it from YAML and the command line, and every Trainer flag
-works. Defaults that differ from the Hugging Face / TRL ones are listed in
-:data:`CHANGED_DEFAULTS`; they are our choices for aggregation data (long prompts with
-several drafts, small datasets), not values from the AFT paper.
+works. Defaults that differ from the Hugging Face / TRL ones (``output_dir``,
+``learning_rate``, ``num_train_epochs``, ``max_length``, ``per_device_train_batch_size``,
+``save_strategy``, ``logging_steps``; see each field's help) are our choices for
+aggregation data (long prompts with several drafts, small datasets), not values from
+the AFT paper.
 """
 
 from __future__ import annotations
@@ -16,23 +18,12 @@ from trl import SFTConfig
 
 from aft_sdk.errors import ConfigError
 
-CHANGED_DEFAULTS = {
-    "output_dir": ("trainer_output", "aft-aggregator"),
-    "learning_rate": (2e-5, 1e-5),
-    "num_train_epochs": (3.0, 2.0),
-    "max_length": (1024, 4096),
-    "per_device_train_batch_size": (8, 4),
-    "save_strategy": ("steps", "no"),
-    "logging_steps": (10, 5),
-}
-
-
 @dataclass
 class AggregatorConfig(SFTConfig):
     """Configuration of :class:`~aft_sdk.trainers.AggregatorTrainer`.
 
     Everything from ``transformers.TrainingArguments`` and ``trl.SFTConfig`` applies;
-    the fields below are ours. Changed defaults: see :data:`CHANGED_DEFAULTS`.
+    the fields below are ours (and the changed defaults named in the module docstring).
     """
 
     model_name_or_path: str | None = field(
@@ -62,6 +53,19 @@ class AggregatorConfig(SFTConfig):
         default=None,
         metadata={"help": "Custom aggregation template file (with {proposals}); wins over preset."},
     )
+    item_format: str | None = field(
+        default=None,
+        metadata={"help": "How one proposal is written ({index}, {text}, {model}); default: "
+                          "the preset's. Set it (with separator, placement) to match the "
+                          "prompt a model was trained with elsewhere."},
+    )
+    separator: str | None = field(
+        default=None, metadata={"help": "Between proposals; default: the preset's."}
+    )
+    placement: str | None = field(
+        default=None,
+        metadata={"help": "'system' (AFT layout) or 'user'; default: the preset's."},
+    )
     skip_bad_rows: bool = field(
         default=False,
         metadata={"help": "Skip and count malformed rows instead of stopping at the first."},
@@ -69,7 +73,8 @@ class AggregatorConfig(SFTConfig):
     sft_ratio: float = field(
         default=0.0,
         metadata={"help": "Add this many plain SFT rows (conversation -> target) per AFT "
-                          "row, made from the same data, so the model also proposes."},
+                          "row, drawn at random (seed) from the same data, so the model "
+                          "also proposes; at most 1."},
     )
     use_lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft)."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
@@ -107,8 +112,11 @@ class AggregatorConfig(SFTConfig):
             raise ConfigError("model_name_or_path is required: an HF id, a folder or a .gguf file")
         if self.dataset_path is None:
             raise ConfigError("dataset_path is required: a .jsonl/.json/.parquet file or Hub id")
-        if self.sft_ratio < 0:
-            raise ConfigError(f"sft_ratio must be >= 0, got {self.sft_ratio}")
+        if not 0 <= self.sft_ratio <= 1:
+            raise ConfigError(
+                f"sft_ratio must be between 0 and 1 (SFT rows per AFT row, made from the "
+                f"same rows), got {self.sft_ratio}"
+            )
         if self.template_file and not Path(self.template_file).is_file():
             raise ConfigError(f"template_file not found: {self.template_file}")
         if self.bf16 is None:  # TRL would turn None into True even on CPUs

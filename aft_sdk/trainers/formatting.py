@@ -1,24 +1,63 @@
 """AFT rows -> conversational prompt/completion examples for TRL's SFTTrainer.
 
 The prompt is rendered by the same :class:`~aft_sdk.prompts.PromptTemplate` the graph
-uses, so training and inference see identical bytes. TRL then applies the tokenizer's
-chat template and masks the loss to the completion (the target).
-
-When a row would exceed ``max_length``, proposal text is trimmed evenly by tokens
-before anything else, so the target is never cut while proposals can give way.
+uses, and proposals that overflow ``max_length`` are cut by the same function the graph
+uses (:func:`aft_sdk.budget.fit_proposals`, with the target's length as the reserve), so
+a row the graph would trim looks byte for byte the same in training. TRL then applies
+the tokenizer's chat template and masks the loss to the completion (the target).
+Every cut is counted (:class:`FitReport`) and reported by the trainer.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-from aft_sdk.graphs.plan import water_fill
+from aft_sdk.budget import MESSAGE_OVERHEAD, TEMPLATE_MARGIN, fit_proposals, messages_tokens
+from aft_sdk.errors import ConfigError
 from aft_sdk.prompts import PromptTemplate
 from aft_sdk.trainers.rows import AftRow
 
 logger = logging.getLogger(__name__)
+
+Counter = Callable[[str], int]
+
+
+@dataclass
+class FitReport:
+    """What fitting rows into ``max_length`` cut.
+
+    Attributes:
+        proposals_trimmed: Rows whose proposals were shortened.
+        targets_cut: Rows whose target alone overflows (TRL cuts its tail).
+        examples: A few row ids per kind of cut, for the log.
+    """
+
+    proposals_trimmed: int = 0
+    targets_cut: int = 0
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, kind: str, row_id: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        ids = self.examples.setdefault(kind, [])
+        if len(ids) < 5:
+            ids.append(row_id)
+
+    def log(self, total: int) -> None:
+        if self.proposals_trimmed:
+            logger.warning("%d of %d rows had proposals trimmed to fit max_length (e.g. %s)",
+                           self.proposals_trimmed, total, self.examples["proposals_trimmed"])
+        if self.targets_cut:
+            logger.warning("%d of %d rows have a target longer than max_length allows; TRL "
+                           "cuts their tails (e.g. %s): raise max_length or drop them",
+                           self.targets_cut, total, self.examples["targets_cut"])
+
+
+def token_counter(tokenizer: Any) -> Counter:
+    """Counts tokens of plain text with a Hugging Face tokenizer."""
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False))
 
 
 def row_prompt(row: AftRow, template: PromptTemplate, proposals: list[str] | None = None
@@ -29,56 +68,59 @@ def row_prompt(row: AftRow, template: PromptTemplate, proposals: list[str] | Non
     return template.render(row.messages, row.proposals if proposals is None else proposals)
 
 
-def _length(tokenizer: Any, prompt: list[dict[str, str]], target: str) -> int:
-    ids = tokenizer.apply_chat_template(
-        [*prompt, {"role": "assistant", "content": target}], tokenize=True
-    )
-    if isinstance(ids, dict) or hasattr(ids, "keys"):  # BatchEncoding in newer versions
-        ids = ids["input_ids"]
-    return len(ids)
+def target_reserve(target: str, count: Counter) -> int:
+    """Tokens a target takes in the window: its text plus its turn's framing."""
+    return count(target) + MESSAGE_OVERHEAD
 
 
-def fit_row(row: AftRow, template: PromptTemplate, tokenizer: Any, max_length: int
+def fit_row(row: AftRow, template: PromptTemplate, count: Counter, max_length: int
             ) -> tuple[list[dict[str, str]], dict[str, Any]]:
     """The row's prompt with proposals trimmed so prompt + target fit ``max_length``.
 
-    Returns the prompt and a note (``{}`` when nothing was cut).
+    Returns the prompt and a note: ``trimmed`` (``{index: [tokens, kept]}``) when
+    proposals were cut, ``target_cut`` when the target alone overflows.
     """
-    prompt = row_prompt(row, template)
-    total = _length(tokenizer, prompt, row.target)
-    if total <= max_length or row.kind == "sft":
-        return prompt, ({"target_cut": total - max_length} if total > max_length else {})
-    encoded = [tokenizer.encode(p, add_special_tokens=False) for p in row.proposals]
-    sizes = [len(e) for e in encoded]
-    excess = total - max_length
-    for _ in range(4):  # re-measure: detokenised text can re-tokenise a little longer
-        caps = water_fill(sizes, max(0, sum(sizes) - excess))
-        kept = [tokenizer.decode(e[:c]) if c < len(e) else p
-                for e, c, p in zip(encoded, caps, row.proposals)]
-        prompt = row_prompt(row, template, kept)
-        total = _length(tokenizer, prompt, row.target)
-        if total <= max_length or sum(caps) == 0:
-            break
-        excess += total - max_length
-    note = {"proposal_tokens": [sizes, caps]}
-    if total > max_length:
-        note["target_cut"] = total - max_length
-        logger.warning("row %s: the target alone exceeds max_length=%d; TRL will cut %d tokens",
-                       row.id, max_length, total - max_length)
-    return prompt, note
+    reserve = target_reserve(row.target, count)
+    if row.kind == "sft":
+        total = messages_tokens(row.messages, count) + reserve + TEMPLATE_MARGIN
+        return row_prompt(row, template), (
+            {"target_cut": total - max_length} if total > max_length else {})
+    try:
+        texts, trims = fit_proposals(template, row.messages, row.proposals, count,
+                                     limit=max_length, reserve=reserve)
+    except ConfigError:
+        # Not even empty proposals fit next to this target: keep a marker per
+        # proposal and let TRL cut the target's tail (counted and reported).
+        texts, trims = ["[...]"] * len(row.proposals), {}
+        return row_prompt(row, template, texts), {"target_cut": True}
+    note: dict[str, Any] = {"trimmed": trims} if trims else {}
+    return row_prompt(row, template, texts), note
 
 
 def to_examples(rows: Iterable[AftRow], template: PromptTemplate, tokenizer: Any = None,
-                max_length: int | None = None) -> list[dict[str, Any]]:
-    """Prompt/completion examples (TRL's conversational format) for ``rows``."""
+                max_length: int | None = None, report: FitReport | None = None
+                ) -> list[dict[str, Any]]:
+    """Prompt/completion examples (TRL's conversational format) for ``rows``.
+
+    With a tokenizer and ``max_length``, rows are fitted (see :func:`fit_row`) and each
+    cut is counted in ``report`` (and logged once, as a summary).
+    """
+    report = report if report is not None else FitReport()
+    count = token_counter(tokenizer) if tokenizer is not None and max_length else None
     out = []
     for row in rows:
-        if tokenizer is not None and max_length:
-            prompt, _ = fit_row(row, template, tokenizer, max_length)
+        if count is not None:
+            prompt, note = fit_row(row, template, count, max_length)  # type: ignore[arg-type]
+            if note.get("trimmed"):
+                report.add("proposals_trimmed", row.id)
+            if note.get("target_cut"):
+                report.add("targets_cut", row.id)
         else:
             prompt = row_prompt(row, template)
         out.append({
             "prompt": prompt,
             "completion": [{"role": "assistant", "content": row.target}],
         })
+    report.log(len(out))
     return out
+

@@ -12,7 +12,6 @@ proposals), so one model can learn both to propose and to aggregate.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -131,14 +130,3 @@ def load_records(
         )
     # A hub id such as "openbmb/UltraFeedback" (needs network access to the Hub).
     return datasets.load_dataset(text, name, split=split)
-
-
-def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Yields JSON objects from a JSONL file, naming the line of any bad one."""
-    with Path(path).open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise RowError(f"{path} line {n}: not valid JSON: {e}") from e

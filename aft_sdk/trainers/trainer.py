@@ -19,9 +19,9 @@ from trl import SFTTrainer
 
 from aft_sdk.errors import ConfigError, TrainingError
 from aft_sdk.prompts import PromptTemplate, get_template
-from aft_sdk.trainers.builders import sft_rows_from
+from aft_sdk.trainers.builders import mix_sft, sft_rows_from
 from aft_sdk.trainers.config import AggregatorConfig
-from aft_sdk.trainers.formatting import to_examples
+from aft_sdk.trainers.formatting import FitReport, to_examples
 from aft_sdk.trainers.rows import AftRow, RowCounter, load_records, validate_rows
 
 logger = logging.getLogger(__name__)
@@ -67,21 +67,22 @@ def load_rows(path: str, args: AggregatorConfig, counter: RowCounter) -> list[Af
         raise TrainingError(f"{path} has no usable rows ({counter.skipped} skipped)")
     if args.sft_ratio > 0:
         aft = [r for r in rows if r.kind == "aft"]
-        extra = list(sft_rows_from(aft))[: round(args.sft_ratio * len(aft))]
-        rows += extra
+        others = [r for r in rows if r.kind != "aft"]
+        rows = mix_sft(aft, list(sft_rows_from(aft)), args.sft_ratio, seed=args.seed) + others
     return rows
 
 
 def _template(args: AggregatorConfig) -> PromptTemplate:
     custom = Path(args.template_file).read_text(encoding="utf-8") if args.template_file else None
-    return get_template(args.preset, custom)
+    return get_template(args.preset, custom, item_format=args.item_format,
+                        separator=args.separator, placement=args.placement)  # type: ignore[arg-type]
 
 
-def _to_dataset(rows: list[AftRow], template: PromptTemplate, tokenizer: Any, max_length: int | None
-                ) -> Any:
+def _to_dataset(rows: list[AftRow], template: PromptTemplate, tokenizer: Any, max_length: int | None,
+                report: FitReport) -> Any:
     import datasets
 
-    return datasets.Dataset.from_list(to_examples(rows, template, tokenizer, max_length))
+    return datasets.Dataset.from_list(to_examples(rows, template, tokenizer, max_length, report))
 
 
 class AggregatorTrainer(SFTTrainer):
@@ -122,6 +123,7 @@ class AggregatorTrainer(SFTTrainer):
         if eval_rows is None and args.eval_dataset_path:
             eval_rows = load_rows(args.eval_dataset_path, args, self.row_counter)
         self.template = _template(args)
+        self.fit_report = FitReport()
         self.data_sources = [s for s in (args.dataset_path, args.eval_dataset_path) if s]
         peft_config = None
         if args.use_lora:
@@ -136,9 +138,10 @@ class AggregatorTrainer(SFTTrainer):
         super().__init__(
             model=model,
             args=args,
-            train_dataset=_to_dataset(train_rows, self.template, tokenizer, args.max_length),
-            eval_dataset=_to_dataset(eval_rows, self.template, tokenizer, args.max_length)
-            if eval_rows else None,
+            train_dataset=_to_dataset(train_rows, self.template, tokenizer, args.max_length,
+                                      self.fit_report),
+            eval_dataset=_to_dataset(eval_rows, self.template, tokenizer, args.max_length,
+                                     self.fit_report) if eval_rows else None,
             processing_class=tokenizer,
             peft_config=peft_config,
             **kwargs,
@@ -168,9 +171,14 @@ class AggregatorTrainer(SFTTrainer):
             "aft_sdk_version": _version(),
             "preset": self.template.name,
             "template": self.template.template if self.template.name == "custom" else None,
+            "prompt": {"item_format": self.template.item_format,
+                       "separator": self.template.separator,
+                       "placement": self.template.placement},
             "base_model": str(self.args.model_name_or_path),
             "data_sources": self.data_sources,
             "rows_skipped": self.row_counter.skipped,
+            "rows_with_proposals_trimmed": self.fit_report.proposals_trimmed,
+            "rows_with_target_cut": self.fit_report.targets_cut,
             "lora": bool(self.args.use_lora),
             "config": self.args.to_dict(),  # TrainingArguments masks hub tokens here
         }

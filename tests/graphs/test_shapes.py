@@ -69,7 +69,7 @@ async def test_per_layer_override_changes_model_and_sampling(server_backend, fau
 
 
 def test_bad_shapes_fail_with_clear_messages() -> None:
-    with pytest.raises(ConfigError, match="width must be an integer >= 1"):
+    with pytest.raises(ConfigError, match="width: Input should be greater than or equal to 1"):
         AggregateGraph("http://127.0.0.1:9/v1#m", width=0)
     with pytest.raises(ConfigError, match="min_proposals=4 exceeds width=3"):
         AggregateGraph("http://127.0.0.1:9/v1#m", width=3, min_proposals=4)

@@ -1,0 +1,88 @@
+"""The sync bridge and structured concurrency helpers every layer uses.
+
+- :func:`run_sync` runs a coroutine from blocking code on one long-lived event loop
+  thread (clients bound to a loop are reused; Jupyter works). Ctrl-C (or any exception
+  in the caller) cancels the coroutine, so no paid API calls go on in the background.
+- :func:`gather_all` awaits many coroutines; when one raises or the caller is
+  cancelled, the rest are cancelled and awaited before the error propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Awaitable, Coroutine, Iterable
+from typing import Any, TypeVar
+
+from aft_sdk.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """One event loop in a daemon thread that runs every sync twin call."""
+
+    _lock = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def loop(cls) -> asyncio.AbstractEventLoop:
+        with cls._lock:
+            if cls._loop is None or cls._loop.is_closed():
+                cls._loop = asyncio.new_event_loop()
+                cls._thread = threading.Thread(
+                    target=cls._loop.run_forever, name="aft-sdk-sync", daemon=True
+                )
+                cls._thread.start()
+            return cls._loop
+
+    @classmethod
+    def on_loop_thread(cls) -> bool:
+        return cls._thread is not None and threading.current_thread() is cls._thread
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Runs a coroutine to completion from synchronous code and returns its result.
+
+    On ``KeyboardInterrupt`` (or any other exception while waiting) the coroutine is
+    cancelled and given a moment to unwind before the exception propagates.
+
+    Raises:
+        ConfigError: Called from code already running on aft-sdk's loop thread (a
+            sync twin inside a coroutine, which would wait for itself forever).
+    """
+    if _LoopThread.on_loop_thread():
+        coro.close()
+        raise ConfigError(
+            "a blocking aft-sdk method (invoke, generate_sync, run_batch, ...) was called "
+            "from a coroutine on aft-sdk's event loop, where it would wait for itself "
+            "forever: await its async twin instead (ainvoke, generate, arun_batch, ...)"
+        )
+    fut = asyncio.run_coroutine_threadsafe(coro, _LoopThread.loop())
+    try:
+        return fut.result()
+    except BaseException:
+        fut.cancel()
+        try:  # let the task run its cancellation (close connections, stop writers)
+            fut.result(timeout=5)
+        except (concurrent.futures.CancelledError, concurrent.futures.TimeoutError, Exception):
+            pass
+        raise
+
+
+async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
+    """Like ``asyncio.gather``, but an error or a cancellation cancels the siblings.
+
+    The first exception propagates after every other task has been cancelled and has
+    finished unwinding; results come back in order otherwise.
+    """
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

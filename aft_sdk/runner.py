@@ -1,0 +1,168 @@
+"""The one resumable runner: batch runs, data building and evaluation all go through it.
+
+Given items with ids and an async ``work(item) -> row``, it appends each row to a JSONL
+output as soon as it is ready, skips ids already in the output (so re-running a crashed
+or interrupted command continues where it stopped), writes failures to an error side
+file (failed ids are retried by the next run), bounds concurrency, and shows progress.
+On an interrupt or an unexpected error the work still in flight is cancelled, so
+nothing keeps calling models in the background and no id is ever written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from aft_sdk.aio import gather_all
+from aft_sdk.errors import AftError, ConfigError
+from aft_sdk.jsonl import append_jsonl, read_ids
+
+
+@dataclass(frozen=True)
+class RunItem:
+    """One unit of work.
+
+    Attributes:
+        id: Stable key; written into the output row and the error file.
+        payload: What ``work`` receives.
+        info: Extra fields for this item's error record (for example its input line).
+    """
+
+    id: str
+    payload: Any
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    """What a run did.
+
+    Attributes:
+        total: Items given (bad input rows included).
+        skipped: Already in the output from an earlier run.
+        written: Rows written by this run.
+        failed: Items whose work raised an :class:`AftError` (see ``errors_path``).
+        bad_rows: Input rows that could not be run at all (also in ``errors_path``).
+        errors_path: The error side file of this run.
+    """
+
+    total: int = 0
+    skipped: int = 0
+    written: int = 0
+    failed: int = 0
+    bad_rows: int = 0
+    errors_path: str = ""
+
+
+def default_errors_path(output: Path) -> Path:
+    """``OUTPUT.errors.jsonl`` beside the output."""
+    return output.with_name(output.name + ".errors.jsonl")
+
+
+_active: set[Path] = set()
+_active_lock = threading.Lock()
+
+
+async def run_resumable(
+    items: Sequence[RunItem],
+    work: Callable[[RunItem], Awaitable[dict[str, Any]]],
+    output_path: str | os.PathLike[str],
+    *,
+    errors_path: str | os.PathLike[str] | None = None,
+    bad: Sequence[dict[str, Any]] = (),
+    max_concurrency: int = 4,
+    desc: str = "aft",
+    progress: bool = True,
+) -> RunSummary:
+    """Runs ``work`` on every item whose id is not yet in ``output_path``.
+
+    Args:
+        items: The work; ids must be unique (a repeated id is recorded as a bad row).
+        work: Returns the output row for an item; an ``"id"`` key is added if missing.
+            An :class:`AftError` it raises is recorded in the error file; any other
+            exception cancels the run and propagates.
+        output_path: JSONL output, appended to.
+        errors_path: Error side file; default ``OUTPUT.errors.jsonl``. It describes
+            the latest run only, so it is cleared at the start.
+        bad: Input rows rejected before the run (each with at least ``error``).
+        max_concurrency: Items in flight at once.
+        desc: Progress bar label.
+        progress: Show a progress bar on stderr.
+
+    Raises:
+        ConfigError: Bad ``max_concurrency``, a foreign output file, or another run in
+            this process already writing the same output.
+    """
+    if not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise ConfigError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
+    out = Path(output_path).resolve()
+    err = Path(errors_path) if errors_path else default_errors_path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _active_lock:
+        if out in _active:
+            raise ConfigError(
+                f"{out} is already being written by another run in this process; wait for "
+                "it to finish or write to another file"
+            )
+        _active.add(out)
+    try:
+        return await _run(items, work, out, err, bad, max_concurrency, desc, progress)
+    finally:
+        with _active_lock:
+            _active.discard(out)
+
+
+async def _run(
+    items: Sequence[RunItem], work: Callable[[RunItem], Awaitable[dict[str, Any]]],
+    out: Path, err: Path, bad: Sequence[dict[str, Any]], max_concurrency: int, desc: str,
+    progress: bool,
+) -> RunSummary:
+    done = read_ids(out)
+    err.write_text("")
+    summary = RunSummary(total=len(items) + len(bad), errors_path=str(err))
+    for record in bad:
+        append_jsonl(err, record)
+    summary.bad_rows = len(bad)
+    seen: set[str] = set()
+    todo = []
+    for item in items:
+        if item.id in seen:
+            append_jsonl(err, {"id": item.id, **item.info,
+                               "error": f"duplicate id {item.id!r} (first seen earlier)"})
+            summary.bad_rows += 1
+        elif item.id in done:
+            seen.add(item.id)
+            summary.skipped += 1
+        else:
+            seen.add(item.id)
+            todo.append(item)
+    bar = tqdm(total=summary.total, initial=summary.total - len(todo), desc=desc, unit="row",
+               disable=not progress)
+    sem = asyncio.Semaphore(max_concurrency)
+
+    async def one(item: RunItem) -> None:
+        async with sem:
+            try:
+                row = await work(item)
+            except AftError as e:
+                append_jsonl(err, {"id": item.id, **item.info,
+                                   "error": f"{type(e).__name__}: {e}"})
+                summary.failed += 1
+                bar.set_postfix(failed=summary.failed, refresh=False)
+            else:
+                append_jsonl(out, {"id": item.id, **row})
+                summary.written += 1
+            bar.update(1)
+
+    try:
+        await gather_all(one(it) for it in todo)
+    finally:
+        bar.close()
+    return summary
