@@ -99,8 +99,8 @@ def fit_proposals(
         raise ConfigError(
             f"the aggregation prompt needs {overhead} tokens before any proposal, and "
             f"{reserve} are reserved for the answer, in a {limit}-token window: lower "
-            "max_tokens (or the target length), shorten the conversation, use fewer "
-            "proposals, or raise the window"
+            "the aggregator's max_tokens (in training: raise max_length), shorten the "
+            "conversation, use fewer proposals, or use a larger context window"
         )
     out: list[str] = []
     trims: dict[int, list[int]] = {}

@@ -18,12 +18,12 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 import openai
+from openai._constants import DEFAULT_CONNECTION_LIMITS
 
 from aft_sdk import errors
 from aft_sdk.backends.base import Backend, Generation, Message, check_n
-from aft_sdk.backends.limiter import AdaptiveLimiter
+from aft_sdk.backends.limiter import AdaptiveLimiter, LimitedTransport, _seconds, httpx
 from aft_sdk.config import OpenAIBackendConfig, SamplingConfig, validate
 from aft_sdk.redact import RedactURLs, redact_url
 
@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 _NO_KEY = "no-key"
 OPENAI_URL = "https://api.openai.com/v1"
 
-logging.getLogger("httpx").addFilter(RedactURLs())
+for _name in ("httpx", "httpx2"):  # both log every request URL at INFO
+    logging.getLogger(_name).addFilter(RedactURLs())
 
 
 def is_openai_endpoint(base_url: str | None) -> bool:
@@ -161,15 +162,18 @@ class OpenAIBackend(Backend):
         pair = self._per_loop.get(loop)
         if pair is None:
             limiter = AdaptiveLimiter(self.max_concurrency)
-            hooks: dict[str, list[Any]] = {"response": [_feed(limiter)]}
+            hooks: dict[str, list[Any]] = {}
             if not is_openai_endpoint(self.base_url):
                 hooks["request"] = [_scrub_ambient_headers(self.__key)]
+            transport = LimitedTransport(
+                httpx.AsyncHTTPTransport(limits=DEFAULT_CONNECTION_LIMITS), limiter
+            )
             client = openai.AsyncOpenAI(
                 api_key=self.__key or _NO_KEY,
                 base_url=self.base_url,
                 max_retries=self._cfg.max_retries,
                 timeout=self._cfg.timeout,
-                http_client=openai.DefaultAsyncHttpxClient(event_hooks=hooks),
+                http_client=openai.DefaultAsyncHttpxClient(transport=transport, event_hooks=hooks),
             )
             pair = (client, limiter)
             self._per_loop[loop] = pair
@@ -193,22 +197,21 @@ class OpenAIBackend(Backend):
     async def _request(
         self, messages: Sequence[Message], sampling: SamplingConfig, n: int, seed: int | None
     ) -> list[Generation]:
-        client, limiter = self._client()
-        async with limiter:
-            t0 = time.perf_counter()
-            try:
-                resp = await client.chat.completions.create(
-                    messages=list(messages), **self._params(sampling, n, seed)
-                )
-            except openai.OpenAIError as e:
-                raise map_openai_error(e, self.label) from e
-            except json.JSONDecodeError as e:  # the client parses a JSON content-type blindly
-                raise errors.MalformedResponseError(
-                    f"{self.label} sent a body that is not JSON ({e}); check that base_url "
-                    "points at an OpenAI-compatible /v1 endpoint",
-                    backend=self.label,
-                ) from e
-            latency = time.perf_counter() - t0
+        client, _ = self._client()
+        t0 = time.perf_counter()
+        try:
+            resp = await client.chat.completions.create(
+                messages=list(messages), **self._params(sampling, n, seed)
+            )
+        except openai.OpenAIError as e:
+            raise map_openai_error(e, self.label) from e
+        except json.JSONDecodeError as e:  # the client parses a JSON content-type blindly
+            raise errors.MalformedResponseError(
+                f"{self.label} sent a body that is not JSON ({e}); check that base_url "
+                "points at an OpenAI-compatible /v1 endpoint",
+                backend=self.label,
+            ) from e
+        latency = time.perf_counter() - t0
         return self._parse(resp, latency)
 
     def _parse(self, resp: Any, latency: float) -> list[Generation]:
@@ -313,32 +316,31 @@ class OpenAIBackend(Backend):
     ) -> AsyncIterator[str | Generation]:
         """Streams one completion; yields text pieces, then the final Generation."""
         sampling = sampling or self.sampling
-        client, limiter = self._client()
+        client, _ = self._client()
         pieces: list[str] = []
         finish = None
         usage = None
         model = self.model
-        async with limiter:
-            t0 = time.perf_counter()
-            try:
-                stream = await client.chat.completions.create(
-                    messages=list(messages),
-                    stream=True,
-                    stream_options={"include_usage": True},
-                    **self._params(sampling, 1, sampling.seed),
-                )
-                async for chunk in stream:
-                    usage = getattr(chunk, "usage", None) or usage
-                    model = getattr(chunk, "model", None) or model
-                    for ch in getattr(chunk, "choices", None) or []:
-                        delta = getattr(getattr(ch, "delta", None), "content", None)
-                        if delta:
-                            pieces.append(delta)
-                            yield delta
-                        finish = getattr(ch, "finish_reason", None) or finish
-            except openai.OpenAIError as e:
-                raise map_openai_error(e, self.label) from e
-            latency = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        try:
+            stream = await client.chat.completions.create(
+                messages=list(messages),
+                stream=True,
+                stream_options={"include_usage": True},
+                **self._params(sampling, 1, sampling.seed),
+            )
+            async for chunk in stream:
+                usage = getattr(chunk, "usage", None) or usage
+                model = getattr(chunk, "model", None) or model
+                for ch in getattr(chunk, "choices", None) or []:
+                    delta = getattr(getattr(ch, "delta", None), "content", None)
+                    if delta:
+                        pieces.append(delta)
+                        yield delta
+                    finish = getattr(ch, "finish_reason", None) or finish
+        except openai.OpenAIError as e:
+            raise map_openai_error(e, self.label) from e
+        latency = time.perf_counter() - t0
         text = "".join(pieces)
         prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
         completion_tokens = getattr(usage, "completion_tokens", 0) or 0
@@ -363,15 +365,6 @@ class OpenAIBackend(Backend):
         for client, _ in list(self._per_loop.values()):
             await client.close()
         self._per_loop.clear()
-
-
-def _feed(limiter: AdaptiveLimiter) -> Any:
-    """An httpx response hook: every answer, retried attempts included, adapts the limit."""
-
-    async def hook(response: httpx.Response) -> None:
-        await limiter.on_response(response.status_code, _seconds(response.headers.get("retry-after")))
-
-    return hook
 
 
 def _scrub_ambient_headers(key: str | None) -> Any:
@@ -461,10 +454,3 @@ def _short(e: openai.APIStatusError) -> str:
 
 def _retry_after(e: openai.APIStatusError) -> float | None:
     return _seconds(e.response.headers.get("retry-after") if e.response is not None else None)
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except ValueError:  # an HTTP date: the client's own retry logic handles those
-        return None

@@ -119,7 +119,8 @@ class LayerBranch:
                     f"{backend.label} gave no answer within the layer timeout/deadline"
                 )
         if error is not None and self.final:
-            raise GraphError(
+            kind = GraphTimeoutError if isinstance(error, GraphTimeoutError) else GraphError
+            raise kind(
                 f"the final aggregation on {backend.label} failed: {error}. Earlier layers "
                 "are kept when the graph has a checkpointer: resume(thread_id) retries "
                 "only this step"

@@ -30,6 +30,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's default listen backlog of 5 would make a burst of connections
+    # wait for TCP's retransmit (a second) and hide the client's real concurrency.
+    request_queue_size = 256
+
+
 class FaultServer:
     """Scriptable OpenAI-compatible server running in a background thread.
 
@@ -54,7 +60,7 @@ class FaultServer:
         self.rejected = 0
         self.in_flight: dict[str, int] = defaultdict(int)
         self.peak_in_flight: dict[str, int] = defaultdict(int)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
+        self._httpd = _Server(("127.0.0.1", port), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -132,3 +132,23 @@ def test_aft_eval_cli(fault, tmp_path) -> None:
     assert "single" in r.stdout and "sc:3" in r.stdout
     table = json.loads((tmp_path / "out" / "table.json").read_text())["rows"]
     assert [row["score"] for row in table] == [1.0, 1.0]
+
+
+def test_errored_items_stay_out_of_the_averages_and_are_retried(fault, tmp_path) -> None:
+    items = [dict(ITEM, id=str(i)) for i in range(4)]
+    fault.script("p", ["say:The answer is 4.", "401", "say:The answer is 4.",
+                       "say:The answer is 5."])
+    p = OpenAIBackend("p", base_url=fault.base_url, max_retries=0)
+    method = parse_method("single", proposers=p)
+    (row,) = evaluate(ExactMatchTask(items), [method], tmp_path, progress=False,
+                      max_concurrency=1, plots=False)
+    # Item 1 failed: not a zero in the mean, not zero tokens, but an error count.
+    assert (row["items"], row["errors"], row["score"]) == (3, 1, round(2 / 3, 4))
+    assert row["tokens_per_item"] > 0
+    runs = tmp_path / "runs" / "single.jsonl"
+    assert sorted(r["id"] for r in map(json.loads, runs.read_text().splitlines())) == ["0", "2", "3"]
+    errors = (tmp_path / "runs" / "single.jsonl.errors.jsonl").read_text()
+    assert '"id": "1"' in errors and "AuthenticationError" in errors
+    fault.script("p", ["say:The answer is 4."])
+    (again,) = evaluate(ExactMatchTask(items), [method], tmp_path, progress=False, plots=False)
+    assert (again["items"], again["errors"], again["score"]) == (4, 0, 0.75)
