@@ -53,3 +53,12 @@ def _role_and_content(m: Any) -> tuple[Any, Any]:
     if kind is not None:
         return _LC_ROLES.get(kind, kind), getattr(m, "content", None)
     raise ConfigError(f"unsupported message type {type(m).__name__}: use dicts")
+
+
+def as_dicts(messages: Sequence[Any]) -> list[Message]:
+    """Role/content dicts for dicts or LangChain messages, without checking the turn order."""
+    out = []
+    for m in messages:
+        role, content = _role_and_content(m)
+        out.append({"role": str(role), "content": content if isinstance(content, str) else str(content)})
+    return out

@@ -99,7 +99,7 @@ def test_cli_help_lists_subcommands() -> None:
 
 def test_cli_reports_bad_input_clearly(tmp_path: Path) -> None:
     r = subprocess.run([*AFT, "run", "q", "--width", "0"], capture_output=True, text=True)
-    assert r.returncode == 2 and "width must be an integer >= 1" in r.stderr
+    assert r.returncode == 2 and "width: Input should be greater than or equal to 1" in r.stderr
     r = subprocess.run([*AFT, "run", "q", "--config", str(tmp_path / "none.yaml")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "config file not found" in r.stderr

@@ -11,19 +11,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import openai
 from openai._constants import DEFAULT_CONNECTION_LIMITS
 
 from aft_sdk import errors
 from aft_sdk.backends.base import Backend, Generation, Message, check_n
-from aft_sdk.backends.limiter import AdaptiveLimiter, LimitedTransport, _seconds, httpx
+from aft_sdk.backends.credentials import is_openai_endpoint, resolve_api_key, scrub_ambient_headers
+from aft_sdk.backends.http_errors import map_openai_error
+from aft_sdk.backends.limiter import AdaptiveLimiter, LimitedTransport, httpx
 from aft_sdk.config import OpenAIBackendConfig, SamplingConfig, validate
 from aft_sdk.redact import RedactURLs, redact_url
 
@@ -36,45 +36,6 @@ OPENAI_URL = "https://api.openai.com/v1"
 
 for _name in ("httpx", "httpx2"):  # both log every request URL at INFO
     logging.getLogger(_name).addFilter(RedactURLs())
-
-
-def is_openai_endpoint(base_url: str | None) -> bool:
-    """Whether ``base_url`` is OpenAI's own API (the only home of ``OPENAI_API_KEY``)."""
-    if base_url is None:
-        return True
-    parts = urlsplit(base_url)
-    return parts.scheme == "https" and parts.hostname == "api.openai.com"
-
-
-def resolve_api_key(cfg: OpenAIBackendConfig) -> str | None:
-    """The key this backend may send, by the scoping rule.
-
-    ``api_key`` wins, then the variable named by ``api_key_env``. The environment's
-    ``OPENAI_API_KEY`` is used only for OpenAI's own endpoint: any other ``base_url``
-    gets no key unless the caller names one.
-
-    Raises:
-        ConfigError: A named variable is unset, or OpenAI's endpoint has no key.
-    """
-    if cfg.api_key is not None:
-        return cfg.api_key.get_secret_value()
-    if cfg.api_key_env is not None:
-        key = os.environ.get(cfg.api_key_env)
-        if not key:
-            raise errors.ConfigError(
-                f"api_key_env names the environment variable {cfg.api_key_env}, which is "
-                "not set or empty: export it, or pass api_key=..."
-            )
-        return key
-    if is_openai_endpoint(cfg.base_url):
-        key = os.environ.get("OPENAI_API_KEY")
-        if not key:
-            raise errors.ConfigError(
-                "no API key for OpenAI: set OPENAI_API_KEY, pass api_key=... or "
-                "api_key_env=..., or give base_url=... for a server that needs no key"
-            )
-        return key
-    return None
 
 
 class OpenAIBackend(Backend):
@@ -164,7 +125,7 @@ class OpenAIBackend(Backend):
             limiter = AdaptiveLimiter(self.max_concurrency)
             hooks: dict[str, list[Any]] = {}
             if not is_openai_endpoint(self.base_url):
-                hooks["request"] = [_scrub_ambient_headers(self.__key)]
+                hooks["request"] = [scrub_ambient_headers(self.__key)]
             transport = LimitedTransport(
                 httpx.AsyncHTTPTransport(limits=DEFAULT_CONNECTION_LIMITS), limiter
             )
@@ -365,92 +326,3 @@ class OpenAIBackend(Backend):
         for client, _ in list(self._per_loop.values()):
             await client.close()
         self._per_loop.clear()
-
-
-def _scrub_ambient_headers(key: str | None) -> Any:
-    """An httpx request hook for hosts other than OpenAI's.
-
-    The openai client adds credentials it finds in the environment (organization and
-    project ids, ``OPENAI_CUSTOM_HEADERS``); a third-party host gets only the key the
-    caller named for it, or no Authorization header at all.
-    """
-
-    async def hook(request: httpx.Request) -> None:
-        ambient = {"openai-organization", "openai-project", "authorization", "api-key",
-                   "x-api-key"}
-        for line in os.environ.get("OPENAI_CUSTOM_HEADERS", "").split("\n"):
-            ambient.add(line.partition(":")[0].strip().lower())
-        for name in list(request.headers):
-            if name.lower() in ambient:
-                del request.headers[name]
-        if key is not None:
-            request.headers["authorization"] = f"Bearer {key}"
-
-    return hook
-
-
-def map_openai_error(e: openai.OpenAIError, where: str) -> errors.BackendError:
-    """Maps an ``openai`` exception to the aft-sdk tree with advice in the message."""
-    if isinstance(e, openai.APITimeoutError):
-        return errors.BackendTimeoutError(
-            f"{where} did not answer in time after retries; raise timeout=, lower "
-            "max_tokens, or check the server",
-            backend=where,
-        )
-    if isinstance(e, openai.APIConnectionError):
-        return errors.BackendConnectionError(
-            f"cannot reach {where}: {e}; check base_url and that the server is running",
-            backend=where,
-        )
-    if isinstance(e, openai.APIStatusError):
-        return _map_status(e, where)
-    if isinstance(e, openai.APIResponseValidationError):
-        return errors.MalformedResponseError(f"{where} sent an invalid body: {e}", backend=where)
-    return errors.BackendError(f"{where} failed: {e}", backend=where)
-
-
-def _map_status(e: openai.APIStatusError, where: str) -> errors.BackendError:
-    code = e.status_code
-    detail = _short(e)
-    if code == 429:
-        return errors.RateLimitError(
-            f"{where} rate-limited the request (429) after retries: {detail}; set a "
-            "lower max_concurrency cap or raise max_retries",
-            retry_after=_retry_after(e),
-            backend=where,
-        )
-    if code in (401, 403):
-        return errors.AuthenticationError(
-            f"{where} refused the API key ({code}): {detail}; check the key or its env var",
-            status_code=code,
-            backend=where,
-        )
-    if code == 404:
-        return errors.ModelNotFoundError(
-            f"{where} has no such model or route (404): {detail}; check model= and base_url",
-            status_code=code,
-            backend=where,
-        )
-    if code in (400, 413, 422):
-        return errors.BadRequestError(
-            f"{where} rejected the request ({code}): {detail}; check the prompt length and "
-            "sampling parameters",
-            status_code=code,
-            backend=where,
-        )
-    if code >= 500:
-        return errors.ServerError(
-            f"{where} failed with {code} after retries: {detail}", status_code=code, backend=where
-        )
-    return errors.BackendStatusError(
-        f"{where} answered {code}: {detail}", status_code=code, backend=where
-    )
-
-
-def _short(e: openai.APIStatusError) -> str:
-    msg = getattr(e, "message", None) or str(e)
-    return msg if len(msg) <= 300 else msg[:300] + "..."
-
-
-def _retry_after(e: openai.APIStatusError) -> float | None:
-    return _seconds(e.response.headers.get("retry-after") if e.response is not None else None)

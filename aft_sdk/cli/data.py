@@ -11,10 +11,11 @@ import argparse
 import sys
 from typing import Any
 
-from aft_sdk.cli.main import SPEC_HELP
+from aft_sdk.cli.args import SPEC_HELP
 
 
-def add_data_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
+    """Adds ``aft data build`` to the ``aft`` subcommands."""
     p = sub.add_parser("data", help="build AFT training rows")
     data_sub = p.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
     b = data_sub.add_parser("build", help="build rows into a JSONL file")
@@ -50,7 +51,7 @@ def add_data_parser(sub: Any) -> None:
 
 
 def cmd_data_build(args: argparse.Namespace) -> int:
-    from aft_sdk.backends.base import run_sync
+    from aft_sdk.aio import run_sync
     from aft_sdk.config import SamplingConfig
     from aft_sdk.errors import ConfigError
     from aft_sdk.trainers import builders

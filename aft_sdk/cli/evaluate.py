@@ -9,15 +9,18 @@ import argparse
 import sys
 from typing import Any
 
+from aft_sdk.cli.args import SPEC_HELP
 
-def add_eval_parser(sub: Any, spec_help: str) -> None:
+
+def register(sub: Any) -> None:
+    """Adds ``aft eval`` to the ``aft`` subcommands."""
     p = sub.add_parser("eval", help="compare test-time methods on a task; table and plots")
     p.add_argument("task", choices=["exact_match", "multiple_choice", "pairwise"])
     p.add_argument("data", help="JSONL items: id, question, and answer / choices / reference")
     p.add_argument("-o", "--output", required=True, help="output folder (resumable)")
     p.add_argument("--methods", nargs="+", default=["single", "sc:3", "pa:3x1"],
                    help="single, sc:N (self-consistency), bon:N (judge picks), pa:WxD")
-    p.add_argument("--proposer", action="append", metavar="SPEC", help=spec_help)
+    p.add_argument("--proposer", action="append", metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--aggregator", metavar="SPEC", help="aggregator / best-of-N judge")
     p.add_argument("--judge", metavar="SPEC", help="pairwise judge (default: the aggregator)")
     p.add_argument("--max-tokens", type=int, default=256, help="proposal cap")

@@ -11,78 +11,9 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
+from aft_sdk.cli.args import SPEC_HELP, add_graph_args, add_sampling_args, build_graph
 from aft_sdk.errors import AftError
-
-SPEC_HELP = (
-    "backend spec: 'embedded', 'embedded:FILE.gguf', 'vllm:MODEL_OR_FOLDER[+lora:ADAPTER]', "
-    "'openai:MODEL' or 'http://HOST:PORT/v1#MODEL' (repeat to mix several)"
-)
-
-
-def _add_sampling_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("sampling")
-    g.add_argument("--temperature", type=float, help="proposer temperature (default 0.7)")
-    g.add_argument("--top-p", type=float, help="proposer top_p")
-    g.add_argument("--max-tokens", type=int, help="cap on each proposal's tokens (default 512)")
-    g.add_argument("--aggregator-temperature", type=float, help="aggregator temperature")
-    g.add_argument("--aggregator-max-tokens", type=int,
-                   help="cap on each aggregation's tokens (default 1024)")
-    g.add_argument("--seed", type=int, help="base seed for proposers and aggregators")
-
-
-def _add_graph_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("graph")
-    g.add_argument("--config", help="graph YAML (GraphConfig); flags below override it")
-    g.add_argument("--width", type=int, help="proposals per run (default 3)")
-    g.add_argument("--depth", type=int, help="aggregation layers (default 1)")
-    g.add_argument("--proposer", action="append", metavar="SPEC", help=SPEC_HELP)
-    g.add_argument("--aggregator", action="append", metavar="SPEC", help=SPEC_HELP)
-    g.add_argument("--preset", help="aggregation prompt preset: aft-v1, moa-v1, select-v1")
-    g.add_argument("--template-file", help="custom aggregation template (uses {proposals})")
-    g.add_argument("--shuffle", action="store_true", default=None,
-                   help="shuffle proposal order per aggregator (seeded)")
-    g.add_argument("--min-proposals", type=int, help="proposals that must succeed (default 1)")
-    g.add_argument("--deadline", type=float, help="seconds a whole run may take")
-    _add_sampling_args(p)
-
-
-def _sampling(args: argparse.Namespace, base: Any, *, aggregator: bool) -> Any:
-    if aggregator:
-        over = {"temperature": args.aggregator_temperature,
-                "max_tokens": args.aggregator_max_tokens, "seed": args.seed}
-    else:
-        over = {"temperature": args.temperature, "top_p": args.top_p,
-                "max_tokens": args.max_tokens, "seed": args.seed}
-    return base.merged(**over)
-
-
-def build_graph(args: argparse.Namespace) -> Any:
-    """An AggregateGraph from a YAML config (if any) and the command-line flags."""
-    from pathlib import Path
-
-    from aft_sdk.config import GraphConfig, load_yaml
-    from aft_sdk.graphs import AggregateGraph
-
-    cfg = load_yaml(args.config, GraphConfig) if args.config else GraphConfig()
-    kwargs: dict[str, Any] = {
-        k: v for k, v in {
-            "width": args.width, "depth": args.depth, "preset": args.preset,
-            "shuffle": args.shuffle, "min_proposals": args.min_proposals,
-            "deadline_s": args.deadline,
-        }.items() if v is not None
-    }
-    if args.template_file:
-        kwargs["template"] = Path(args.template_file).read_text(encoding="utf-8")
-    if args.proposer:
-        kwargs["proposers"] = args.proposer
-    if args.aggregator:
-        kwargs["aggregator"] = args.aggregator
-    kwargs["proposer_sampling"] = _sampling(args, cfg.proposer_sampling, aggregator=False)
-    kwargs["aggregator_sampling"] = _sampling(args, cfg.aggregator_sampling, aggregator=True)
-    return AggregateGraph.from_config(cfg, **kwargs)
-
 
 def cmd_run(args: argparse.Namespace) -> int:
     graph = build_graph(args)
@@ -161,7 +92,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="propose-and-aggregate on one question")
     p.add_argument("question")
-    _add_graph_args(p)
+    add_graph_args(p)
     p.add_argument("--json", action="store_true", help="print the whole result with its trace")
     p.add_argument("--stream", action="store_true", help="print the answer as it is written")
     p.set_defaults(func=cmd_run)
@@ -172,7 +103,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--errors", help="errors JSONL (default OUTPUT.errors.jsonl)")
     p.add_argument("--concurrency", type=int, default=4, help="rows in flight (default 4)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    _add_graph_args(p)
+    add_graph_args(p)
     p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("generate", help="sample from one backend, no aggregation")
@@ -180,16 +111,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="embedded", metavar="SPEC", help=SPEC_HELP)
     p.add_argument("-n", type=int, default=1, help="outputs to sample")
     p.add_argument("--json", action="store_true", help="print generations with usage")
-    _add_sampling_args(p)
+    add_sampling_args(p)
     p.set_defaults(func=cmd_generate)
 
-    from aft_sdk.cli.data import add_data_parser
-    from aft_sdk.cli.evaluate import add_eval_parser
+    from aft_sdk.cli import data, evaluate, train
 
-    add_data_parser(sub)
-    add_eval_parser(sub, SPEC_HELP)
-    sub.add_parser("train", help="fine-tune an aggregator (aft train --help for all flags)",
-                   add_help=False)
+    data.register(sub)
+    evaluate.register(sub)
+    train.register(sub)
 
     p = sub.add_parser("presets", help="list aggregation prompt presets")
     p.add_argument("--show", metavar="NAME", help="print one preset's template")
@@ -200,11 +129,13 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aft`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:  # its flags are TrainingArguments', parsed by HfArgumentParser
+    parser = make_parser()
+    known, _ = parser.parse_known_args(argv)
+    if known.command == "train":  # TRL's parser reads its flags and --config (see cli/train)
         from aft_sdk.cli.train import train_main
 
-        return train_main(argv[1:])
-    args = make_parser().parse_args(argv)
+        return train_main(argv[argv.index("train") + 1:])
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -3,8 +3,10 @@
     aft train --config recipes/configs/train_smollm2_lora.yaml --max_steps 20
 
 The YAML holds :class:`~aft_sdk.trainers.AggregatorConfig` fields (every
-``TrainingArguments`` flag included); command-line flags override it. Parsing is
-``transformers.HfArgumentParser``.
+``TrainingArguments`` flag included) and command-line flags override it: TRL's own
+``TrlParser`` does the parsing (``--config``, an ``env:`` mapping), so ``aft train``
+behaves exactly like ``trl sft``. As in TRL's CLI, the ``aft`` command registers
+``train`` as a placeholder and hands everything after it to :func:`make_parser`'s parser.
 """
 
 from __future__ import annotations
@@ -13,60 +15,71 @@ import difflib
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from aft_sdk.errors import AftError, ConfigError
 
+HELP = "fine-tune an aggregator (aft train --help for all flags)"
 
-def _read_yaml(path: str, known: set[str]) -> dict[str, Any]:
-    import yaml
 
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+def register(sub: Any) -> None:
+    """Adds the ``train`` placeholder to the ``aft`` subcommands."""
+    sub.add_parser("train", help=HELP, add_help=False)
+
+
+def make_parser(prog: str = "aft train") -> Any:
+    """TRL's parser for :class:`~aft_sdk.trainers.AggregatorConfig`.
+
+    Raises:
+        ConfigError: The training extra is not installed.
+    """
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p} is not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p} must hold a mapping of settings")
-    unknown = sorted(set(data) - known)
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, known, n=1)
-            hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        raise ConfigError(f"{p}: unknown field {', '.join(hints)}")
-    return data
+        from trl import TrlParser
+
+        from aft_sdk.trainers.config import AggregatorConfig
+    except ImportError as e:
+        raise ConfigError(f"aft train needs the training extra: pip install 'aft-sdk[train]' ({e})") from e
+    return TrlParser(dataclass_types=[AggregatorConfig], prog=prog)
 
 
 def parse_config(argv: Sequence[str]) -> Any:
-    """An AggregatorConfig from ``--config FILE`` (optional) and command-line flags."""
-    import dataclasses
+    """An AggregatorConfig from ``--config FILE`` (optional) and command-line flags.
 
-    from transformers import HfArgumentParser
-
-    from aft_sdk.trainers.config import AggregatorConfig
-
+    Raises:
+        ConfigError: Missing file, unknown fields or flags (named, values never shown),
+            or a value ``TrainingArguments`` rejects.
+    """
+    parser = make_parser()
     argv = list(argv)
-    config_path = None
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 >= len(argv):
             raise ConfigError("--config needs a file path")
-        config_path = argv[i + 1]
-        del argv[i : i + 2]
-    parser = HfArgumentParser(AggregatorConfig)
-    parser.prog = "aft train"
-    if config_path:
-        known = {f.name for f in dataclasses.fields(AggregatorConfig)}
-        parser.set_defaults(**_read_yaml(config_path, known))
+        from pathlib import Path
+
+        if not Path(argv[i + 1]).is_file():
+            raise ConfigError(f"config file not found: {argv[i + 1]}")
     try:
-        (args,) = parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as e:  # TrainingArguments.__post_init__ raises ValueError
+        args, from_file, from_flags = parser.parse_args_and_config(
+            argv, return_remaining_strings=True, separate_remaining_strings=True
+        )
+    except ValueError as e:  # TrainingArguments.__post_init__ and TrlParser raise ValueError
         raise ConfigError(str(e)) from e
+    known = {a.dest for a in parser._actions}
+    for where, rest in (("in the config file", from_file), ("on the command line", from_flags)):
+        names = [x.lstrip("-") for x in rest if x.startswith("--")]
+        if names:
+            raise ConfigError(f"unknown field {_hints(names, known)} {where}")
     return args
+
+
+def _hints(names: list[str], known: set[str]) -> str:
+    # Names only: a misspelt field may hold a secret, so its value is never echoed.
+    out = []
+    for name in names:
+        close = difflib.get_close_matches(name, known, n=1)
+        out.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    return ", ".join(out)
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

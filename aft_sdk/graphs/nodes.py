@@ -19,8 +19,10 @@ import operator
 import time
 from typing import Annotated, Any, TypedDict
 
+from langchain_core.messages import AIMessage, AnyMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
+from langgraph.graph.message import add_messages
 from langgraph.types import Send
 
 from aft_sdk.backends.base import Generation
@@ -32,15 +34,24 @@ from aft_sdk.errors import (
     PartialGenerationError,
 )
 from aft_sdk.graphs.plan import GraphPlan
-from aft_sdk.graphs.trace import failure_record, ok_record
+from aft_sdk.graphs.trace import ANSWER_NAME, failure_record, final_record, ok_record
+from aft_sdk.messages import normalize_messages
 from aft_sdk.prompts import parse_selection
 
 
 class GraphState(TypedDict, total=False):
-    """Graph state: the conversation and every output record so far."""
+    """Graph state, in LangGraph's conventions so the compiled graph nests as a node.
 
-    messages: list[dict[str, str]]
+    Attributes:
+        messages: The conversation (``add_messages`` reducer, as ``MessagesState``);
+            the final answer is appended as an assistant message.
+        outputs: Every output record so far, the run's trace (merged by concatenation).
+        answer: The final answer's text.
+    """
+
+    messages: Annotated[list[AnyMessage], add_messages]
     outputs: Annotated[list[dict[str, Any]], operator.add]
+    answer: str
 
 
 class BranchInput(TypedDict):
@@ -204,13 +215,16 @@ class Router:
         )
         inputs = [{"text": r["text"], "model": r["model"]} for r in prev]
         target = node_name(self.layer)
+        messages = normalize_messages(state["messages"])
         return [
-            Send(target, BranchInput(messages=state["messages"], layer=self.layer,
+            Send(target, BranchInput(messages=messages, layer=self.layer,
                                      slots=slots, inputs=inputs))
             for slots in self.plan.groups(self.layer)
         ]
 
 
 def finish(state: GraphState) -> dict[str, Any]:
-    """Last node; the facade reads the final state. Kept so the drawing ends clearly."""
-    return {}
+    """Last node: the answer goes into state and, as an assistant message, the chat."""
+    record = final_record(state.get("outputs", []))
+    answer = record["text"] if record else ""
+    return {"answer": answer, "messages": [AIMessage(content=answer, name=ANSWER_NAME)]}

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field, computed_field
 
 from aft_sdk.backends.base import Generation
+from aft_sdk.messages import as_dicts
 
 
 class Usage(BaseModel):
@@ -143,6 +144,20 @@ def failure_record(
     ).model_dump()
 
 
+#: ``name`` of the assistant message that carries the final answer in graph state.
+ANSWER_NAME = "aft_aggregate"
+
+
+def final_record(outputs: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record holding the answer: the first surviving slot of the last layer."""
+    records = list(outputs)
+    if not records:
+        return None
+    last = max(r["layer"] for r in records)
+    return next((r for r in sorted(records, key=lambda r: r["slot"])
+                 if r["layer"] == last and r["ok"]), None)
+
+
 def build_result(
     state: dict[str, Any], *, width: int, depth: int, preset: str, elapsed_s: float
 ) -> AggregateResult:
@@ -154,9 +169,10 @@ def build_result(
         kind = "propose" if index == 0 else "aggregate"
         layers.append(LayerTrace(index=index, kind=kind, outputs=outs, usage=Usage.of(outs)))
     final = next((r for r in layers[-1].outputs if r.ok), None)
+    messages = [m for m in state["messages"] if getattr(m, "name", None) != ANSWER_NAME]
     return AggregateResult(
         answer=final.text if final else "",
-        messages=state["messages"],
+        messages=as_dicts(messages),
         layers=layers,
         usage=Usage.of(records),
         width=width,

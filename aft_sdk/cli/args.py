@@ -1,0 +1,78 @@
+"""Argument helpers shared by the ``aft`` subcommands (one home, no import cycles)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+SPEC_HELP = (
+    "backend spec: 'embedded', 'embedded:FILE.gguf', 'vllm:MODEL_OR_FOLDER[+lora:ADAPTER]', "
+    "'openai:MODEL' or 'http://HOST:PORT/v1#MODEL' (repeat to mix several)"
+)
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """Adds the proposer/aggregator sampling flags."""
+    g = p.add_argument_group("sampling")
+    g.add_argument("--temperature", type=float, help="proposer temperature (default 0.7)")
+    g.add_argument("--top-p", type=float, help="proposer top_p")
+    g.add_argument("--max-tokens", type=int, help="cap on each proposal's tokens (default 512)")
+    g.add_argument("--aggregator-temperature", type=float, help="aggregator temperature")
+    g.add_argument("--aggregator-max-tokens", type=int,
+                   help="cap on each aggregation's tokens (default 1024)")
+    g.add_argument("--seed", type=int, help="base seed for proposers and aggregators")
+
+
+def add_graph_args(p: argparse.ArgumentParser) -> None:
+    """Adds the graph shape, backend and prompt flags (and the sampling flags)."""
+    g = p.add_argument_group("graph")
+    g.add_argument("--config", help="graph YAML (GraphConfig); flags below override it")
+    g.add_argument("--width", type=int, help="proposals per run (default 3)")
+    g.add_argument("--depth", type=int, help="aggregation layers (default 1)")
+    g.add_argument("--proposer", action="append", metavar="SPEC", help=SPEC_HELP)
+    g.add_argument("--aggregator", action="append", metavar="SPEC", help=SPEC_HELP)
+    g.add_argument("--preset", help="aggregation prompt preset: aft-v1, moa-v1, select-v1")
+    g.add_argument("--template-file", help="custom aggregation template (uses {proposals})")
+    g.add_argument("--shuffle", action="store_true", default=None,
+                   help="shuffle proposal order per aggregator (seeded)")
+    g.add_argument("--min-proposals", type=int, help="proposals that must succeed (default 1)")
+    g.add_argument("--deadline", type=float, help="seconds a whole run may take")
+    add_sampling_args(p)
+
+
+def _sampling(args: argparse.Namespace, base: Any, *, aggregator: bool) -> Any:
+    if aggregator:
+        over = {"temperature": args.aggregator_temperature,
+                "max_tokens": args.aggregator_max_tokens, "seed": args.seed}
+    else:
+        over = {"temperature": args.temperature, "top_p": args.top_p,
+                "max_tokens": args.max_tokens, "seed": args.seed}
+    return base.merged(**over)
+
+
+def build_graph(args: argparse.Namespace) -> Any:
+    """An AggregateGraph from a YAML config (if any) and the command-line flags."""
+    from pathlib import Path
+
+    from aft_sdk.config import GraphConfig, load_yaml
+    from aft_sdk.graphs import AggregateGraph
+
+    cfg = load_yaml(args.config, GraphConfig) if args.config else GraphConfig()
+    kwargs: dict[str, Any] = {
+        k: v for k, v in {
+            "width": args.width, "depth": args.depth, "preset": args.preset,
+            "shuffle": args.shuffle, "min_proposals": args.min_proposals,
+            "deadline_s": args.deadline,
+        }.items() if v is not None
+    }
+    if args.template_file:
+        kwargs["template"] = Path(args.template_file).read_text(encoding="utf-8")
+    if args.proposer:
+        kwargs["proposers"] = args.proposer
+    if args.aggregator:
+        kwargs["aggregator"] = args.aggregator
+    kwargs["proposer_sampling"] = _sampling(args, cfg.proposer_sampling, aggregator=False)
+    kwargs["aggregator_sampling"] = _sampling(args, cfg.aggregator_sampling, aggregator=True)
+    return AggregateGraph.from_config(cfg, **kwargs)
+
+

@@ -1,0 +1,43 @@
+"""The compiled graph follows LangGraph's state conventions and nests in a user's graph."""
+
+from __future__ import annotations
+
+from langgraph.graph import END, START, MessagesState, StateGraph
+
+from aft_sdk import AggregateGraph, OpenAIBackend
+
+
+async def test_the_compiled_graph_is_a_node_of_a_parent_graph(fault) -> None:
+    fault.script("a", ["say:the aggregated answer"])
+    aft = AggregateGraph(OpenAIBackend("p", base_url=fault.base_url),
+                         OpenAIBackend("a", base_url=fault.base_url), width=2, depth=1)
+
+    def before(state: MessagesState) -> dict:
+        return {"messages": [("user", "What is 2+2?")]}
+
+    parent = StateGraph(MessagesState)
+    parent.add_node("ask", before)
+    parent.add_node("aggregate", aft.graph)
+    parent.add_edge(START, "ask")
+    parent.add_edge("ask", "aggregate")
+    parent.add_edge("aggregate", END)
+    out = await parent.compile().ainvoke({"messages": [("system", "Be brief.")]})
+    last = out["messages"][-1]
+    assert last.type == "ai" and last.content == "the aggregated answer"
+    assert [m.type for m in out["messages"]] == ["system", "human", "ai"]
+    sent = [r["messages"] for r in fault.requests if r["model"] == "p"]
+    assert sent[0] == [{"role": "system", "content": "Be brief."},
+                       {"role": "user", "content": "What is 2+2?"}]
+
+
+async def test_state_holds_the_answer_and_the_trace(fault) -> None:
+    aft = AggregateGraph(OpenAIBackend("p", base_url=fault.base_url),
+                         OpenAIBackend("a", base_url=fault.base_url), width=3, depth=1)
+    state = await aft.graph.ainvoke({"messages": [{"role": "user", "content": "hi"}]})
+    assert state["answer"].startswith("answer 0 from a")
+    assert state["messages"][-1].content == state["answer"]
+    assert sorted((r["layer"], r["slot"]) for r in state["outputs"]) == [
+        (0, 0), (0, 1), (0, 2), (1, 0)]
+    result = await aft.ainvoke("hi")
+    assert result.messages == [{"role": "user", "content": "hi"}]  # the answer is not in it
+    assert result.answer.startswith("answer 0 from a")

@@ -1,0 +1,93 @@
+"""The package's shape: no import cycles, layers only import downward, small files."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "aft_sdk"
+
+# Lower numbers are lower layers; a module may import its own layer or lower ones.
+LAYERS = {
+    "errors": 0, "config": 0, "prompts": 0, "budget": 0, "jsonl": 0, "messages": 0,
+    "aio": 0, "redact": 0, "runner": 0, "_lazy": 0,
+    "backends": 1,
+    "graphs": 2,
+    "batch": 3, "trainers": 3, "eval": 3,
+    "serve": 4, "integrations": 4,
+    "cli": 5, "testing": 5,
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path, top_level_only: bool) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.startswith("aft_sdk"):
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("aft_sdk"))
+    return found
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def test_no_import_cycles() -> None:
+    modules = _modules()
+    modules.pop("aft_sdk")  # the package __init__: a lazy map, imported by name only
+    graph = {name: {m for m in _imports(path, top_level_only=False) if m in modules and m != name}
+             for name, path in modules.items()}
+    cycles = []
+
+    def visit(node: str, stack: list[str], done: set[str]) -> None:
+        if node in stack:
+            cycles.append(" -> ".join(stack[stack.index(node):] + [node]))
+            return
+        if node in done:
+            return
+        for nxt in sorted(graph[node]):
+            visit(nxt, stack + [node], done)
+        done.add(node)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        visit(name, [], done)
+    assert cycles == []
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.get(parts[1]) if len(parts) > 1 else None
+
+
+def test_lower_layers_never_import_higher_ones() -> None:
+    wrong = []
+    for name, path in _modules().items():
+        mine = _layer(name)
+        if mine is None:  # the package __init__: the lazy map of everything
+            continue
+        for target in _imports(path, top_level_only=False):
+            theirs = _layer(target)
+            if theirs is not None and theirs > mine:
+                wrong.append(f"{name} imports {target}")
+    assert sorted(set(wrong)) == []
+
+
+def test_every_module_has_a_layer_and_stays_small() -> None:
+    for name, path in _modules().items():
+        if name != "aft_sdk":
+            assert _layer(name) is not None, f"{name} has no layer in this test's map"
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        assert lines <= 400, f"{name} has {lines} lines; split it by job"
