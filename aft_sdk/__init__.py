@@ -6,6 +6,23 @@ Quick use::
     result = AggregateGraph(width=3, depth=1).invoke("Why is the sky blue?")
     print(result.answer)
 
+Where things live (``docs/ARCHITECTURE.md`` has the full table):
+
+- ``graphs``: ``AggregateGraph`` (the facade), its LangGraph state, nodes and topology,
+  and the result/trace types.
+- ``backends``: the ``Backend`` protocol and ``OpenAIBackend`` (key scoping, adaptive
+  concurrency), ``VLLMBackend``, ``EmbeddedBackend``; ``make_backend`` for spec strings.
+- ``prompts``: aggregation presets and custom templates; ``budget``: fitting drafts into a
+  window, shared by the graph and the trainer.
+- ``config``: every setting as a validated model, YAML loading, the sampling-merge rule;
+  ``errors``: the ``AftError`` tree.
+- ``jsonl`` and ``runner``: the one JSONL reader/writer and the one resumable runner
+  under ``batch`` (``run_batch``), ``trainers`` (data building) and ``eval``.
+- ``trainers``: AFT rows by source, formatting, ``AggregatorConfig`` and
+  ``AggregatorTrainer``; ``eval``: methods at matched compute, tables and plots.
+- ``messages``, ``aio`` (``run_sync``), ``redact``: small shared helpers.
+- ``cli``: the ``aft`` command; ``testing``: the fault server and model-server launchers.
+
 Heavy parts (LangGraph, engines, training) load on first use, so ``import aft_sdk``
 stays light.
 """

@@ -37,7 +37,7 @@ def common_args(out: str, steps: int) -> dict:
 def run_one(which: str, steps: int, rows_path: str) -> dict:
     from peft import LoraConfig
 
-    from aft_sdk.backends.embedded import bundled_model_path
+    from aft_sdk.backends.embedded_backend import bundled_model_path
     from aft_sdk.trainers import AftRow, load_gguf, read_jsonl
 
     rows = [AftRow.model_validate(r) for r in read_jsonl(rows_path)]

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from aft_sdk import EmbeddedBackend, SamplingConfig, VLLMBackend
-from aft_sdk.backends.embedded import bundled_model_path
+from aft_sdk.backends.embedded_backend import bundled_model_path
 from aft_sdk.eval import ExactMatchTask, Method, evaluate, format_table
 from aft_sdk.eval.synthetic import arithmetic_problems, split
 from aft_sdk.trainers import AggregatorConfig, AggregatorTrainer, abuild_on_policy, export_gguf_to_hf

@@ -28,7 +28,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from aft_sdk import AggregateGraph, Backend, VLLMBackend, make_backend, run_batch
-from aft_sdk.backends.embedded import bundled_model_path
+from aft_sdk.backends.embedded_backend import bundled_model_path
 from aft_sdk.jsonl import read_jsonl
 from aft_sdk.testing import LocalServer
 from aft_sdk.trainers import export_gguf_to_hf

@@ -98,7 +98,7 @@ def stage_data(args: argparse.Namespace) -> None:
     import datasets
 
     from aft_sdk.backends.base import run_sync
-    from aft_sdk.trainers import abuild_on_policy, ateacher_targets
+    from aft_sdk.trainers import abuild_on_policy, abuild_teacher_targets
 
     split = "train" if args.limit is None else f"train[:{args.limit}]"
     records = datasets.load_dataset(ULTRAFEEDBACK, split=split)
@@ -117,7 +117,7 @@ def stage_data(args: argparse.Namespace) -> None:
                            num_proposals=args.num_proposals, source="ultrafeedback",
                            skip_bad=True)
     if args.teacher:
-        run_sync(ateacher_targets(list(rows), args.teacher, out,
+        run_sync(abuild_teacher_targets(list(rows), args.teacher, out,
                                   sampling=SamplingConfig(temperature=0.7, max_tokens=4096)))
     else:
         write_rows(rows, out)

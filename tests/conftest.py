@@ -32,7 +32,7 @@ def _need(module: str, extra: str) -> None:
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
     _need("llama_cpp", "embedded")
-    from aft_sdk.backends.embedded import bundled_model_path
+    from aft_sdk.backends.embedded_backend import bundled_model_path
 
     return bundled_model_path()
 

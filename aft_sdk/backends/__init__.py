@@ -13,14 +13,14 @@ from aft_sdk.backends.base import Backend, Generation, normalize_messages, run_s
 from aft_sdk.backends.factory import default_backend, make_backend, parse_spec
 
 if TYPE_CHECKING:
-    from aft_sdk.backends.embedded import EmbeddedBackend
+    from aft_sdk.backends.embedded_backend import EmbeddedBackend
     from aft_sdk.backends.openai_backend import OpenAIBackend
     from aft_sdk.backends.vllm_backend import VLLMBackend
 
 _LAZY = {
     "OpenAIBackend": "aft_sdk.backends.openai_backend",
     "VLLMBackend": "aft_sdk.backends.vllm_backend",
-    "EmbeddedBackend": "aft_sdk.backends.embedded",
+    "EmbeddedBackend": "aft_sdk.backends.embedded_backend",
 }
 
 __all__ = [

@@ -76,7 +76,7 @@ def _build(cfg: Any) -> Backend:
         from aft_sdk.backends.vllm_backend import VLLMBackend
 
         return VLLMBackend.from_config(cfg)
-    from aft_sdk.backends.embedded import EmbeddedBackend
+    from aft_sdk.backends.embedded_backend import EmbeddedBackend
 
     return EmbeddedBackend.from_config(cfg)
 

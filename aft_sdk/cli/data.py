@@ -54,17 +54,17 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     from aft_sdk.aio import run_sync
     from aft_sdk.config import SamplingConfig
     from aft_sdk.errors import ConfigError
-    from aft_sdk.trainers import builders
+    from aft_sdk import trainers
     from aft_sdk.trainers.rows import RowCounter, load_records
 
     if args.target == "teacher" and not args.teacher:
         raise ConfigError("--target teacher needs --teacher SPEC")
     counter = RowCounter()
     if args.mode == "traces":
-        rows = list(builders.rows_from_traces(args.source))
+        rows = list(trainers.trace_rows(args.source))
     elif args.mode == "off-policy":
         records = load_records(args.source, split=args.split)
-        rows = list(builders.off_policy_rows(
+        rows = list(trainers.off_policy_rows(
             records, prompt_field=args.prompt_field, responses_field=args.responses_field,
             text_field=args.text_field, rating_field=args.rating_field,
             reference_field=args.reference_field,
@@ -74,7 +74,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         ))
     else:
         records = load_records(args.source, split=args.split)
-        stats = run_sync(builders.abuild_on_policy(
+        stats = run_sync(trainers.abuild_on_policy(
             records, args.proposer or None, args.output, k=args.num_proposals,
             sampling=SamplingConfig(max_tokens=args.max_tokens, temperature=args.temperature,
                                     seed=args.seed),
@@ -88,15 +88,15 @@ def cmd_data_build(args: argparse.Namespace) -> int:
               f"{stats['failed']} failed -> {args.output}", file=sys.stderr)
         return 0 if not stats["failed"] else 1
     if args.target == "teacher":
-        stats = run_sync(builders.ateacher_targets(
+        stats = run_sync(trainers.abuild_teacher_targets(
             rows, args.teacher, args.output, max_concurrency=args.concurrency,
             progress=not args.no_progress))
         print(f"{stats['written']} rows with teacher targets -> {args.output}", file=sys.stderr)
         return 0 if not stats["failed"] else 1
     if args.sft_ratio:
-        sft = list(builders.sft_rows_from(rows))
-        rows = builders.mix_sft(rows, sft, min(args.sft_ratio, 1.0), seed=args.seed)
-    n = builders.write_rows(rows, args.output, progress=not args.no_progress)
+        sft = list(trainers.sft_rows(rows))
+        rows = trainers.mix_sft(rows, sft, args.sft_ratio, seed=args.seed)
+    n = trainers.write_rows(rows, args.output, progress=not args.no_progress)
     skipped = f", {counter.skipped} bad records skipped" if counter.skipped else ""
     print(f"{n} rows -> {args.output}{skipped}", file=sys.stderr)
     return 0

@@ -14,7 +14,7 @@ from aft_sdk.backends.base import Backend, normalize_messages
 from aft_sdk.backends.factory import BackendLike, default_backend, make_backend
 from aft_sdk.config import GraphConfig, SamplingConfig, load_yaml, validate
 from aft_sdk.errors import AftError, ConfigError, GraphTimeoutError
-from aft_sdk.graphs.builder import compile_graph
+from aft_sdk.graphs.topology import compile_graph
 from aft_sdk.graphs.plan import GraphPlan, LayerPlan
 from aft_sdk.graphs.trace import AggregateResult, build_result
 from aft_sdk.prompts import get_template

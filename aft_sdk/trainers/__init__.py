@@ -1,5 +1,11 @@
 """Aggregation Fine-Tuning: build (conversation, proposals, target) rows and train on them.
 
+Rows by source: ``off_policy`` (multi-response datasets), ``on_policy`` (sampled through
+the graph), ``teacher`` (targets written by a stronger model), ``traces`` (graph results),
+``mixing`` (plain SFT rows); ``rows`` holds the row type, validation and I/O. Training:
+``formatting`` (rows to TRL examples), ``config`` and ``trainer``; ``gguf`` loads the
+bundled model.
+
 Data builders and row types load without torch; the trainer needs the ``train`` extra
 (``pip install 'aft-sdk[train]'``) and is imported on first use.
 """
@@ -7,21 +13,21 @@ Data builders and row types load without torch; the trainer needs the ``train`` 
 from __future__ import annotations
 
 from aft_sdk._lazy import lazy_getattr
-
-
-from aft_sdk.trainers.builders import (
-    abuild_on_policy,
-    ateacher_target,
-    ateacher_targets,
-    mix_sft,
-    off_policy_rows,
-    rows_from_traces,
+from aft_sdk.jsonl import read_jsonl
+from aft_sdk.trainers.mixing import mix_sft, sft_rows
+from aft_sdk.trainers.off_policy import off_policy_rows
+from aft_sdk.trainers.on_policy import abuild_on_policy
+from aft_sdk.trainers.rows import (
+    AftRow,
+    RowCounter,
+    RowError,
+    load_records,
     rows_to_dataset,
-    sft_rows_from,
+    validate_rows,
     write_rows,
 )
-from aft_sdk.jsonl import read_jsonl
-from aft_sdk.trainers.rows import AftRow, RowCounter, RowError, load_records, validate_rows
+from aft_sdk.trainers.teacher import abuild_teacher_targets, awrite_target
+from aft_sdk.trainers.traces import trace_rows
 
 _LAZY = {
     "AggregatorConfig": "aft_sdk.trainers.config",
@@ -39,8 +45,8 @@ __all__ = [
     "RowCounter",
     "RowError",
     "abuild_on_policy",
-    "ateacher_target",
-    "ateacher_targets",
+    "abuild_teacher_targets",
+    "awrite_target",
     "export_gguf_to_hf",
     "load_gguf",
     "load_model_and_tokenizer",
@@ -48,10 +54,10 @@ __all__ = [
     "mix_sft",
     "off_policy_rows",
     "read_jsonl",
-    "rows_from_traces",
     "rows_to_dataset",
-    "sft_rows_from",
+    "sft_rows",
     "to_examples",
+    "trace_rows",
     "validate_rows",
     "write_rows",
 ]

@@ -12,16 +12,19 @@ proposals), so one model can learn both to propose and to aggregate.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
+from tqdm.auto import tqdm
 
-from aft_sdk.backends.base import normalize_messages
 from aft_sdk.errors import ConfigError, TrainingError
+from aft_sdk.messages import normalize_messages
+from aft_sdk.runner import RunItem, run_resumable
 
 logger = logging.getLogger(__name__)
 
@@ -130,3 +133,51 @@ def load_records(
         )
     # A hub id such as "openbmb/UltraFeedback" (needs network access to the Hub).
     return datasets.load_dataset(text, name, split=split)
+
+
+def messages_of(record: dict[str, Any], prompt_field: str, where: str) -> list[dict[str, str]]:
+    """The record's ``prompt_field`` as chat messages, naming the record when bad."""
+    value = record.get(prompt_field)
+    if value is None:
+        raise RowError(f"{where}: field '{prompt_field}' is missing")
+    try:
+        return normalize_messages(value)
+    except ConfigError as e:
+        raise RowError(f"{where}: field '{prompt_field}': {e}") from e
+
+
+def write_rows(rows: Iterable[AftRow], path: str | os.PathLike[str], *, progress: bool = False
+               ) -> int:
+    """Writes rows to JSONL (overwriting), with an optional progress bar; returns how many."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with out.open("w", encoding="utf-8") as f:
+        for row in tqdm(rows, desc="rows", unit="row", disable=not progress):
+            f.write(row.model_dump_json() + "\n")
+            n += 1
+    return n
+
+
+def rows_to_dataset(rows: Iterable[AftRow]) -> Any:
+    """Rows as a ``datasets.Dataset`` (columns: the AftRow fields, ``meta`` as JSON text)."""
+    import datasets
+
+    return datasets.Dataset.from_generator(
+        lambda: ({**r.model_dump(), "meta": json.dumps(r.meta)} for r in rows)
+    )
+
+
+async def resumable_rows(
+    items: Sequence[RunItem], out_path: str | os.PathLike[str],
+    work: Callable[[RunItem], Awaitable[AftRow]], *, max_concurrency: int, desc: str,
+    progress: bool,
+) -> dict[str, int]:
+    """Runs ``work(item) -> AftRow`` through the shared resumable runner."""
+    async def row(item: RunItem) -> dict[str, Any]:
+        return (await work(item)).model_dump()
+
+    summary = await run_resumable(items, row, out_path, max_concurrency=max_concurrency,
+                                  desc=desc, progress=progress)
+    return {"written": summary.written, "skipped": summary.skipped,
+            "failed": summary.failed + summary.bad_rows}

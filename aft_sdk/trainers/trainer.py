@@ -19,7 +19,7 @@ from trl import SFTTrainer
 
 from aft_sdk.errors import ConfigError, TrainingError
 from aft_sdk.prompts import PromptTemplate, get_template
-from aft_sdk.trainers.builders import mix_sft, sft_rows_from
+from aft_sdk.trainers.mixing import mix_sft, sft_rows
 from aft_sdk.trainers.config import AggregatorConfig
 from aft_sdk.trainers.formatting import FitReport, to_examples
 from aft_sdk.trainers.rows import AftRow, RowCounter, load_records, validate_rows
@@ -37,7 +37,7 @@ def load_model_and_tokenizer(args: AggregatorConfig) -> tuple[Any, Any]:
 
     name = str(args.model_name_or_path)
     if name == "embedded":
-        from aft_sdk.backends.embedded import bundled_model_path
+        from aft_sdk.backends.embedded_backend import bundled_model_path
 
         name = str(bundled_model_path())
     if name.endswith(".gguf"):
@@ -68,7 +68,7 @@ def load_rows(path: str, args: AggregatorConfig, counter: RowCounter) -> list[Af
     if args.sft_ratio > 0:
         aft = [r for r in rows if r.kind == "aft"]
         others = [r for r in rows if r.kind != "aft"]
-        rows = mix_sft(aft, list(sft_rows_from(aft)), args.sft_ratio, seed=args.seed) + others
+        rows = mix_sft(aft, list(sft_rows(aft)), args.sft_ratio, seed=args.seed) + others
     return rows
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from aft_sdk import AggregateGraph, OpenAIBackend, get_template
 from aft_sdk.budget import TRIM_MARKER
-from aft_sdk.trainers import AftRow, abuild_on_policy, mix_sft, off_policy_rows, sft_rows_from
+from aft_sdk.trainers import AftRow, abuild_on_policy, mix_sft, off_policy_rows, sft_rows
 from aft_sdk.trainers.formatting import FitReport, fit_row, target_reserve, to_examples
 
 
@@ -88,7 +88,7 @@ def test_sft_ratio_has_one_meaning_in_the_trainer_and_the_builder(tmp_path) -> N
                             output_dir=str(tmp_path / "o"), sft_ratio=0.3, seed=5,
                             report_to=[], use_cpu=True)
     rows = load_rows(str(path), args, RowCounter())
-    expected = mix_sft(aft, list(sft_rows_from(aft)), 0.3, seed=5)
+    expected = mix_sft(aft, list(sft_rows(aft)), 0.3, seed=5)
     assert [r.id for r in rows] == [r.id for r in expected]
     assert sum(r.kind == "sft" for r in rows) == 3
     with pytest.raises(ValueError, match="sft_ratio must be between 0 and 1"):

@@ -13,13 +13,13 @@ from aft_sdk.trainers import (
     RowCounter,
     RowError,
     abuild_on_policy,
-    ateacher_targets,
+    abuild_teacher_targets,
     load_records,
     mix_sft,
     off_policy_rows,
     read_jsonl,
-    rows_from_traces,
-    sft_rows_from,
+    trace_rows,
+    sft_rows,
     validate_rows,
 )
 from aft_sdk.trainers.formatting import row_prompt
@@ -101,7 +101,7 @@ def test_rows_stream_into_a_dataset() -> None:
 
 def test_sft_mixing_ratio() -> None:
     aft = list(off_policy_rows(records(), target="best"))
-    sft = list(sft_rows_from(aft))
+    sft = list(sft_rows(aft))
     assert all(r.kind == "sft" and not r.proposals for r in sft)
     mixed = mix_sft(aft, sft, 0.5, seed=0)
     assert len(mixed) == 18 and sum(r.kind == "sft" for r in mixed) == 6
@@ -115,7 +115,7 @@ async def test_training_prompt_bytes_equal_what_the_graph_sends(fault, tmp_path)
     src.write_text(json.dumps({"id": "r1", "question": "What is 2+2?"}) + "\n")
     graph = AggregateGraph(f"{fault.base_url}#p", f"{fault.base_url}#agg", width=3)
     run_batch(graph, src, out, progress=False)
-    (row,) = rows_from_traces(out)
+    (row,) = trace_rows(out)
     sent = next(r for r in fault.requests if r["model"] == "agg")["messages"]
     assert row_prompt(row, get_template("aft-v1")) == sent
     assert row.target.startswith("answer 0 from agg") and len(row.proposals) == 3
@@ -124,7 +124,7 @@ async def test_training_prompt_bytes_equal_what_the_graph_sends(fault, tmp_path)
 async def test_teacher_writes_targets_from_the_preset_prompt(fault, tmp_path) -> None:
     rows = list(off_policy_rows(records()[:3], target="best", num_proposals=2))
     teacher = OpenAIBackend("teacher", base_url=fault.base_url)
-    stats = await ateacher_targets(rows, teacher, tmp_path / "t.jsonl", progress=False)
+    stats = await abuild_teacher_targets(rows, teacher, tmp_path / "t.jsonl", progress=False)
     assert stats == {"written": 3, "skipped": 0, "failed": 0}
     out = [AftRow.model_validate(r) for r in read_jsonl(tmp_path / "t.jsonl")]
     assert all(r.target.startswith("answer 0 from teacher") for r in out)
@@ -132,7 +132,7 @@ async def test_teacher_writes_targets_from_the_preset_prompt(fault, tmp_path) ->
     sent = [r["messages"] for r in fault.requests]
     expected = [get_template("aft-v1").render(r.messages, r.proposals) for r in rows]
     assert sorted(map(json.dumps, sent)) == sorted(map(json.dumps, expected))
-    again = await ateacher_targets(rows, teacher, tmp_path / "t.jsonl", progress=False)
+    again = await abuild_teacher_targets(rows, teacher, tmp_path / "t.jsonl", progress=False)
     assert again["skipped"] == 3 and fault.count() == 3  # resumable: nothing redone
 
 

@@ -1,0 +1,86 @@
+"""On-policy rows: proposals sampled from a model through the graph's propose step.
+
+Written to JSONL as they finish through the shared resumable runner, so a crashed build
+continues where it stopped; failures go to the error side file and are retried.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from aft_sdk.backends.factory import BackendLike, make_backend
+from aft_sdk.config import SamplingConfig
+from aft_sdk.errors import ConfigError
+from aft_sdk.runner import RunItem
+from aft_sdk.trainers.rows import AftRow, RowError, messages_of, resumable_rows, validate_row
+from aft_sdk.trainers.teacher import awrite_target
+
+
+async def abuild_on_policy(
+    prompts: Iterable[dict[str, Any]],
+    proposers: BackendLike | Sequence[BackendLike] | None,
+    out_path: str | os.PathLike[str],
+    *,
+    k: int = 4,
+    sampling: SamplingConfig | None = None,
+    prompt_field: str = "prompt",
+    reference_field: str | None = "reference",
+    teacher: BackendLike | None = None,
+    teacher_sampling: SamplingConfig | None = None,
+    preset: str = "aft-v1",
+    template: str | None = None,
+    id_field: str = "id",
+    max_concurrency: int = 4,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Samples ``k`` proposals per prompt and writes AFT rows to ``out_path`` (JSONL).
+
+    The target is the record's ``reference_field``, or (with ``teacher``) written by
+    the teacher from the proposals. Proposals are sampled through the graph's propose
+    step (``AggregateGraph(depth=0)``), so failures are tolerated per slot and usage is
+    kept in each row's ``meta``. Resumable: ids already in ``out_path`` are skipped.
+
+    Returns:
+        Counts: ``written``, ``skipped`` (already there), ``failed`` (see the
+        ``.errors.jsonl`` beside the output).
+    """
+    from aft_sdk.graphs import AggregateGraph
+
+    if teacher is None and not reference_field:
+        raise ConfigError("give reference_field (targets from the data) or teacher= a backend")
+    graph = AggregateGraph(proposers, width=k, depth=0, proposer_sampling=sampling)
+    teacher_backend = make_backend(teacher) if teacher is not None else None
+    items = []
+    for i, record in enumerate(prompts):
+        where = f"prompt {i}"
+        messages = messages_of(record, prompt_field, where)
+        ref = record.get(reference_field) if reference_field else None
+        if teacher_backend is None and (not isinstance(ref, str) or not ref.strip()):
+            raise RowError(f"{where}: field '{reference_field}' must be non-empty text")
+        items.append(RunItem(str(record.get(id_field, f"on-policy-{i}")), (messages, ref)))
+
+    async def work(item: RunItem) -> AftRow:
+        messages, ref = item.payload
+        result = await graph.ainvoke(messages)
+        proposals = [p for p in result.proposals if p.strip()]
+        empty = len(result.proposals) - len(proposals)
+        if not proposals:
+            raise RowError(f"row {item.id}: every proposal came back empty; nothing to "
+                           "aggregate (raise max_tokens or check the proposer)")
+        row = validate_row({
+            "id": item.id, "messages": messages, "proposals": proposals, "target": ref or "-",
+            "source": "on-policy", "meta": {
+                "proposal_models": sorted({r.model for r in result.layers[0].outputs if r.ok}),
+                "usage": result.usage.model_dump(),
+                **({"empty_proposals_dropped": empty} if empty else {}),
+            },
+        }, f"row {item.id}")
+        if teacher_backend is not None:
+            row = await awrite_target(row, teacher_backend, preset=preset, template=template,
+                                        sampling=teacher_sampling)
+        return row
+
+    return await resumable_rows(items, out_path, work, max_concurrency=max_concurrency,
+                            desc="on-policy rows", progress=progress)
