@@ -43,6 +43,22 @@ class _LoopThread:
         return cls._thread is not None and threading.current_thread() is cls._thread
 
 
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Schedules ``coro`` on aft-sdk's loop thread; cancel the future to cancel it.
+
+    Raises:
+        ConfigError: Called from aft-sdk's loop thread itself (see :func:`run_sync`).
+    """
+    if _LoopThread.on_loop_thread():
+        coro.close()
+        raise ConfigError(
+            "a blocking aft-sdk method (invoke, generate_sync, run_batch, ...) was called "
+            "from a coroutine on aft-sdk's event loop, where it would wait for itself "
+            "forever: await its async twin instead (ainvoke, generate, arun_batch, ...)"
+        )
+    return asyncio.run_coroutine_threadsafe(coro, _LoopThread.loop())
+
+
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Runs a coroutine to completion from synchronous code and returns its result.
 
@@ -53,14 +69,7 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         ConfigError: Called from code already running on aft-sdk's loop thread (a
             sync twin inside a coroutine, which would wait for itself forever).
     """
-    if _LoopThread.on_loop_thread():
-        coro.close()
-        raise ConfigError(
-            "a blocking aft-sdk method (invoke, generate_sync, run_batch, ...) was called "
-            "from a coroutine on aft-sdk's event loop, where it would wait for itself "
-            "forever: await its async twin instead (ainvoke, generate, arun_batch, ...)"
-        )
-    fut = asyncio.run_coroutine_threadsafe(coro, _LoopThread.loop())
+    fut = submit(coro)
     try:
         return fut.result()
     except BaseException:

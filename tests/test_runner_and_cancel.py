@@ -138,3 +138,14 @@ def test_no_builtin_timeout_error_is_caught_for_asyncio_timeouts() -> None:
                 if any(isinstance(n, ast.Name) and n.id == "TimeoutError" for n in names):
                     offenders.append(f"{path.name}:{node.lineno}")
     assert offenders == []
+
+
+def test_leaving_a_sync_stream_early_cancels_the_run(fault) -> None:
+    fault.delay_s = 0.3
+    p, final = (OpenAIBackend(m, base_url=fault.base_url) for m in ("p", "final"))
+    graph = AggregateGraph(p, p, width=2, depth=2, layers={2: {"backends": [final]}})
+    for event in graph.stream("q"):
+        assert event == {"event": "layer", "layer": 0, "ok": 2, "failed": 0}
+        break
+    time.sleep(1.5)  # layer 1 would take 0.3 s, then the final layer would be asked
+    assert fault.count("final") == 0

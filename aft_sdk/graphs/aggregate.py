@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
-from aft_sdk.aio import gather_all, run_sync
+from aft_sdk.aio import gather_all, run_sync, submit
 from aft_sdk.backends.base import Backend, normalize_messages
 from aft_sdk.backends.factory import BackendLike, default_backend, make_backend
 from aft_sdk.config import GraphConfig, SamplingConfig, load_yaml, validate
@@ -302,9 +302,11 @@ class AggregateGraph:
     def stream(
         self, messages: str | Sequence[Any], *, thread_id: str | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Blocking twin of :meth:`astream` (events arrive as they happen)."""
+        """Blocking twin of :meth:`astream` (events arrive as they happen).
+
+        Leaving the loop early, or Ctrl-C while waiting, cancels the run.
+        """
         import queue
-        import threading
 
         q: queue.Queue[Any] = queue.Queue()
         done = object()
@@ -318,11 +320,14 @@ class AggregateGraph:
             finally:
                 q.put(done)
 
-        threading.Thread(target=lambda: run_sync(pump()), daemon=True).start()
-        while (item := q.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        running = submit(pump())
+        try:
+            while (item := q.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            running.cancel()
 
     async def abatch(
         self, inputs: Sequence[str | Sequence[Any]], *, max_concurrency: int = 4,

@@ -165,7 +165,15 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
             pass
 
+        def _finished(self) -> None:
+            # A request stops counting as in flight when its answer starts going out: the
+            # client may send its next request as soon as it reads the status line.
+            if getattr(self, "_body", None) is not None:
+                server._leave(self._body)
+                self._body = None
+
         def _send(self, code: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+            self._finished()
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(code)
             self.send_header("content-type", "application/json")
@@ -189,12 +197,13 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 self._send(400, {"error": {"message": "body is not JSON"}})
                 return
             server._enter(body, {k.lower(): v for k, v in self.headers.items()})
+            self._body = body
             try:
                 self._answer(body)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (timeout); nothing to answer
             finally:
-                server._leave(body)
+                self._finished()
 
         def _answer(self, body: dict[str, Any]) -> None:
             action = server._next_action(str(body.get("model")), self.headers.get("x-aft-fault"))
@@ -221,6 +230,7 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 self._send(200, _completion(body, texts))
 
         def _stream(self, body: dict[str, Any], text: str) -> None:
+            self._finished()
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.send_header("connection", "close")
