@@ -6,15 +6,20 @@ best-rated response, and whose proposals are the other responses (shuffled, seed
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from aft_sdk.errors import ConfigError
-from aft_sdk.trainers.rows import AftRow, RowCounter, RowError, messages_of, validate_row
+from aft_sdk.trainers.rows import (
+    AftRow,
+    RowCounter,
+    RowError,
+    messages_of,
+    skip_or_raise,
+    validate_row,
+)
 
-logger = logging.getLogger(__name__)
 
 
 def _responses(record: dict[str, Any], field: str, text_field: str, where: str) -> list[Any]:
@@ -77,11 +82,7 @@ def off_policy_rows(
                 reference_field, target, num_proposals, shuffle, seed, id_field, source,
             )
         except RowError as e:
-            if not skip_bad:
-                raise
-            logger.warning("skipping bad record: %s", e)
-            if counter is not None:
-                counter.add(str(e))
+            skip_or_raise(e, skip_bad=skip_bad, counter=counter)
 
 
 def _off_policy_row(

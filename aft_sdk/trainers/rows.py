@@ -100,11 +100,16 @@ def validate_rows(
         try:
             yield validate_row(raw, f"{source} row {i}")
         except RowError as e:
-            if not skip_bad:
-                raise
-            logger.warning("skipping bad row: %s", e)
-            if counter is not None:
-                counter.add(str(e))
+            skip_or_raise(e, skip_bad=skip_bad, counter=counter)
+
+
+def skip_or_raise(err: RowError, *, skip_bad: bool, counter: RowCounter | None) -> None:
+    """Raises ``err``; with ``skip_bad`` logs and counts it instead (never silently)."""
+    if not skip_bad:
+        raise err
+    logger.warning("skipping bad row: %s", err)
+    if counter is not None:
+        counter.add(str(err))
 
 
 def load_records(
