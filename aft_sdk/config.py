@@ -139,8 +139,13 @@ class LayerOverride(_Strict):
 
 
 class GraphConfig(_Strict):
-    """Everything :class:`~aft_sdk.graphs.AggregateGraph` needs, as data (YAML-friendly)."""
+    """Everything :class:`~aft_sdk.graphs.AggregateGraph` needs, as data (YAML-friendly).
 
+    ``name`` labels the graph (``aft serve`` lists it as a model id); the rest are the
+    :class:`~aft_sdk.graphs.AggregateGraph` arguments of the same names.
+    """
+
+    name: str | None = Field(None, min_length=1, max_length=128)
     width: int = Field(3, ge=1, le=256, strict=True)
     depth: int = Field(1, ge=0, le=32, strict=True)
     proposers: list[BackendConfig] = Field(default_factory=list)

@@ -5,7 +5,7 @@
 #      then drop the CUDA-only torchvision/torchaudio/torchcodec it drags in (they break imports);
 #   3. llama-cpp-python, compiled from source (~4 min on 2 cores; built in parallel with 2.);
 #   4. the project with its extras.
-# On a GPU machine use `pip install -e '.[embedded,vllm,train,eval,dev]'` instead.
+# On a GPU machine use `pip install -e '.[embedded,vllm,train,eval,serve,langchain,dev]'` instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRESS_BAR=off
@@ -34,6 +34,6 @@ if [ -n "$build_pid" ]; then
 fi
 
 echo "[install] aft-sdk with extras"
-$PY -m pip install -q -e '.[embedded,train,eval,dev]'
+$PY -m pip install -q -e '.[embedded,train,eval,serve,langchain,dev]'
 $PY -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 $PY -c "import aft_sdk, llama_cpp, vllm, transformers, torch; print('[install] ok: torch', torch.__version__, 'transformers', transformers.__version__)"

@@ -11,16 +11,18 @@ it only calls these methods.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
 from aft_sdk.aio import run_sync
 from aft_sdk.config import SamplingConfig
-from aft_sdk.errors import ConfigError
+from aft_sdk.errors import AftError, ConfigError, PartialGenerationError
 from aft_sdk.messages import Message, normalize_messages
 
-__all__ = ["Backend", "Generation", "Message", "check_n", "normalize_messages", "run_sync"]
+__all__ = ["Backend", "Generation", "Message", "check_n", "emulate_n", "normalize_messages",
+           "run_sync"]
 
 
 class Generation(BaseModel):
@@ -112,6 +114,38 @@ class Backend(abc.ABC):
 
     def __repr__(self) -> str:
         return self.label
+
+
+async def emulate_n(
+    one: Callable[[int | None], Awaitable[Generation]], count: int, *, seed: int | None,
+    label: str, kept: Sequence[Generation] = (),
+) -> list[Generation]:
+    """``count`` single calls at once (seeds ``seed+len(kept)``, ...), after ``kept``.
+
+    The one way every backend emulates ``n``: outputs that succeeded are never thrown
+    away; when some calls fail, :class:`PartialGenerationError` carries them (and with
+    none back, the first error is raised as it is).
+    """
+    offset = len(kept)
+    results = await asyncio.gather(
+        *(one(None if seed is None else seed + offset + i) for i in range(count)),
+        return_exceptions=True,
+    )
+    for r in results:  # anything but our own errors is a bug: surface it as is
+        if isinstance(r, BaseException) and not isinstance(r, AftError):
+            raise r
+    gens = [*kept, *(r for r in results if not isinstance(r, BaseException))]
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if not failed:
+        return gens
+    if not gens:
+        raise failed[0]
+    wanted = offset + count
+    raise PartialGenerationError(
+        f"only {len(gens)} of {wanted} outputs came back from {label}; {len(failed)} calls "
+        f"failed, the first with {type(failed[0]).__name__}: {failed[0]}",
+        generations=gens, wanted=wanted, backend=label,
+    ) from failed[0]
 
 
 def check_n(n: int) -> None:

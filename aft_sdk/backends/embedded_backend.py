@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aft_sdk import errors
-from aft_sdk.backends.base import Backend, Generation, Message, check_n
+from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
 from aft_sdk.config import EmbeddedBackendConfig, SamplingConfig, validate
 
 logger = logging.getLogger(__name__)
@@ -164,24 +164,17 @@ class EmbeddedBackend(Backend):
     async def generate(
         self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None
     ) -> list[Generation]:
-        """Samples ``n`` outputs one after another (seeds ``seed``, ``seed+1``, ...)."""
+        """Samples ``n`` outputs (seeds ``seed``, ``seed+1``, ...); the engine runs them
+        one at a time."""
         check_n(n)
         sampling = sampling or self.sampling
         base = sampling.seed if sampling.seed is not None else random.randrange(2**31 - n)
         msgs = list(messages)
-        out: list[Generation] = []
-        for i in range(n):
-            call = functools.partial(self._complete, msgs, sampling, base + i)
-            try:
-                out.append(await asyncio.to_thread(call))
-            except errors.AftError as e:
-                if not out:
-                    raise
-                raise errors.PartialGenerationError(
-                    f"only {len(out)} of {n} outputs came back from {self.label}: {e}",
-                    generations=out, wanted=n, backend=self.label,
-                ) from e
-        return out
+
+        async def one(seed: int | None) -> Generation:
+            return await asyncio.to_thread(self._complete, msgs, sampling, seed)
+
+        return await emulate_n(one, n, seed=base, label=self.label)
 
     async def stream(
         self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None

@@ -20,7 +20,7 @@ import openai
 from openai._constants import DEFAULT_CONNECTION_LIMITS
 
 from aft_sdk import errors
-from aft_sdk.backends.base import Backend, Generation, Message, check_n
+from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
 from aft_sdk.backends.credentials import is_openai_endpoint, resolve_api_key, scrub_ambient_headers
 from aft_sdk.backends.http_errors import map_openai_error
 from aft_sdk.backends.limiter import AdaptiveLimiter, LimitedTransport, httpx
@@ -235,42 +235,16 @@ class OpenAIBackend(Backend):
                 logger.info("%s ignores n; emulating it with parallel calls", self.label)
         if len(gens) >= n:
             return gens[:n]
-        return await self._parallel_singles(messages, sampling, n - len(gens),
-                                            offset=len(gens), kept=gens)
+        return await self._parallel_singles(messages, sampling, n - len(gens), kept=gens)
 
     async def _parallel_singles(
-        self, messages: Sequence[Message], sampling: SamplingConfig, count: int, offset: int = 0,
+        self, messages: Sequence[Message], sampling: SamplingConfig, count: int,
         kept: Sequence[Generation] = (),
     ) -> list[Generation]:
-        """``count`` single calls at once, after ``kept`` outputs already in hand.
+        async def one(seed: int | None) -> Generation:
+            return (await self._request(messages, sampling, 1, seed))[0]
 
-        Outputs that succeeded are never thrown away: when some calls fail, the error
-        carries them (:class:`PartialGenerationError`).
-        """
-
-        def seed_for(i: int) -> int | None:
-            return None if sampling.seed is None else sampling.seed + offset + i
-
-        results = await asyncio.gather(
-            *(self._request(messages, sampling, 1, seed_for(i)) for i in range(count)),
-            return_exceptions=True,
-        )
-        for r in results:  # anything but our own errors is a bug: surface it as is
-            if isinstance(r, BaseException) and not isinstance(r, errors.AftError):
-                raise r
-        gens = [*kept, *(r[0] for r in results if not isinstance(r, BaseException))]
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if not failed:
-            return gens
-        wanted = len(kept) + count
-        if not gens:
-            raise failed[0]
-        raise errors.PartialGenerationError(
-            f"only {len(gens)} of {wanted} outputs came back from {self.label}; "
-            f"{len(failed)} calls failed, the first with {type(failed[0]).__name__}: "
-            f"{failed[0]}",
-            generations=gens, wanted=wanted, backend=self.label,
-        ) from failed[0]
+        return await emulate_n(one, count, seed=sampling.seed, label=self.label, kept=kept)
 
     async def stream(
         self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None

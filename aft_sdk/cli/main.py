@@ -114,10 +114,11 @@ def make_parser() -> argparse.ArgumentParser:
     add_sampling_args(p)
     p.set_defaults(func=cmd_generate)
 
-    from aft_sdk.cli import data, evaluate, train
+    from aft_sdk.cli import data, evaluate, serve, train
 
     data.register(sub)
     evaluate.register(sub)
+    serve.register(sub)
     train.register(sub)
 
     p = sub.add_parser("presets", help="list aggregation prompt presets")

@@ -90,6 +90,7 @@ class AggregateGraph:
         deadline_s: Bound on a whole run; branches still running then are cut off.
         layer_timeout_s: Bound on each branch; a slow branch is recorded as failed and
             the survivors go on.
+        name: A label for the graph (``aft serve`` lists it as a model id).
         checkpointer: A LangGraph checkpointer (``InMemorySaver``, ``AsyncSqliteSaver``)
             so a failed run resumes without redoing finished branches. A thread holds
             one run: invoking again on a ``thread_id`` that already has a checkpoint is
@@ -121,6 +122,7 @@ class AggregateGraph:
         deadline_s: float | None = None,
         layer_timeout_s: float | None = None,
         checkpointer: Any = None,
+        name: str | None = None,
     ) -> None:
         if type(checkpointer).__name__ == "SqliteSaver":
             raise ConfigError(
@@ -129,7 +131,7 @@ class AggregateGraph:
             )
         overrides = {k: dict(v or {}) for k, v in (layers or {}).items()}
         settings = dict(
-            width=width, depth=depth, proposer_sampling=proposer_sampling,
+            name=name, width=width, depth=depth, proposer_sampling=proposer_sampling,
             aggregator_sampling=aggregator_sampling, preset=preset, template=template,
             item_format=item_format, separator=separator, placement=placement,
             shuffle=shuffle, shuffle_seed=shuffle_seed, hide_models=hide_models,
@@ -185,8 +187,15 @@ class AggregateGraph:
         """Generations one run makes: ``width * depth + 1`` (``width`` for depth 0)."""
         return self.plan.num_generations
 
-    def _config(self, thread_id: str | None, stream_tokens: bool = False) -> dict[str, Any]:
+    def _config(self, thread_id: str | None, stream_tokens: bool = False,
+                final_sampling: SamplingConfig | Mapping[str, Any] | None = None
+                ) -> dict[str, Any]:
         conf: dict[str, Any] = {"aft_stream_tokens": stream_tokens}
+        if final_sampling is not None:
+            # Validated now, so a bad value fails before any model is called.
+            last = self.plan.layers[-1].sampling
+            conf["aft_final_sampling"] = last.overlay(
+                final_sampling, source="final_sampling").model_dump()
         if self.plan.deadline_s is not None:
             conf["aft_deadline_at"] = time.monotonic() + self.plan.deadline_s
         if self.graph.checkpointer is not None:
@@ -224,7 +233,8 @@ class AggregateGraph:
         return state
 
     async def ainvoke(
-        self, messages: str | Sequence[Any], *, thread_id: str | None = None
+        self, messages: str | Sequence[Any], *, thread_id: str | None = None,
+        final_sampling: SamplingConfig | Mapping[str, Any] | None = None,
     ) -> AggregateResult:
         """Runs propose-and-aggregate on a question or a conversation.
 
@@ -232,6 +242,9 @@ class AggregateGraph:
             messages: A question string or chat messages.
             thread_id: Checkpoint thread (needs a checkpointer) for a new run;
                 ``resume`` continues it after a failure.
+            final_sampling: Sampling fields for this run's last layer (the final
+                aggregation), on top of the graph's own (for example a request's
+                ``temperature`` and ``max_tokens``).
 
         Raises:
             ConfigError: Bad messages, or ``thread_id`` already holds a run.
@@ -239,12 +252,16 @@ class AggregateGraph:
             GraphError: The final aggregation failed.
             GraphTimeoutError: The deadline passed.
         """
-        config = self._config(thread_id)
+        config = self._config(thread_id, final_sampling=final_sampling)
         return await self._run(await self._fresh_input(messages, config), config)
 
-    def invoke(self, messages: str | Sequence[Any], *, thread_id: str | None = None) -> AggregateResult:
+    def invoke(
+        self, messages: str | Sequence[Any], *, thread_id: str | None = None,
+        final_sampling: SamplingConfig | Mapping[str, Any] | None = None,
+    ) -> AggregateResult:
         """Blocking twin of :meth:`ainvoke`."""
-        return run_sync(self.ainvoke(messages, thread_id=thread_id))
+        return run_sync(self.ainvoke(messages, thread_id=thread_id,
+                                     final_sampling=final_sampling))
 
     async def aresume(self, thread_id: str) -> AggregateResult:
         """Continues a failed or interrupted checkpointed run; finished branches are kept."""
@@ -260,7 +277,8 @@ class AggregateGraph:
         return run_sync(self.aresume(thread_id))
 
     async def astream(
-        self, messages: str | Sequence[Any], *, thread_id: str | None = None
+        self, messages: str | Sequence[Any], *, thread_id: str | None = None,
+        final_sampling: SamplingConfig | Mapping[str, Any] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Yields progress events, the final aggregation's tokens, then the result.
 
@@ -272,7 +290,7 @@ class AggregateGraph:
             GraphTimeoutError: The deadline passed (as in :meth:`ainvoke`).
         """
         t0 = time.perf_counter()
-        config = self._config(thread_id, stream_tokens=True)
+        config = self._config(thread_id, stream_tokens=True, final_sampling=final_sampling)
         state_in = await self._fresh_input(messages, config)
         final: dict[str, Any] = {}
         deadline = None if self.plan.deadline_s is None else time.monotonic() + _grace(
@@ -300,7 +318,8 @@ class AggregateGraph:
         yield {"event": "result", "result": result}
 
     def stream(
-        self, messages: str | Sequence[Any], *, thread_id: str | None = None
+        self, messages: str | Sequence[Any], *, thread_id: str | None = None,
+        final_sampling: SamplingConfig | Mapping[str, Any] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Blocking twin of :meth:`astream` (events arrive as they happen).
 
@@ -313,7 +332,8 @@ class AggregateGraph:
 
         async def pump() -> None:
             try:
-                async for event in self.astream(messages, thread_id=thread_id):
+                async for event in self.astream(messages, thread_id=thread_id,
+                                                final_sampling=final_sampling):
                     q.put(event)
             except BaseException as e:
                 q.put(e)

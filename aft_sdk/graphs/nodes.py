@@ -2,8 +2,8 @@
 
 Topology for depth ``D``::
 
-    START -(Send per request)-> propose -> gather_0 -(Send)-> aggregate_1 -> gather_1
-          -> ... -(Send)-> aggregate_D -> finish -> END
+    START -> begin -(Send per request)-> propose -> gather_0 -(Send)-> aggregate_1
+          -> gather_1 -> ... -(Send)-> aggregate_D -> finish -> END
 
 Each branch writes plain-dict records into ``outputs`` (merged by list concatenation).
 A failed branch writes a failure record instead of raising, so the other branches'
@@ -23,9 +23,10 @@ from langchain_core.messages import AIMessage, AnyMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.graph.message import add_messages
-from langgraph.types import Send
+from langgraph.types import Overwrite, Send
 
 from aft_sdk.backends.base import Generation
+from aft_sdk.config import SamplingConfig
 from aft_sdk.errors import (
     AftError,
     GraphError,
@@ -73,6 +74,11 @@ def deadline_at(config: RunnableConfig | None) -> float | None:
     return ((config or {}).get("configurable") or {}).get("aft_deadline_at")
 
 
+def final_sampling(config: RunnableConfig | None) -> dict[str, Any] | None:
+    """The run's own sampling for its last layer (already merged), if it set one."""
+    return ((config or {}).get("configurable") or {}).get("aft_final_sampling")
+
+
 def wants_tokens(config: RunnableConfig | None) -> bool:
     return bool(((config or {}).get("configurable") or {}).get("aft_stream_tokens"))
 
@@ -109,6 +115,8 @@ class LayerBranch:
                 self.layer, slots[0],
             )
         sampling = lp.sampling
+        if self.layer == self.plan.depth and final_sampling(config):
+            sampling = SamplingConfig(**final_sampling(config))
         if sampling.seed is not None and slots[0]:
             # Requests of one layer must not share a seed (identical samples otherwise);
             # within a request the backend offsets by output index, so slot s of a layer
@@ -221,6 +229,12 @@ class Router:
                                      slots=slots, inputs=inputs))
             for slots in self.plan.groups(self.layer)
         ]
+
+
+def begin(state: GraphState) -> dict[str, Any]:
+    """First node: a new run starts with no records, even on a thread that had runs
+    (LangGraph Server threads, a parent graph's checkpointed subgraph)."""
+    return {"outputs": Overwrite([]), "answer": ""}
 
 
 def finish(state: GraphState) -> dict[str, Any]:

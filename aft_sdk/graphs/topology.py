@@ -6,7 +6,7 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 
-from aft_sdk.graphs.nodes import Gather, GraphState, LayerBranch, Router, finish, node_name
+from aft_sdk.graphs.nodes import Gather, GraphState, LayerBranch, Router, begin, finish, node_name
 from aft_sdk.graphs.plan import GraphPlan
 
 
@@ -23,7 +23,9 @@ def build_state_graph(plan: GraphPlan) -> StateGraph:
     g.add_node("finish", finish)
     g.add_edge("gather_0" if depth == 0 else node_name(depth), "finish")
     g.add_edge("finish", END)
-    g.add_conditional_edges(START, Router(plan, 0).route, [node_name(0)])
+    g.add_node("begin", begin)
+    g.add_edge(START, "begin")
+    g.add_conditional_edges("begin", Router(plan, 0).route, [node_name(0)])
     for layer in range(1, depth + 1):
         g.add_conditional_edges(
             f"gather_{layer - 1}", Router(plan, layer).route, [node_name(layer)]

@@ -45,7 +45,8 @@ class LocalServer:
         port: The port the command binds.
         model: The model name the server answers to.
         env: Extra environment variables.
-        ready_timeout_s: How long to wait for ``/v1/models`` to answer.
+        ready_timeout_s: How long to wait for the probe to answer.
+        probe_path: The path polled for readiness (``/v1/models``).
     """
 
     def __init__(
@@ -56,8 +57,10 @@ class LocalServer:
         model: str,
         env: dict[str, str] | None = None,
         ready_timeout_s: float = 300.0,
+        probe_path: str = "/v1/models",
     ) -> None:
         self.cmd = cmd
+        self.probe_path = probe_path
         self.port = port
         self.model = model
         self.env = {**os.environ, **(env or {})}
@@ -108,8 +111,21 @@ class LocalServer:
                "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
         return cls(cmd, port=port, model=name, env=env, ready_timeout_s=400)
 
+    @classmethod
+    def aft_serve(
+        cls, configs: list[str | os.PathLike[str]], *, port: int | None = None,
+        env: dict[str, str] | None = None, extra_args: list[str] | None = None,
+    ) -> LocalServer:
+        """``aft serve`` on graph configs (ready when ``GET /health`` answers)."""
+        port = port or free_port()
+        cmd = [sys.executable, "-m", "aft_sdk.cli.main", "serve", "--port", str(port)]
+        for config in configs:
+            cmd += ["--config", str(config)]
+        return cls([*cmd, *(extra_args or [])], port=port, model="", env=env,
+                   ready_timeout_s=60, probe_path="/health")
+
     def start(self) -> LocalServer:
-        """Starts the process and blocks until it answers ``GET /v1/models``."""
+        """Starts the process and blocks until it answers its readiness probe."""
         logger.info("starting %s", " ".join(self.cmd))
         self.proc = subprocess.Popen(
             self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
@@ -139,7 +155,8 @@ class LocalServer:
                 f"its log: {self.log_path}\n{self.tail()}"
             )
         try:
-            with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
+            url = f"http://127.0.0.1:{self.port}{self.probe_path}"
+            with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
                     return
         except (urllib.error.URLError, OSError) as e:

@@ -21,7 +21,6 @@ from aft_sdk.trainers.rows import (
 )
 
 
-
 def _responses(record: dict[str, Any], field: str, text_field: str, where: str) -> list[Any]:
     value = record.get(field)
     if not isinstance(value, list) or not value:

@@ -1,0 +1,69 @@
+"""``aft serve``: graph configs as models behind an OpenAI-compatible API.
+
+    aft serve --config graph.yaml [--config other.yaml ...] [--host 127.0.0.1] [--port 8000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from aft_sdk.errors import ConfigError
+
+
+def register(sub: Any) -> None:
+    """Adds ``aft serve`` to the ``aft`` subcommands."""
+    p = sub.add_parser("serve", help="serve graph configs as an OpenAI-compatible API")
+    p.add_argument("--config", action="append", required=True, metavar="YAML",
+                   help="graph config; its name: field (or file stem) is the model id; repeat")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key-env", metavar="VAR",
+                   help="environment variable holding the accepted bearer keys (comma-separated)")
+    p.add_argument("--max-width", type=int, default=16, help="largest width a request may ask")
+    p.add_argument("--max-depth", type=int, default=4, help="largest depth a request may ask")
+    p.add_argument("--max-concurrent-runs", type=int, default=128,
+                   help="runs at once; more are answered 429 with Retry-After")
+    p.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    p.add_argument("--graceful-timeout", type=float, default=30.0,
+                   help="on shutdown, seconds to let in-flight requests finish")
+    p.set_defaults(func=cmd_serve)
+
+
+def settings_from(args: argparse.Namespace) -> Any:
+    """ServeSettings from the parsed flags (keys read from the named variable)."""
+    from aft_sdk.serve.app import ServeSettings
+
+    keys: tuple[str, ...] = ()
+    if args.api_key_env:
+        raw = os.environ.get(args.api_key_env, "")
+        keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+        if not keys:
+            raise ConfigError(f"--api-key-env names {args.api_key_env}, which is unset or empty")
+    for name in ("max_width", "max_depth", "max_concurrent_runs", "max_body_bytes"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
+    return ServeSettings(max_width=args.max_width, max_depth=args.max_depth,
+                         max_concurrent_runs=args.max_concurrent_runs,
+                         request_timeout_s=args.request_timeout,
+                         max_body_bytes=args.max_body_bytes, api_keys=keys)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from aft_sdk.serve import load_configs
+        from aft_sdk.serve.app import create_app
+    except ImportError as e:
+        raise ConfigError(f"aft serve needs the serve extra: pip install 'aft-sdk[serve]' ({e})") from e
+    app = create_app(load_configs(args.config), settings_from(args))
+    print(f"aft serve: models {', '.join(app.state.models.configs)} on "
+          f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                timeout_graceful_shutdown=args.graceful_timeout)
+    return 0

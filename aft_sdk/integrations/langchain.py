@@ -1,0 +1,202 @@
+"""LangChain both ways: a graph as a chat model, and any chat model as a backend.
+
+- :class:`AggregateChatModel` wraps an :class:`~aft_sdk.graphs.AggregateGraph` as a
+  ``BaseChatModel``: ``invoke`` / ``ainvoke`` / ``stream`` / ``astream`` / ``batch``,
+  usage summed over every layer in ``usage_metadata``, the trace summary in
+  ``response_metadata``; it drops into LCEL chains (``prompt | model | parser``).
+- :class:`LangChainBackend` makes any LangChain chat model (Anthropic, Bedrock, Ollama,
+  ... through their LangChain packages) a proposer or aggregator.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict
+
+from aft_sdk import errors
+from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
+from aft_sdk.config import SamplingConfig
+from aft_sdk.graphs import AggregateGraph, AggregateResult
+
+
+def _usage(result: AggregateResult) -> dict[str, int]:
+    u = result.usage
+    return {"input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens,
+            "total_tokens": u.total_tokens}
+
+
+def _metadata(result: AggregateResult) -> dict[str, Any]:
+    return {"model_name": f"aft:{result.preset}:w{result.width}d{result.depth}",
+            "aft_summary": result.summary(), "aft_failures": len(result.failures),
+            "finish_reason": "stop"}
+
+
+class AggregateChatModel(BaseChatModel):
+    """A propose-and-aggregate graph as a LangChain chat model.
+
+    Args:
+        graph: The graph to run for every call.
+
+    A ``stop`` list passed by LangChain applies to the final aggregation.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    graph: AggregateGraph
+
+    @property
+    def _llm_type(self) -> str:
+        return "aft-aggregate"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"width": self.graph.width, "depth": self.graph.depth,
+                "preset": self.graph.plan.template.name}
+
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "AggregateChatModel does not support tools yet: aggregating tool calls across "
+            "drafts is not defined; call tools in your own graph around this model"
+        )
+
+    @staticmethod
+    def _final(stop: list[str] | None) -> dict[str, Any] | None:
+        return {"stop": stop} if stop else None
+
+    @staticmethod
+    def _result(result: AggregateResult) -> ChatResult:
+        message = AIMessage(content=result.answer, usage_metadata=_usage(result),
+                            response_metadata=_metadata(result))
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any
+                  ) -> ChatResult:
+        return self._result(self.graph.invoke(messages, final_sampling=self._final(stop)))
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                         **kwargs: Any) -> ChatResult:
+        return self._result(await self.graph.ainvoke(messages, final_sampling=self._final(stop)))
+
+    @staticmethod
+    def _chunk(event: dict[str, Any]) -> ChatGenerationChunk | None:
+        if event["event"] == "token":
+            return ChatGenerationChunk(message=AIMessageChunk(content=event["text"]))
+        if event["event"] == "result":
+            result = event["result"]
+            return ChatGenerationChunk(message=AIMessageChunk(
+                content="", usage_metadata=_usage(result), response_metadata=_metadata(result)))
+        return None
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any
+                ) -> Iterator[ChatGenerationChunk]:
+        for event in self.graph.stream(messages, final_sampling=self._final(stop)):
+            chunk = self._chunk(event)
+            if chunk is not None:
+                if run_manager and event["event"] == "token":
+                    run_manager.on_llm_new_token(event["text"], chunk=chunk)
+                yield chunk
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None,
+                       **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        async for event in self.graph.astream(messages, final_sampling=self._final(stop)):
+            chunk = self._chunk(event)
+            if chunk is not None:
+                if run_manager and event["event"] == "token":
+                    await run_manager.on_llm_new_token(event["text"], chunk=chunk)
+                yield chunk
+
+
+_SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens")
+
+
+class LangChainBackend(Backend):
+    """Any LangChain chat model as a proposer or aggregator.
+
+    Sampling fields the model class has (``temperature``, ``top_p``, ``max_tokens``,
+    ``seed``) are set per call on a copy of the model; ``stop`` goes with the call.
+    ``n`` is emulated with parallel calls. Errors become :class:`BackendError` (the
+    ``openai`` ones map as for :class:`OpenAIBackend`).
+
+    Args:
+        chat_model: A ``langchain_core`` ``BaseChatModel``.
+        context_window: The model's total token window, for the graph's prompt budget.
+        sampling: Default sampling for calls that pass none.
+    """
+
+    def __init__(self, chat_model: BaseChatModel, *, context_window: int | None = None,
+                 sampling: SamplingConfig | None = None) -> None:
+        if not isinstance(chat_model, BaseChatModel):
+            raise errors.ConfigError(
+                f"LangChainBackend needs a LangChain chat model, got {type(chat_model).__name__}")
+        self.chat_model = chat_model
+        self.model = str(getattr(chat_model, "model_name", None)
+                         or getattr(chat_model, "model", None) or type(chat_model).__name__)
+        self.context_window = context_window
+        self.sampling = sampling or SamplingConfig()
+
+    @property
+    def label(self) -> str:
+        return f"langchain:{type(self.chat_model).__name__}({self.model})"
+
+    def _configured(self, sampling: SamplingConfig, seed: int | None) -> BaseChatModel:
+        fields = type(self.chat_model).model_fields
+        update = {name: getattr(sampling, name) for name in _SAMPLING_FIELDS if name in fields}
+        if seed is not None and "seed" in fields:
+            update["seed"] = seed
+        return self.chat_model.model_copy(update=update)
+
+    async def _one(self, messages: Sequence[Message], sampling: SamplingConfig,
+                   seed: int | None) -> Generation:
+        model = self._configured(sampling, seed)
+        t0 = time.perf_counter()
+        try:
+            message = await model.ainvoke(list(messages), stop=sampling.stop)
+        except errors.AftError:
+            raise
+        except Exception as e:  # noqa: BLE001 - each provider has its own error types
+            raise _map(e, self.label) from e
+        content = message.content if isinstance(message.content, str) else str(message.content)
+        usage = getattr(message, "usage_metadata", None) or {}
+        meta = getattr(message, "response_metadata", None) or {}
+        return Generation(
+            text=content, finish_reason=meta.get("finish_reason"),
+            prompt_tokens=int(usage.get("input_tokens", 0)),
+            completion_tokens=int(usage.get("output_tokens", 0)),
+            latency_s=time.perf_counter() - t0,
+            model=str(meta.get("model_name") or self.model), backend=self.label,
+        )
+
+    async def generate(self, messages: Sequence[Message], *, n: int = 1,
+                       sampling: SamplingConfig | None = None) -> list[Generation]:
+        """Samples ``n`` outputs with parallel calls (seeds ``seed``, ``seed+1``, ...)."""
+        check_n(n)
+        sampling = sampling or self.sampling
+
+        async def one(seed: int | None) -> Generation:
+            return await self._one(messages, sampling, seed)
+
+        return await emulate_n(one, n, seed=sampling.seed, label=self.label)
+
+
+def _map(e: Exception, label: str) -> errors.BackendError:
+    try:
+        import openai
+
+        from aft_sdk.backends.http_errors import map_openai_error
+
+        if isinstance(e, openai.OpenAIError):
+            return map_openai_error(e, label)
+    except ImportError:
+        pass
+    return errors.BackendError(f"{label} failed: {type(e).__name__}: {e}", backend=label)

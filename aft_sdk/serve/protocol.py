@@ -1,0 +1,133 @@
+"""The OpenAI chat-completions wire format, as ``aft serve`` reads and writes it.
+
+Requests are validated leniently (clients send fields such as ``user`` that change
+nothing here), but a field the server cannot honour (``n`` > 1, tools, logprobs, a
+structured response format) is refused by name instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aft_sdk.errors import ConfigError
+from aft_sdk.graphs import AggregateResult
+
+#: Per-request graph settings a client may send (``extra_body`` in the openai client).
+SHAPE_FIELDS = ("width", "depth", "preset", "shuffle", "min_proposals")
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """A ``POST /v1/chat/completions`` body."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = None
+    width: int | None = None
+    depth: int | None = None
+    preset: str | None = None
+    shuffle: bool | None = None
+    min_proposals: int | None = None
+
+    def refuse_unsupported(self) -> None:
+        """Raises :class:`ConfigError` naming the first field this server cannot honour."""
+        extra = self.model_extra or {}
+        if self.n not in (None, 1):
+            raise ConfigError(f"n={self.n} is not supported: one request gives one answer "
+                              "(the graph samples several drafts internally; set width)")
+        for name in ("tools", "functions", "tool_choice", "function_call"):
+            if extra.get(name):
+                raise ConfigError(f"'{name}' is not supported by aft serve yet")
+        if extra.get("logprobs") or extra.get("top_logprobs"):
+            raise ConfigError("logprobs are not supported: an aggregated answer has no "
+                              "single token distribution")
+        fmt = extra.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+            raise ConfigError(f"response_format {fmt.get('type')!r} is not supported; use text")
+
+    def final_sampling(self) -> dict[str, Any]:
+        """The request's sampling fields, for the final aggregation."""
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        values = {"temperature": self.temperature, "top_p": self.top_p,
+                  "max_tokens": self.max_completion_tokens or self.max_tokens,
+                  "seed": self.seed, "stop": stop}
+        return {k: v for k, v in values.items() if v is not None}
+
+    def shape(self) -> dict[str, Any]:
+        """The per-request graph overrides that were set."""
+        return {k: getattr(self, k) for k in SHAPE_FIELDS if getattr(self, k) is not None}
+
+
+def completion_id() -> str:
+    return f"chatcmpl-aft-{uuid.uuid4().hex[:24]}"
+
+
+def usage_of(result: AggregateResult) -> dict[str, int]:
+    """OpenAI ``usage`` counted over every layer of the run."""
+    u = result.usage
+    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+            "total_tokens": u.total_tokens}
+
+
+def trace_of(result: AggregateResult) -> dict[str, Any]:
+    """The ``aft`` extension field: per-layer usage and failures."""
+    return {
+        "width": result.width, "depth": result.depth, "preset": result.preset,
+        "elapsed_s": round(result.elapsed_s, 4),
+        "layers": [{"index": layer.index, "kind": layer.kind,
+                    "usage": layer.usage.model_dump(),
+                    "failures": [{"slot": r.slot, "backend": r.backend, **(r.error or {})}
+                                 for r in layer.outputs if not r.ok]}
+                   for layer in result.layers],
+    }
+
+
+def completion(model: str, result: AggregateResult) -> dict[str, Any]:
+    """A ``chat.completion`` body for a finished run."""
+    final = next((r for r in result.layers[-1].outputs if r.ok), None)
+    return {
+        "id": completion_id(), "object": "chat.completion", "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answer},
+                     "finish_reason": (final.finish_reason if final else None) or "stop"}],
+        "usage": usage_of(result),
+        "aft": trace_of(result),
+    }
+
+
+def chunk(cid: str, model: str, created: int, *, delta: dict[str, Any] | None = None,
+          finish_reason: str | None = None, usage: dict[str, int] | None = None,
+          extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One ``chat.completion.chunk``; a usage chunk has no choices."""
+    body: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                            "model": model}
+    if usage is not None:
+        body.update(choices=[], usage=usage)
+    else:
+        body["choices"] = [{"index": 0, "delta": delta or {}, "finish_reason": finish_reason}]
+    body.update(extra or {})
+    return body
+
+
+def error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
+    """An OpenAI-style error body."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
