@@ -10,49 +10,13 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from aft_sdk.aio import gather_all, run_sync, submit
-from aft_sdk.backends.base import Backend, normalize_messages
-from aft_sdk.backends.factory import BackendLike, default_backend, make_backend
+from aft_sdk.backends.base import normalize_messages
+from aft_sdk.backends.factory import BackendLike
 from aft_sdk.config import GraphConfig, SamplingConfig, load_yaml, validate
 from aft_sdk.errors import AftError, ConfigError, GraphTimeoutError
 from aft_sdk.graphs.topology import compile_graph
-from aft_sdk.graphs.plan import GraphPlan, LayerPlan
+from aft_sdk.graphs.plan import build_plan
 from aft_sdk.graphs.trace import AggregateResult, build_result
-from aft_sdk.prompts import get_template
-
-
-def _as_backends(value: Any, what: str) -> tuple[Backend, ...]:
-    if value is None:
-        return (default_backend(),)
-    items = value if isinstance(value, (list, tuple)) else [value]
-    if not items:
-        raise ConfigError(f"{what} is an empty list: give at least one backend or leave it out")
-    return tuple(make_backend(v) for v in items)
-
-
-def _plan(cfg: GraphConfig, proposers: Any, aggregator: Any,
-          layer_backends: Mapping[int, Any]) -> GraphPlan:
-    """Resolves backends per layer; settings come from the validated config only."""
-    prop = _as_backends(proposers, "proposers")
-    agg = _as_backends(aggregator, "aggregator")
-    depth = cfg.depth
-    plans = []
-    for index in range(depth + 1):
-        backends = prop if index == 0 else (agg if index < depth else agg[:1])
-        if layer_backends.get(index):
-            backends = _as_backends(layer_backends[index], f"layers[{index}].backends")
-        plans.append(LayerPlan(index, cfg.width if index < depth or depth == 0 else 1,
-                               backends, cfg.layer_sampling(index)))
-    tmpl = get_template(cfg.preset, cfg.template, item_format=cfg.item_format,
-                        separator=cfg.separator, placement=cfg.placement)
-    return GraphPlan(
-        layers=tuple(plans),
-        template=tmpl if cfg.hide_models else tmpl.with_models_shown(),
-        shuffle=cfg.shuffle,
-        shuffle_seed=cfg.shuffle_seed,
-        min_proposals=cfg.min_proposals,
-        deadline_s=cfg.deadline_s,
-        layer_timeout_s=cfg.layer_timeout_s,
-    )
 
 
 class AggregateGraph:
@@ -144,7 +108,7 @@ class AggregateGraph:
             GraphConfig, {k: v for k, v in settings.items() if v is not None},
             source="AggregateGraph",
         )
-        self.plan = _plan(self.config, proposers, aggregator,
+        self.plan = build_plan(self.config, proposers, aggregator,
                           {k: v.get("backends") for k, v in overrides.items()})
         self.graph = compile_graph(self.plan, checkpointer)
         """The compiled LangGraph graph, for checkpointers, subgraphs and drawing."""

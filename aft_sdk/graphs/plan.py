@@ -6,14 +6,16 @@ read by the graph's nodes; it never enters graph state (backends are not data).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aft_sdk.backends.base import Backend, Message
+from aft_sdk.backends.factory import default_backend, make_backend
 from aft_sdk.budget import fit_proposals
-from aft_sdk.config import SamplingConfig
-from aft_sdk.prompts import PromptTemplate, shuffled_order
+from aft_sdk.config import GraphConfig, SamplingConfig
+from aft_sdk.errors import ConfigError
+from aft_sdk.prompts import PromptTemplate, get_template, shuffled_order
 
 
 @dataclass(frozen=True)
@@ -97,3 +99,42 @@ class GraphPlan:
             if trims:
                 info["trimmed"] = {str(order[i]): kept for i, kept in trims.items()}
         return self.template.render(messages, texts, models), info
+
+
+def _as_backends(value: Any, what: str) -> tuple[Backend, ...]:
+    if value is None:
+        return (default_backend(),)
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        raise ConfigError(f"{what} is an empty list: give at least one backend or leave it out")
+    return tuple(make_backend(v) for v in items)
+
+
+def build_plan(cfg: GraphConfig, proposers: Any, aggregator: Any,
+          layer_backends: Mapping[int, Any]) -> GraphPlan:
+    """The plan of a validated config: backends resolved per layer, settings from ``cfg``.
+
+    ``proposers`` / ``aggregator`` are backends, configs or specs (``None``: the embedded
+    model); ``layer_backends`` maps a layer to its own backends.
+    """
+    prop = _as_backends(proposers, "proposers")
+    agg = _as_backends(aggregator, "aggregator")
+    depth = cfg.depth
+    plans = []
+    for index in range(depth + 1):
+        backends = prop if index == 0 else (agg if index < depth else agg[:1])
+        if layer_backends.get(index):
+            backends = _as_backends(layer_backends[index], f"layers[{index}].backends")
+        plans.append(LayerPlan(index, cfg.width if index < depth or depth == 0 else 1,
+                               backends, cfg.layer_sampling(index)))
+    tmpl = get_template(cfg.preset, cfg.template, item_format=cfg.item_format,
+                        separator=cfg.separator, placement=cfg.placement)
+    return GraphPlan(
+        layers=tuple(plans),
+        template=tmpl if cfg.hide_models else tmpl.with_models_shown(),
+        shuffle=cfg.shuffle,
+        shuffle_seed=cfg.shuffle_seed,
+        min_proposals=cfg.min_proposals,
+        deadline_s=cfg.deadline_s,
+        layer_timeout_s=cfg.layer_timeout_s,
+    )

@@ -31,7 +31,7 @@ from aft_sdk.errors import (
     InsufficientProposalsError,
 )
 from aft_sdk.graphs import AggregateGraph
-from aft_sdk.serve import protocol
+import aft_sdk.serve.protocol as protocol
 
 logger = logging.getLogger(__name__)
 
