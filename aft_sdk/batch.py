@@ -21,7 +21,7 @@ from aft_sdk.aio import run_sync
 from aft_sdk.errors import ConfigError
 from aft_sdk.jsonl import iter_lines
 from aft_sdk.messages import normalize_messages
-from aft_sdk.runner import RunItem, RunSummary, run_resumable
+from aft_sdk.runner import DEFAULT_CONCURRENCY, RunItem, RunSummary, run_resumable
 
 BatchSummary = RunSummary  # the name batch callers know
 
@@ -58,7 +58,7 @@ async def arun_batch(
     output_path: str | os.PathLike[str],
     *,
     errors_path: str | os.PathLike[str] | None = None,
-    max_concurrency: int = 4,
+    max_concurrency: int = DEFAULT_CONCURRENCY,
     progress: bool = True,
 ) -> RunSummary:
     """Runs ``graph`` (an :class:`~aft_sdk.graphs.AggregateGraph`) over a JSONL file.

@@ -66,6 +66,10 @@ def default_errors_path(output: Path) -> Path:
     return output.with_name(output.name + ".errors.jsonl")
 
 
+#: Items (rows, questions) in flight at once unless a caller says otherwise: enough that a
+#: local engine's batch stays full; API backends protect themselves (adaptive limits).
+DEFAULT_CONCURRENCY = 32
+
 _active: set[Path] = set()
 _active_lock = threading.Lock()
 
@@ -77,7 +81,7 @@ async def run_resumable(
     *,
     errors_path: str | os.PathLike[str] | None = None,
     bad: Sequence[dict[str, Any]] = (),
-    max_concurrency: int = 4,
+    max_concurrency: int = DEFAULT_CONCURRENCY,
     desc: str = "aft",
     progress: bool = True,
 ) -> RunSummary:

@@ -85,7 +85,7 @@ async def vllm_prefill(folder: str, width: int, depth: int) -> dict:
                            proposer_sampling={"max_tokens": 48, "seed": 0},
                            aggregator_sampling={"max_tokens": 48, "seed": 1})
     await graph.ainvoke(QUESTION)  # warm-up (engine start)
-    calls = backend.engine_calls
+    calls = backend.engine.requests
     result = await graph.ainvoke(QUESTION)
     layers = []
     for layer in result.layers:
@@ -97,7 +97,7 @@ async def vllm_prefill(folder: str, width: int, depth: int) -> dict:
             "distinct_prompts": sum(1 for r in layer.outputs if r.prompt_tokens > 0),
         })
     backend.shutdown()
-    return {"width": width, "depth": depth, "engine_calls": backend.engine_calls - calls,
+    return {"width": width, "depth": depth, "engine_requests": backend.engine.requests - calls,
             "layers": layers}
 
 
@@ -121,7 +121,7 @@ def main() -> None:
         (RESULTS / "vllm_prefill.json").write_text(json.dumps({**pre, "env": env}, indent=2) + "\n")
         for row in pre["layers"]:
             print(row)
-        print(f"engine calls per run: {pre['engine_calls']}")
+        print(f"engine requests per run: {pre['engine_requests']}")
 
 
 if __name__ == "__main__":

@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     agg_sampling = SamplingConfig(temperature=0.0, max_tokens=size["proposal_tokens"] + 16)
     untrained = VLLMBackend(str(base), max_model_len=1024, dtype="bfloat16")
-    trained = VLLMBackend(str(base), lora_path=str(agg_dir / "adapter"), max_model_len=1024,
-                          dtype="bfloat16")
+    trained = untrained.with_lora(agg_dir / "adapter")  # one engine, one copy of the weights
     common = dict(proposer_sampling=sampling, aggregator_sampling=agg_sampling)
     methods = [
         Method("single", "single", proposers=proposer, graph_kwargs=common),
@@ -128,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with stage("5. evaluate on held-out problems", timings):
         table = evaluate(task, methods, out / "eval", max_concurrency=1)
-    untrained.shutdown()
-    trained.shutdown()
+    untrained.shutdown()  # the engine both share
 
     text = format_table(table)
     print(text)

@@ -64,14 +64,37 @@ def vllm_server(hf_model_dir: Path):
 
 
 @pytest.fixture(scope="session")
-def vllm_backend(hf_model_dir: Path):
+def lora_adapter(hf_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real PEFT LoRA adapter for the bundled model (random, not trained: it changes
+    the outputs, which is all the engine tests need)."""
+    _need("peft", "train")
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(hf_model_dir)
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+                      task_type="CAUSAL_LM", init_lora_weights=False)
+    out = tmp_path_factory.mktemp("lora") / "random-adapter"
+    get_peft_model(model, lora).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def vllm_pair(hf_model_dir: Path, lora_adapter: Path):
+    """One in-process vLLM engine: the base model and a LoRA adapter view on it."""
     _need("vllm", "vllm")
     from aft_sdk.backends import VLLMBackend
 
-    backend = VLLMBackend(str(hf_model_dir), max_model_len=1024, dtype="bfloat16")
-    backend.llm  # start the engine once for the whole session
-    yield backend
-    backend.shutdown()
+    base = VLLMBackend(str(hf_model_dir), max_model_len=1024, dtype="bfloat16")
+    adapter = base.with_lora(lora_adapter)
+    base.engine.start()  # once for the whole session
+    yield base, adapter
+    base.shutdown()
+
+
+@pytest.fixture(scope="session")
+def vllm_backend(vllm_pair):
+    return vllm_pair[0]
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +110,28 @@ def fault(fault_server: FaultServer) -> FaultServer:
     fault_server.delay_s = 0.0
     fault_server.honour_n = True
     return fault_server
+
+
+def _engine_processes() -> list[str]:
+    try:
+        import psutil
+    except ImportError:
+        return []
+    _, alive = psutil.wait_procs(psutil.Process().children(recursive=True), timeout=15)
+    found = []
+    for child in alive:  # engines take a few seconds to exit after shutdown
+        try:
+            name = " ".join(child.cmdline()[:4]) + " " + child.name()
+        except psutil.Error:
+            continue
+        if "api_server" not in name and ("EngineCore" in name or "VLLM" in name.upper()):
+            found.append(f"{child.pid}: {name}")
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fails the run if an in-process vLLM engine left worker processes behind."""
+    leftovers = _engine_processes()
+    if leftovers:
+        print("\nvLLM engine processes left behind:\n  " + "\n  ".join(leftovers))
+        session.exitstatus = 1

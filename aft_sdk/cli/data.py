@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from aft_sdk.cli.args import SPEC_HELP
+from aft_sdk.runner import DEFAULT_CONCURRENCY
 
 
 def register(sub: Any) -> None:
@@ -45,7 +46,7 @@ def register(sub: Any) -> None:
     b.add_argument("--skip-bad", action="store_true", help="skip and count bad records")
     b.add_argument("--sft-ratio", type=float, default=0.0,
                    help="add this many plain SFT rows per AFT row (off-policy/traces)")
-    b.add_argument("--concurrency", type=int, default=4)
+    b.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="rows in flight")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_data_build)
 

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from aft_sdk.cli.args import SPEC_HELP
+from aft_sdk.runner import DEFAULT_CONCURRENCY
 
 
 def register(sub: Any) -> None:
@@ -28,7 +29,7 @@ def register(sub: Any) -> None:
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--seed", type=int)
     p.add_argument("--limit", type=int, help="evaluate only the first N items")
-    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="items in flight")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_eval)
 

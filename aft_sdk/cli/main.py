@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from aft_sdk.cli.args import SPEC_HELP, add_graph_args, add_sampling_args, build_graph
 from aft_sdk.errors import AftError
+from aft_sdk.runner import DEFAULT_CONCURRENCY
 
 def cmd_run(args: argparse.Namespace) -> int:
     graph = build_graph(args)
@@ -101,7 +102,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="JSONL rows with id and messages/question/prompt")
     p.add_argument("-o", "--output", required=True, help="JSONL output (appended, resumable)")
     p.add_argument("--errors", help="errors JSONL (default OUTPUT.errors.jsonl)")
-    p.add_argument("--concurrency", type=int, default=4, help="rows in flight (default 4)")
+    p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                   help=f"rows in flight (default {DEFAULT_CONCURRENCY})")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_graph_args(p)
     p.set_defaults(func=cmd_batch)

@@ -21,7 +21,7 @@ from aft_sdk.aio import run_sync
 from aft_sdk.errors import ConfigError
 from aft_sdk.eval.methods import Method
 from aft_sdk.jsonl import read_jsonl
-from aft_sdk.runner import RunItem, run_resumable
+from aft_sdk.runner import DEFAULT_CONCURRENCY, RunItem, run_resumable
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def summarise(method: Method, rows: list[dict[str, Any]], errors: int = 0) -> di
 
 
 async def aevaluate(task: Any, methods: list[Method], out_dir: str | os.PathLike[str], *,
-                    max_concurrency: int = 4, progress: bool = True, plots: bool = True
+                    max_concurrency: int = DEFAULT_CONCURRENCY, progress: bool = True, plots: bool = True
                     ) -> list[dict[str, Any]]:
     """Evaluates every method on every item of ``task``; returns the table rows.
 

@@ -17,6 +17,7 @@ from aft_sdk.errors import AftError, ConfigError, GraphTimeoutError
 from aft_sdk.graphs.topology import compile_graph
 from aft_sdk.graphs.plan import build_plan
 from aft_sdk.graphs.trace import AggregateResult, build_result
+from aft_sdk.runner import DEFAULT_CONCURRENCY
 
 
 class AggregateGraph:
@@ -314,7 +315,7 @@ class AggregateGraph:
             running.cancel()
 
     async def abatch(
-        self, inputs: Sequence[str | Sequence[Any]], *, max_concurrency: int = 4,
+        self, inputs: Sequence[str | Sequence[Any]], *, max_concurrency: int = DEFAULT_CONCURRENCY,
         return_exceptions: bool = False,
     ) -> list[AggregateResult | BaseException]:
         """Runs many inputs with at most ``max_concurrency`` runs at once, in order.
@@ -339,7 +340,7 @@ class AggregateGraph:
         return await gather_all(one(i) for i in inputs)
 
     def batch(
-        self, inputs: Sequence[str | Sequence[Any]], *, max_concurrency: int = 4,
+        self, inputs: Sequence[str | Sequence[Any]], *, max_concurrency: int = DEFAULT_CONCURRENCY,
         return_exceptions: bool = False,
     ) -> list[AggregateResult | BaseException]:
         """Blocking twin of :meth:`abatch`."""

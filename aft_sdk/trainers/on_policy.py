@@ -13,7 +13,7 @@ from typing import Any
 from aft_sdk.backends.factory import BackendLike, make_backend
 from aft_sdk.config import SamplingConfig
 from aft_sdk.errors import ConfigError
-from aft_sdk.runner import RunItem
+from aft_sdk.runner import DEFAULT_CONCURRENCY, RunItem
 from aft_sdk.trainers.rows import AftRow, RowError, messages_of, resumable_rows, validate_row
 from aft_sdk.trainers.teacher import awrite_target
 
@@ -32,7 +32,7 @@ async def abuild_on_policy(
     preset: str = "aft-v1",
     template: str | None = None,
     id_field: str = "id",
-    max_concurrency: int = 4,
+    max_concurrency: int = DEFAULT_CONCURRENCY,
     progress: bool = True,
 ) -> dict[str, int]:
     """Samples ``k`` proposals per prompt and writes AFT rows to ``out_path`` (JSONL).

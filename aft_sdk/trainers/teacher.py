@@ -14,7 +14,7 @@ from aft_sdk.backends.base import Backend
 from aft_sdk.backends.factory import BackendLike, make_backend
 from aft_sdk.config import SamplingConfig
 from aft_sdk.prompts import get_template
-from aft_sdk.runner import RunItem
+from aft_sdk.runner import DEFAULT_CONCURRENCY, RunItem
 from aft_sdk.trainers.rows import AftRow, RowError, resumable_rows
 
 
@@ -37,7 +37,7 @@ async def awrite_target(
 async def abuild_teacher_targets(
     rows: Iterable[AftRow], teacher: BackendLike, out_path: str | os.PathLike[str], *,
     preset: str = "aft-v1", template: str | None = None, sampling: SamplingConfig | None = None,
-    max_concurrency: int = 4, progress: bool = True,
+    max_concurrency: int = DEFAULT_CONCURRENCY, progress: bool = True,
 ) -> dict[str, int]:
     """Rewrites each row's target with a teacher model; resumable JSONL output."""
     backend = make_backend(teacher)

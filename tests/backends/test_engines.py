@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from aft_sdk import EmbeddedBackend, Generation, OpenAIBackend, SamplingConfig
+from aft_sdk import BadRequestError, EmbeddedBackend, Generation, OpenAIBackend, SamplingConfig
 
 pytestmark = pytest.mark.slow
 
@@ -107,13 +107,64 @@ async def test_vllm_backend_native_n_with_usage(vllm_backend) -> None:
     assert gens[0].prompt_tokens > 10 and gens[1].prompt_tokens == gens[2].prompt_tokens == 0
 
 
-async def test_vllm_backend_batches_concurrent_calls_into_one_engine_call(vllm_backend) -> None:
-    before = vllm_backend.engine_calls
-    results = await asyncio.gather(
-        *(vllm_backend.generate(QUESTION, n=2, sampling=SHORT) for _ in range(4))
-    )
-    assert [len(r) for r in results] == [2, 2, 2, 2]
-    assert vllm_backend.engine_calls == before + 1
+async def test_vllm_requests_join_the_running_batch(vllm_backend) -> None:
+    # A short request sent while a long one runs finishes first: no head-of-line wait.
+    done: list[str] = []
+
+    story = [{"role": "user", "content": "Write a long story about a dragon and a city."}]
+
+    async def run(name: str, tokens: int) -> None:
+        await vllm_backend.generate(story, sampling=SamplingConfig(
+            max_tokens=tokens, temperature=0.8, seed=1))
+        done.append(name)
+
+    long = asyncio.create_task(run("long", 160))
+    await asyncio.sleep(0.3)
+    await run("short", 4)
+    await long
+    assert done == ["short", "long"]
+
+
+async def test_an_overlong_prompt_fails_alone(vllm_backend) -> None:
+    too_long = [{"role": "user", "content": "word " * 1500}]
+    ok1, bad, ok2 = await asyncio.gather(
+        vllm_backend.generate(QUESTION, sampling=SHORT),
+        vllm_backend.generate(too_long, sampling=SHORT),
+        vllm_backend.generate(QUESTION, n=2, sampling=SHORT),
+        return_exceptions=True)
+    check(ok1, 1)
+    check(ok2, 2)
+    assert isinstance(bad, BadRequestError)
+    assert "holds 1024 in all" in str(bad) and "the prompt has 15" in str(bad)
+
+
+async def test_vllm_streams_tokens_before_the_final_generation(vllm_backend) -> None:
+    seen = []
+    async for piece in vllm_backend.stream(QUESTION, sampling=SHORT):
+        seen.append(piece)
+    texts, final = seen[:-1], seen[-1]
+    assert isinstance(final, Generation) and len(texts) > 3
+    # One piece per token, and the end-of-text token is counted without text.
+    assert "".join(texts) == final.text and final.completion_tokens in (len(texts), len(texts) + 1)
+
+
+async def test_base_and_adapter_share_one_engine_in_one_graph(vllm_pair) -> None:
+    from aft_sdk import AggregateGraph
+
+    base, adapter = vllm_pair
+    assert adapter.engine is base.engine and adapter.label.endswith("+lora:random-adapter")
+    same = SamplingConfig(max_tokens=32, temperature=1.0, seed=11)
+    story = [{"role": "user", "content": "Tell me a story about a fox."}]
+    plain, = await base.generate(story, sampling=same)
+    tuned, = await adapter.generate(story, sampling=same)
+    assert plain.text != tuned.text  # same seed, different weights: the adapter applies
+    graph = AggregateGraph(base, adapter, width=2, depth=1, proposer_sampling=same,
+                           aggregator_sampling=same)
+    result = await graph.ainvoke("Name a colour.")
+    assert {r.backend for r in result.layers[0].outputs} == {base.label}
+    assert result.layers[1].outputs[0].backend == adapter.label
+    engine = base.engine
+    assert set(await engine.call(engine.llm.list_loras())) == {1}  # asked of the engine
 
 
 async def test_vllm_server_honours_n(vllm_server) -> None:

@@ -17,7 +17,7 @@ async def test_mixed_proposers_with_a_vllm_aggregator(llama_server, vllm_server,
         proposer_sampling={"max_tokens": 24, "seed": 11},
         aggregator_sampling={"max_tokens": 32, "seed": 12},
     )
-    calls_before = vllm_backend.engine_calls
+    calls_before = vllm_backend.engine.requests
     result = await graph.ainvoke("Name two fruits that are red. Answer briefly.")
     assert result.usage.generations == 4 * 2 + 1 and result.answer.strip()
     writers = [r.backend for r in result.layers[0].outputs]
@@ -27,4 +27,4 @@ async def test_mixed_proposers_with_a_vllm_aggregator(llama_server, vllm_server,
     # The intermediate layer's 4 aggregations share one prompt: one request with n=4.
     assert result.layers[1].outputs[0].prompt_tokens > 0
     assert [r.prompt_tokens for r in result.layers[1].outputs[1:]] == [0, 0, 0]
-    assert vllm_backend.engine_calls == calls_before + 2  # one per aggregation layer
+    assert vllm_backend.engine.requests == calls_before + 2  # one request per aggregation layer
