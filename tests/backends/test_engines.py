@@ -172,3 +172,18 @@ async def test_vllm_server_honours_n(vllm_server) -> None:
     gens = await b.generate(QUESTION, n=3, sampling=SHORT)
     check(gens, 3)
     assert b.native_n is True
+
+
+def test_a_script_without_the_main_guard_is_told_to_add_it(hf_model_dir, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "from aft_sdk import VLLMBackend\n"
+        f"backend = VLLMBackend({str(hf_model_dir)!r}, max_model_len=512, dtype='bfloat16')\n"
+        "print(backend.generate_sync('hi'))\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+    assert r.returncode != 0
+    assert 'if __name__ == "__main__":' in r.stderr
