@@ -1,4 +1,4 @@
-"""The ``aft`` command: ``run``, ``batch``, ``generate``, ``data build``, ``train``, ``eval``,
+"""The ``aft`` command: ``run``, ``batch``, ``generate``, ``data build``, ``train``, ``eval``, ``serve``,
 ``presets``.
 
 With no backend named, everything runs on the embedded SmolLM2 model: no key, no GPU.
