@@ -152,3 +152,15 @@ def test_errored_items_stay_out_of_the_averages_and_are_retried(fault, tmp_path)
     fault.script("p", ["say:The answer is 4."])
     (again,) = evaluate(ExactMatchTask(items), [method], tmp_path, progress=False, plots=False)
     assert (again["items"], again["errors"], again["score"]) == (4, 0, 0.75)
+
+
+def test_an_answer_with_a_line_separator_does_not_break_the_table(fault, tmp_path) -> None:
+    # json.dumps(ensure_ascii=False) leaves U+2028 raw; str.splitlines would cut there.
+    fault.script("p", ["say:The answer is 4.\u2028(checked)"])
+    p = OpenAIBackend("p", base_url=fault.base_url, max_retries=0)
+    (row,) = evaluate(ExactMatchTask([ITEM]), [parse_method("single", proposers=p)], tmp_path,
+                      progress=False, plots=False)
+    assert (row["items"], row["score"]) == (1, 1.0)
+    (again,) = evaluate(ExactMatchTask([ITEM]), [parse_method("single", proposers=p)], tmp_path,
+                        progress=False, plots=False)
+    assert again == row and fault.count() == 1
