@@ -60,6 +60,9 @@ async def arun_batch(
     errors_path: str | os.PathLike[str] | None = None,
     max_concurrency: int = DEFAULT_CONCURRENCY,
     progress: bool = True,
+    executor: str = "local",
+    workers: int = 2,
+    ray_address: str | None = None,
 ) -> RunSummary:
     """Runs ``graph`` (an :class:`~aft_sdk.graphs.AggregateGraph`) over a JSONL file.
 
@@ -68,8 +71,13 @@ async def arun_batch(
         input_path: JSONL input (see the module docstring for the row format).
         output_path: JSONL output; appended to, one ``{"id", "answer", "result"}`` per row.
         errors_path: Where bad rows and failed runs go; default ``OUTPUT.errors.jsonl``.
-        max_concurrency: Rows in flight at once.
-        progress: Show a progress bar on stderr.
+        max_concurrency: Rows in flight at once (in all, over every worker).
+        progress: Show a progress bar on stderr (rows done, failed, tokens so far).
+        executor: ``local`` (this process) or ``ray``: the graph runs in ``workers`` Ray
+            actors built from its config (``graph.source``), keys from the workers'
+            environment; this process reads, writes and resumes exactly as locally.
+        workers: Ray actors to start (``executor="ray"``).
+        ray_address: A Ray cluster (default ``RAY_ADDRESS``, else a local cluster).
     """
     src = Path(input_path)
     if not src.is_file():
@@ -81,13 +89,28 @@ async def arun_batch(
         else:
             items.append(RunItem(row_id, messages, {"line": line_no}))
 
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
+    pool = None
+    if executor == "ray":
+        from aft_sdk.scale import RayGraphPool, graph_source
+
+        pool = RayGraphPool(graph_source(graph), workers=workers, address=ray_address)
+
     async def work(item: RunItem) -> dict[str, Any]:
+        if pool is not None:
+            return await pool.run(item.payload)
         result = await graph.ainvoke(item.payload)
         return {"answer": result.answer, "result": result.model_dump(mode="json")}
 
-    return await run_resumable(items, work, output_path, errors_path=errors_path, bad=bad,
-                               max_concurrency=max_concurrency, desc="aft batch",
-                               progress=progress)
+    try:
+        return await run_resumable(
+            items, work, output_path, errors_path=errors_path, bad=bad,
+            max_concurrency=max_concurrency, desc="aft batch", progress=progress,
+            tokens_of=lambda row: row["result"]["usage"]["total_tokens"])
+    finally:
+        if pool is not None:
+            pool.close()
 
 
 def run_batch(graph: Any, input_path: str | os.PathLike[str], output_path: str | os.PathLike[str],

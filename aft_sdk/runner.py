@@ -84,6 +84,7 @@ async def run_resumable(
     max_concurrency: int = DEFAULT_CONCURRENCY,
     desc: str = "aft",
     progress: bool = True,
+    tokens_of: Callable[[dict[str, Any]], int] | None = None,
 ) -> RunSummary:
     """Runs ``work`` on every item whose id is not yet in ``output_path``.
 
@@ -99,6 +100,7 @@ async def run_resumable(
         max_concurrency: Items in flight at once.
         desc: Progress bar label.
         progress: Show a progress bar on stderr.
+        tokens_of: Tokens a row cost, summed into the bar (``tokens`` so far).
 
     Raises:
         ConfigError: Bad ``max_concurrency``, a foreign output file, or another run in
@@ -117,7 +119,7 @@ async def run_resumable(
             )
         _active.add(out)
     try:
-        return await _run(items, work, out, err, bad, max_concurrency, desc, progress)
+        return await _run(items, work, out, err, bad, max_concurrency, desc, progress, tokens_of)
     finally:
         with _active_lock:
             _active.discard(out)
@@ -126,7 +128,7 @@ async def run_resumable(
 async def _run(
     items: Sequence[RunItem], work: Callable[[RunItem], Awaitable[dict[str, Any]]],
     out: Path, err: Path, bad: Sequence[dict[str, Any]], max_concurrency: int, desc: str,
-    progress: bool,
+    progress: bool, tokens_of: Callable[[dict[str, Any]], int] | None,
 ) -> RunSummary:
     done = read_ids(out)
     err.write_text("")
@@ -150,8 +152,10 @@ async def _run(
     bar = tqdm(total=summary.total, initial=summary.total - len(todo), desc=desc, unit="row",
                disable=not progress)
     sem = asyncio.Semaphore(max_concurrency)
+    tokens = 0
 
     async def one(item: RunItem) -> None:
+        nonlocal tokens
         async with sem:
             try:
                 row = await work(item)
@@ -159,10 +163,12 @@ async def _run(
                 append_jsonl(err, {"id": item.id, **item.info,
                                    "error": f"{type(e).__name__}: {e}"})
                 summary.failed += 1
-                bar.set_postfix(failed=summary.failed, refresh=False)
             else:
                 append_jsonl(out, {"id": item.id, **row})
                 summary.written += 1
+                tokens += tokens_of(row) if tokens_of else 0
+            bar.set_postfix(failed=summary.failed, **({"tokens": tokens} if tokens_of else {}),
+                            refresh=False)
             bar.update(1)
 
     try:

@@ -13,7 +13,7 @@ LAYERS = {
     "aio": 0, "redact": 0, "runner": 0, "_lazy": 0,
     "backends": 1,
     "graphs": 2,
-    "batch": 3, "trainers": 3, "eval": 3,
+    "batch": 3, "trainers": 3, "eval": 3, "scale": 3,
     "serve": 4, "integrations": 4,
     "cli": 5, "testing": 5,
 }

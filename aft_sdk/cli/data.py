@@ -48,6 +48,10 @@ def register(sub: Any) -> None:
                    help="add this many plain SFT rows per AFT row (off-policy/traces)")
     b.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="rows in flight")
     b.add_argument("--no-progress", action="store_true")
+    b.add_argument("--ray", action="store_true",
+                   help="on-policy: sample proposals in Ray actors (pip install 'aft-sdk[ray]')")
+    b.add_argument("--workers", type=int, default=2, help="Ray actors with --ray")
+    b.add_argument("--ray-address", help="Ray cluster to join (default RAY_ADDRESS or local)")
     b.set_defaults(func=cmd_data_build)
 
 
@@ -60,6 +64,9 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
     if args.target == "teacher" and not args.teacher:
         raise ConfigError("--target teacher needs --teacher SPEC")
+    if args.ray and args.mode != "on-policy":
+        raise ConfigError("--ray applies to on-policy builds, the only mode that samples "
+                          "from models in bulk")
     counter = RowCounter()
     if args.mode == "traces":
         rows = list(trainers.trace_rows(args.source))
@@ -83,7 +90,8 @@ def cmd_data_build(args: argparse.Namespace) -> int:
             reference_field=None if args.target == "teacher" else args.reference_field,
             teacher=args.teacher if args.target == "teacher" else None,
             id_field=args.id_field, max_concurrency=args.concurrency,
-            progress=not args.no_progress,
+            progress=not args.no_progress, executor="ray" if args.ray else "local",
+            workers=args.workers, ray_address=args.ray_address,
         ))
         print(f"{stats['written']} rows written, {stats['skipped']} already there, "
               f"{stats['failed']} failed -> {args.output}", file=sys.stderr)

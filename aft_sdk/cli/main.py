@@ -45,7 +45,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     graph = build_graph(args)
     s = run_batch(graph, args.input, args.output, errors_path=args.errors,
-                  max_concurrency=args.concurrency, progress=not args.no_progress)
+                  max_concurrency=args.concurrency, progress=not args.no_progress,
+                  executor="ray" if args.ray else "local", workers=args.workers,
+                  ray_address=args.ray_address)
     print(
         f"{s.written} written, {s.skipped} already done, {s.failed} failed, "
         f"{s.bad_rows} bad rows (of {s.total}); errors: {s.errors_path}",
@@ -105,6 +107,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                    help=f"rows in flight (default {DEFAULT_CONCURRENCY})")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--ray", action="store_true",
+                   help="run the graphs in Ray actors (pip install 'aft-sdk[ray]')")
+    p.add_argument("--workers", type=int, default=2, help="Ray actors with --ray (default 2)")
+    p.add_argument("--ray-address", help="Ray cluster to join (default RAY_ADDRESS or local)")
     add_graph_args(p)
     p.set_defaults(func=cmd_batch)
 

@@ -15,7 +15,7 @@ from aft_sdk.backends.factory import BackendLike
 from aft_sdk.config import GraphConfig, SamplingConfig, load_yaml, validate
 from aft_sdk.errors import AftError, ConfigError, GraphTimeoutError
 from aft_sdk.graphs.topology import compile_graph
-from aft_sdk.graphs.plan import build_plan
+from aft_sdk.graphs.plan import build_plan, config_with
 from aft_sdk.graphs.trace import AggregateResult, build_result
 from aft_sdk.runner import DEFAULT_CONCURRENCY
 
@@ -113,6 +113,9 @@ class AggregateGraph:
                           {k: v.get("backends") for k, v in overrides.items()})
         self.graph = compile_graph(self.plan, checkpointer)
         """The compiled LangGraph graph, for checkpointers, subgraphs and drawing."""
+        self.source: GraphConfig | None = None
+        """The whole graph as data when it was built from one (``from_config``), so it can
+        be rebuilt elsewhere (Ray workers); ``None`` when it holds live backend objects."""
 
     @classmethod
     def from_config(
@@ -137,7 +140,9 @@ class AggregateGraph:
             for k, v in config.layers.items()
         }
         args.update(kwargs)
-        return cls(**args)
+        graph = cls(**args)
+        graph.source = config_with(config, kwargs)
+        return graph
 
     @property
     def width(self) -> int:

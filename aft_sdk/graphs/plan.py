@@ -10,10 +10,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from aft_sdk.backends.base import Backend, Message
-from aft_sdk.backends.factory import default_backend, make_backend
+from aft_sdk.backends.factory import default_backend, make_backend, parse_spec
 from aft_sdk.budget import fit_proposals
-from aft_sdk.config import GraphConfig, SamplingConfig
+from aft_sdk.config import GraphConfig, SamplingConfig, validate
 from aft_sdk.errors import ConfigError
 from aft_sdk.prompts import PromptTemplate, get_template, shuffled_order
 
@@ -138,3 +140,23 @@ def build_plan(cfg: GraphConfig, proposers: Any, aggregator: Any,
         deadline_s=cfg.deadline_s,
         layer_timeout_s=cfg.layer_timeout_s,
     )
+
+
+def config_with(config: GraphConfig, overrides: Mapping[str, Any]) -> GraphConfig | None:
+    """``config`` with ``overrides`` folded in, or ``None`` if they hold live objects."""
+    data = config.model_dump()
+    for name, value in overrides.items():
+        if name not in GraphConfig.model_fields:
+            continue  # checkpointer and the like: not part of the graph's shape
+        if name in ("proposers", "aggregator") and value is not None:
+            items = value if isinstance(value, (list, tuple)) else [value]
+            if not all(isinstance(v, (str, BaseModel)) for v in items):
+                return None
+            value = [parse_spec(v) if isinstance(v, str) else v for v in items]
+        elif name == "layers" and value and any(
+                (v or {}).get("backends") and not all(isinstance(b, (str, BaseModel))
+                                                      for b in v["backends"])
+                for v in value.values()):
+            return None
+        data[name] = value
+    return validate(GraphConfig, data, source="graph config")

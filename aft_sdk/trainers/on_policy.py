@@ -34,6 +34,9 @@ async def abuild_on_policy(
     id_field: str = "id",
     max_concurrency: int = DEFAULT_CONCURRENCY,
     progress: bool = True,
+    executor: str = "local",
+    workers: int = 2,
+    ray_address: str | None = None,
 ) -> dict[str, int]:
     """Samples ``k`` proposals per prompt and writes AFT rows to ``out_path`` (JSONL).
 
@@ -41,16 +44,33 @@ async def abuild_on_policy(
     the teacher from the proposals. Proposals are sampled through the graph's propose
     step (``AggregateGraph(depth=0)``), so failures are tolerated per slot and usage is
     kept in each row's ``meta``. Resumable: ids already in ``out_path`` are skipped.
+    With ``executor="ray"`` the proposals are sampled in ``workers`` Ray actors (the
+    proposers must be specs or configs; keys come from the workers' environment); the
+    teacher, if any, and all writing stay on this process.
 
     Returns:
         Counts: ``written``, ``skipped`` (already there), ``failed`` (see the
         ``.errors.jsonl`` beside the output).
     """
-    from aft_sdk.graphs import AggregateGraph
+    from aft_sdk.graphs import AggregateGraph, AggregateResult
 
     if teacher is None and not reference_field:
         raise ConfigError("give reference_field (targets from the data) or teacher= a backend")
     graph = AggregateGraph(proposers, width=k, depth=0, proposer_sampling=sampling)
+    pool = None
+    if executor == "ray":
+        from aft_sdk.graphs.plan import config_with
+        from aft_sdk.scale import RayGraphPool, graph_source
+
+        graph.source = config_with(graph.config, {"proposers": proposers})
+        pool = RayGraphPool(graph_source(graph), workers=workers, address=ray_address)
+    elif executor != "local":
+        raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
+
+    async def propose(messages: list[dict[str, str]]) -> AggregateResult:
+        if pool is None:
+            return await graph.ainvoke(messages)
+        return AggregateResult.model_validate((await pool.run(messages))["result"])
     teacher_backend = make_backend(teacher) if teacher is not None else None
     items = []
     for i, record in enumerate(prompts):
@@ -63,7 +83,7 @@ async def abuild_on_policy(
 
     async def work(item: RunItem) -> AftRow:
         messages, ref = item.payload
-        result = await graph.ainvoke(messages)
+        result = await propose(messages)
         proposals = [p for p in result.proposals if p.strip()]
         empty = len(result.proposals) - len(proposals)
         if not proposals:
@@ -82,5 +102,9 @@ async def abuild_on_policy(
                                         sampling=teacher_sampling)
         return row
 
-    return await resumable_rows(items, out_path, work, max_concurrency=max_concurrency,
-                            desc="on-policy rows", progress=progress)
+    try:
+        return await resumable_rows(items, out_path, work, max_concurrency=max_concurrency,
+                                    desc="on-policy rows", progress=progress)
+    finally:
+        if pool is not None:
+            pool.close()

@@ -1,0 +1,124 @@
+"""Scale out on Ray: graphs run in Ray actors, the driver keeps one resumable output.
+
+Each actor builds its graph from a :class:`~aft_sdk.config.GraphConfig` (plain data, no
+backend objects, no keys), so backends and their API keys come from the workers' own
+environment (``runtime_env={"env_vars": ...}`` or the cluster's). The driver reads the
+rows, hands them to the actors, and writes every result and error itself through the
+shared runner: the same JSONL, ids and error file as a single-process run, with resume
+that survives a killed driver and progress on the driver.
+
+``ray`` is an optional extra: ``pip install 'aft-sdk[ray]'``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+from aft_sdk import errors
+from aft_sdk.config import GraphConfig, load_yaml
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or a :class:`ConfigError` that says how to install it."""
+    try:
+        import ray
+    except ImportError as e:
+        raise errors.ConfigError(
+            "running on Ray needs the ray extra: pip install 'aft-sdk[ray]'") from e
+    return ray
+
+
+def portable_config(config: GraphConfig | str | os.PathLike[str]) -> GraphConfig:
+    """A config that may travel to workers: backends as configs, keys only by name.
+
+    Raises:
+        ConfigError: A backend holds a literal ``api_key`` (name its variable with
+            ``api_key_env`` and set it in the workers' environment instead).
+    """
+    cfg = load_yaml(config, GraphConfig) if isinstance(config, (str, os.PathLike)) else config
+    backends = [*cfg.proposers, *cfg.aggregator,
+                *(b for layer in cfg.layers.values() for b in (layer.backends or []))]
+    if any(getattr(b, "api_key", None) is not None for b in backends):
+        raise errors.ConfigError(
+            "a backend in this graph config holds an api_key; keys never travel to Ray "
+            "workers: use api_key_env=VAR and set VAR in the workers' environment "
+            "(ray.init(runtime_env={'env_vars': {...}}) or the cluster's)")
+    return cfg
+
+
+class _GraphActor:
+    """One graph inside a Ray worker (an async actor: many rows at once)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        from aft_sdk.graphs import AggregateGraph
+
+        self.graph = AggregateGraph.from_config(config)
+
+    async def run(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        try:
+            result = await self.graph.ainvoke(messages)
+        except errors.AftError as e:  # handed back as data, raised again on the driver
+            return {"error_type": type(e).__name__, "error": str(e)}
+        return {"answer": result.answer, "result": result.model_dump(mode="json")}
+
+
+class RayGraphPool:
+    """Ray actors that each run a graph built from ``config``.
+
+    Args:
+        config: The graph config (or a YAML path); see :func:`portable_config`.
+        workers: Actors to start.
+        address: A Ray cluster address (default: ``RAY_ADDRESS``, else a local cluster).
+        num_gpus: GPUs per actor (a local vLLM engine inside; API backends need none).
+    """
+
+    def __init__(self, config: GraphConfig | str | os.PathLike[str], *, workers: int = 2,
+                 address: str | None = None, num_gpus: float = 0) -> None:
+        if workers < 1:
+            raise errors.ConfigError(f"workers must be >= 1, got {workers}")
+        ray = import_ray()
+        data = portable_config(config).model_dump(mode="json")
+        if not ray.is_initialized():
+            ray.init(address=address or os.environ.get("RAY_ADDRESS"),
+                     include_dashboard=False, ignore_reinit_error=True,
+                     log_to_driver=False)
+        actor = ray.remote(num_cpus=0, num_gpus=num_gpus)(_GraphActor)
+        self.actors = [actor.remote(data) for _ in range(workers)]
+        self._turn = itertools.cycle(self.actors)
+
+    async def run(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """Runs one row on the next actor; an error there is raised here, same type."""
+        out = await next(self._turn).run.remote(messages)
+        if "error" in out:
+            raise remote_error(out["error_type"], out["error"])
+        return out
+
+    def close(self) -> None:
+        """Stops the actors (the cluster stays up)."""
+        ray = import_ray()
+        for a in self.actors:
+            ray.kill(a)
+
+
+def remote_error(kind: str, message: str) -> errors.AftError:
+    """The driver-side error for a worker's: same class name and message, so the error
+    file reads exactly as in a single-process run."""
+    cls = getattr(errors, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.AftError)):
+        cls = errors.AftError
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    return err
+
+
+def graph_source(graph: Any) -> GraphConfig | Path:
+    """The config a graph was built from, or a clear error if it holds live backends."""
+    source = getattr(graph, "source", None)
+    if source is None:
+        raise errors.ConfigError(
+            "running on Ray needs a graph built from a config (AggregateGraph.from_config, "
+            "or aft batch --config / --proposer specs): backends are built inside the workers")
+    return source
