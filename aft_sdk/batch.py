@@ -63,6 +63,7 @@ async def arun_batch(
     executor: str = "local",
     workers: int = 2,
     ray_address: str | None = None,
+    ray_gpus: float = 0,
 ) -> RunSummary:
     """Runs ``graph`` (an :class:`~aft_sdk.graphs.AggregateGraph`) over a JSONL file.
 
@@ -78,6 +79,7 @@ async def arun_batch(
             environment; this process reads, writes and resumes exactly as locally.
         workers: Ray actors to start (``executor="ray"``).
         ray_address: A Ray cluster (default ``RAY_ADDRESS``, else a local cluster).
+        ray_gpus: GPUs each actor asks for (a local vLLM engine inside it).
     """
     src = Path(input_path)
     if not src.is_file():
@@ -95,7 +97,8 @@ async def arun_batch(
     if executor == "ray":
         from aft_sdk.scale import RayGraphPool, graph_source
 
-        pool = RayGraphPool(graph_source(graph), workers=workers, address=ray_address)
+        pool = RayGraphPool(graph_source(graph), workers=workers, address=ray_address,
+                            num_gpus=ray_gpus)
 
     async def work(item: RunItem) -> dict[str, Any]:
         if pool is not None:

@@ -85,6 +85,12 @@ class RayGraphPool:
             ray.init(address=address or os.environ.get("RAY_ADDRESS"),
                      include_dashboard=False, ignore_reinit_error=True,
                      log_to_driver=False)
+        have = ray.cluster_resources().get("GPU", 0)
+        if num_gpus and have < num_gpus:
+            raise errors.ConfigError(
+                f"each actor asks for {num_gpus} GPU but the Ray cluster has {have:g}: join a "
+                "cluster with GPU nodes (ray_address / RAY_ADDRESS), or use ray_gpus=0 for "
+                "API backends (Ray would otherwise wait for GPUs forever)")
         actor = ray.remote(num_cpus=0, num_gpus=num_gpus)(_GraphActor)
         self.actors = [actor.remote(data) for _ in range(workers)]
         self._turn = itertools.cycle(self.actors)

@@ -103,6 +103,14 @@ def test_bad_rows_go_to_the_error_file_with_their_line(cluster, fault, tmp_path)
     assert sorted(e["line"] for e in errors) == [4, 8]
 
 
+def test_asking_for_gpus_the_cluster_lacks_fails_instead_of_waiting(cluster, fault,
+                                                                     tmp_path) -> None:
+    graph = AggregateGraph.from_config(config(tmp_path, fault.base_url))
+    with pytest.raises(ConfigError, match="asks for 1 GPU but the Ray cluster has 0"):
+        run_batch(graph, rows_file(tmp_path, 2), tmp_path / "o.jsonl", executor="ray",
+                  ray_gpus=1)
+
+
 def test_keys_never_travel_to_workers(fault, tmp_path) -> None:
     path = tmp_path / "keyed.yaml"
     path.write_text(f"proposers:\n  - {{type: openai, model: p, base_url: '{fault.base_url}', "

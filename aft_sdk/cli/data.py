@@ -52,6 +52,7 @@ def register(sub: Any) -> None:
                    help="on-policy: sample proposals in Ray actors (pip install 'aft-sdk[ray]')")
     b.add_argument("--workers", type=int, default=2, help="Ray actors with --ray")
     b.add_argument("--ray-address", help="Ray cluster to join (default RAY_ADDRESS or local)")
+    b.add_argument("--ray-gpus", type=float, default=0, help="GPUs per Ray actor (default 0)")
     b.set_defaults(func=cmd_data_build)
 
 
@@ -91,7 +92,7 @@ def cmd_data_build(args: argparse.Namespace) -> int:
             teacher=args.teacher if args.target == "teacher" else None,
             id_field=args.id_field, max_concurrency=args.concurrency,
             progress=not args.no_progress, executor="ray" if args.ray else "local",
-            workers=args.workers, ray_address=args.ray_address,
+            workers=args.workers, ray_address=args.ray_address, ray_gpus=args.ray_gpus,
         ))
         print(f"{stats['written']} rows written, {stats['skipped']} already there, "
               f"{stats['failed']} failed -> {args.output}", file=sys.stderr)

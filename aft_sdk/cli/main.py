@@ -47,7 +47,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     s = run_batch(graph, args.input, args.output, errors_path=args.errors,
                   max_concurrency=args.concurrency, progress=not args.no_progress,
                   executor="ray" if args.ray else "local", workers=args.workers,
-                  ray_address=args.ray_address)
+                  ray_address=args.ray_address, ray_gpus=args.ray_gpus)
     print(
         f"{s.written} written, {s.skipped} already done, {s.failed} failed, "
         f"{s.bad_rows} bad rows (of {s.total}); errors: {s.errors_path}",
@@ -111,6 +111,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="run the graphs in Ray actors (pip install 'aft-sdk[ray]')")
     p.add_argument("--workers", type=int, default=2, help="Ray actors with --ray (default 2)")
     p.add_argument("--ray-address", help="Ray cluster to join (default RAY_ADDRESS or local)")
+    p.add_argument("--ray-gpus", type=float, default=0,
+                   help="GPUs per Ray actor, for a local vLLM engine inside it (default 0)")
     add_graph_args(p)
     p.set_defaults(func=cmd_batch)
 

@@ -37,6 +37,7 @@ async def abuild_on_policy(
     executor: str = "local",
     workers: int = 2,
     ray_address: str | None = None,
+    ray_gpus: float = 0,
 ) -> dict[str, int]:
     """Samples ``k`` proposals per prompt and writes AFT rows to ``out_path`` (JSONL).
 
@@ -63,7 +64,8 @@ async def abuild_on_policy(
         from aft_sdk.scale import RayGraphPool, graph_source
 
         graph.source = config_with(graph.config, {"proposers": proposers})
-        pool = RayGraphPool(graph_source(graph), workers=workers, address=ray_address)
+        pool = RayGraphPool(graph_source(graph), workers=workers, address=ray_address,
+                            num_gpus=ray_gpus)
     elif executor != "local":
         raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
 
