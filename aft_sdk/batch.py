@@ -91,14 +91,9 @@ async def arun_batch(
         else:
             items.append(RunItem(row_id, messages, {"line": line_no}))
 
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
-    pool = None
-    if executor == "ray":
-        from aft_sdk.scale import RayGraphPool, graph_source
+    from aft_sdk.scale import pool_for
 
-        pool = RayGraphPool(graph_source(graph), workers=workers, address=ray_address,
-                            num_gpus=ray_gpus)
+    pool = pool_for(graph, executor, workers=workers, address=ray_address, num_gpus=ray_gpus)
 
     async def work(item: RunItem) -> dict[str, Any]:
         if pool is not None:

@@ -120,6 +120,21 @@ def remote_error(kind: str, message: str) -> errors.AftError:
     return err
 
 
+def pool_for(graph: Any, executor: str, *, workers: int, address: str | None,
+             num_gpus: float) -> RayGraphPool | None:
+    """The Ray actors for ``executor="ray"``, ``None`` for ``"local"``.
+
+    Raises:
+        ConfigError: Another executor name, or a graph that holds live backends.
+    """
+    if executor == "local":
+        return None
+    if executor != "ray":
+        raise errors.ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
+    return RayGraphPool(graph_source(graph), workers=workers, address=address,
+                        num_gpus=num_gpus)
+
+
 def graph_source(graph: Any) -> GraphConfig | Path:
     """The config a graph was built from, or a clear error if it holds live backends."""
     source = getattr(graph, "source", None)

@@ -113,9 +113,10 @@ class AggregateGraph:
                           {k: v.get("backends") for k, v in overrides.items()})
         self.graph = compile_graph(self.plan, checkpointer)
         """The compiled LangGraph graph, for checkpointers, subgraphs and drawing."""
-        self.source: GraphConfig | None = None
-        """The whole graph as data when it was built from one (``from_config``), so it can
-        be rebuilt elsewhere (Ray workers); ``None`` when it holds live backend objects."""
+        self.source: GraphConfig | None = config_with(
+            self.config, {"proposers": proposers, "aggregator": aggregator, "layers": layers})
+        """The whole graph as data when its backends are specs or configs, so it can be
+        rebuilt elsewhere (Ray workers); ``None`` when it holds live backend objects."""
 
     @classmethod
     def from_config(
@@ -140,9 +141,7 @@ class AggregateGraph:
             for k, v in config.layers.items()
         }
         args.update(kwargs)
-        graph = cls(**args)
-        graph.source = config_with(config, kwargs)
-        return graph
+        return cls(**args)
 
     @property
     def width(self) -> int:

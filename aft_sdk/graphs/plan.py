@@ -146,8 +146,8 @@ def config_with(config: GraphConfig, overrides: Mapping[str, Any]) -> GraphConfi
     """``config`` with ``overrides`` folded in, or ``None`` if they hold live objects."""
     data = config.model_dump()
     for name, value in overrides.items():
-        if name not in GraphConfig.model_fields:
-            continue  # checkpointer and the like: not part of the graph's shape
+        if name not in GraphConfig.model_fields or value is None:
+            continue  # checkpointer and the like, or a default: nothing to fold in
         if name in ("proposers", "aggregator") and value is not None:
             items = value if isinstance(value, (list, tuple)) else [value]
             if not all(isinstance(v, (str, BaseModel)) for v in items):

@@ -58,16 +58,9 @@ async def abuild_on_policy(
     if teacher is None and not reference_field:
         raise ConfigError("give reference_field (targets from the data) or teacher= a backend")
     graph = AggregateGraph(proposers, width=k, depth=0, proposer_sampling=sampling)
-    pool = None
-    if executor == "ray":
-        from aft_sdk.graphs.plan import config_with
-        from aft_sdk.scale import RayGraphPool, graph_source
+    from aft_sdk.scale import pool_for
 
-        graph.source = config_with(graph.config, {"proposers": proposers})
-        pool = RayGraphPool(graph_source(graph), workers=workers, address=ray_address,
-                            num_gpus=ray_gpus)
-    elif executor != "local":
-        raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
+    pool = pool_for(graph, executor, workers=workers, address=ray_address, num_gpus=ray_gpus)
 
     async def propose(messages: list[dict[str, str]]) -> AggregateResult:
         if pool is None:
