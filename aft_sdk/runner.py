@@ -111,6 +111,7 @@ async def run_resumable(
     out = Path(output_path).resolve()
     err = Path(errors_path) if errors_path else default_errors_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    out.touch()  # the output exists even when every item fails
     with _active_lock:
         if out in _active:
             raise ConfigError(

@@ -24,13 +24,13 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 
 from aft_sdk import EmbeddedBackend, SamplingConfig, VLLMBackend
 from aft_sdk.backends.embedded_backend import bundled_model_path
 from aft_sdk.eval import ExactMatchTask, Method, evaluate, format_table
 from aft_sdk.eval.synthetic import arithmetic_problems, split
+from aft_sdk.timing import Stages
 from aft_sdk.trainers import AggregatorConfig, AggregatorTrainer, abuild_on_policy, export_gguf_to_hf
 
 FULL = dict(train=160, test=60, k=4, epochs=2, max_steps=-1, proposal_tokens=64)
@@ -51,19 +51,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def stage(name: str, timings: dict[str, float]):
-    class _Timer:
-        def __enter__(self):
-            print(f"== {name}", flush=True)
-            self.t0 = time.perf_counter()
-
-        def __exit__(self, *exc):
-            timings[name] = round(time.perf_counter() - self.t0, 1)
-            print(f"   {name}: {timings[name]}s", flush=True)
-
-    return _Timer()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     size = dict(REDUCED if args.reduced else FULL)
@@ -71,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     work = Path(args.work or (out / "work" if args.reduced else "runs/cpu_end_to_end"))
     (out / "data").mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    stage = Stages()
+    timings = stage.timings
     k = size["k"]
 
-    with stage("1. generate problems", timings):
+    with stage("1. generate problems"):
         items = arithmetic_problems(size["train"] + size["test"], seed=args.seed)
         train, test = split(items, size["test"])
         task = ExactMatchTask(test)
@@ -85,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     proposer = EmbeddedBackend()
     sampling = SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=size["proposal_tokens"],
                               seed=args.seed)
-    with stage("2. build AFT rows on-policy", timings):
+    with stage("2. build AFT rows on-policy"):
         prompts = [{"id": it["id"], "prompt": task.prompt(it), "reference": it["solution"]}
                    for it in train]
         rows_path = out / "data" / "aft_rows.jsonl"
@@ -93,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                                              sampling=sampling, max_concurrency=1))
         print(f"   {stats}")
 
-    with stage("3. train LoRA aggregator", timings):
+    with stage("3. train LoRA aggregator"):
         cfg = AggregatorConfig(
             model_name_or_path="embedded", dataset_path=str(rows_path),
             output_dir=str(work / "aggregator"), use_lora=True, lora_r=16, lora_alpha=32,
@@ -107,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         del trainer
 
-    with stage("4. export the base model for vLLM", timings):
+    with stage("4. export the base model for vLLM"):
         base = work / "base-hf"
         if not (base / "config.json").is_file():
             export_gguf_to_hf(bundled_model_path(), base)
@@ -125,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         Method(f"P&A {k}x1, AFT aggregator", "propose_aggregate", width=k, depth=1,
                proposers=proposer, aggregator=trained, graph_kwargs=common),
     ]
-    with stage("5. evaluate on held-out problems", timings):
+    with stage("5. evaluate on held-out problems"):
         table = evaluate(task, methods, out / "eval", max_concurrency=1)
     untrained.shutdown()  # the engine both share
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
-RECIPES = ["cpu_end_to_end", "scaling_sweep", "mixed_api_local", "reproduce_paper"]
+RECIPES = ["cpu_end_to_end", "sft_vs_aft", "scaling_sweep", "mixed_api_local", "reproduce_paper"]
 
 
 def run(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -76,6 +76,39 @@ def test_cpu_end_to_end_reduced(tmp_path: Path, gguf_path) -> None:
     assert (tmp_path / "eval" / "quality_vs_tokens.png").is_file()
     rows = (tmp_path / "data" / "aft_rows.jsonl").read_text().splitlines()
     assert len(rows) == 8 and all(len(json.loads(x)["proposals"]) == 2 for x in rows)
+
+
+@pytest.mark.slow
+def test_sft_vs_aft_reduced(tmp_path: Path) -> None:
+    pytest.importorskip("vllm")
+    r = run("sft_vs_aft", "--reduced", "--out", str(tmp_path), timeout=1500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["command"] == f"python recipes/sft_vs_aft.py --reduced --out {tmp_path}"
+    names = ["base single", "SFT single", "SFT self-consistency", "SFT P&A", "AFT single",
+             "AFT self-consistency", "AFT P&A", "base + AFT aggregator", "AFT P&A depth 2"]
+    for split in ("in-distribution", "out-of-distribution"):
+        table = summary["tables"][split]
+        assert [row["method"] for row in table] == names
+        assert all(row["items"] == 3 and row["errors"] == 0 for row in table), table
+        # Matched generations: k + 1 = 3 for every multi-sample method at depth 1.
+        assert [row["generations_per_item"] for row in table] == [1, 1, 3, 3, 1, 3, 3, 3, 5]
+        assert all(row["score_low"] <= row["score"] <= row["score_high"] for row in table)
+        comparisons = summary["comparisons"][split]
+        assert [c["comparison"] for c in comparisons][:2] == [
+            "AFT vs SFT, single sample", "AFT vs SFT, propose-and-aggregate"]
+        assert all(c["items"] == 3 and c["low"] <= c["difference"] <= c["high"] for c in comparisons)
+    data = {name: [json.loads(x) for x in (tmp_path / "data" / f"{name}.jsonl").read_text().splitlines()]
+            for name in ("train", "test_id", "test_ood", "aft_rows", "sft_rows")}
+    assert (len(data["train"]), len(data["test_id"]), len(data["test_ood"])) == (8, 3, 3)
+    assert {r["family"] for r in data["test_ood"]} == {"ood"}
+    # SFT and AFT learn from the same questions and the same targets.
+    assert [r["target"] for r in data["sft_rows"]] == [r["target"] for r in data["aft_rows"]]
+    assert all(len(r["proposals"]) == 2 for r in data["aft_rows"])
+    assert all(r["proposals"] == [] and r["kind"] == "sft" for r in data["sft_rows"])
+    assert set(summary["train_losses"]) == {"SFT", "AFT"} and all(summary["train_losses"].values())
+    assert (tmp_path / "quality_vs_tokens.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| AFT P&A |" in (tmp_path / "summary.md").read_text()
 
 
 @pytest.mark.slow

@@ -148,6 +148,11 @@ async def emulate_n(
     ) from failed[0]
 
 
+def is_greedy(sampling: SamplingConfig) -> bool:
+    """Temperature 0: every sample of a prompt is the same text."""
+    return sampling.temperature == 0
+
+
 def check_n(n: int) -> None:
     """Raises :class:`ConfigError` unless ``n`` is a positive int."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:

@@ -20,7 +20,7 @@ import openai
 from openai._constants import DEFAULT_CONNECTION_LIMITS
 
 from aft_sdk import errors
-from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
+from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n, is_greedy
 from aft_sdk.backends.credentials import is_openai_endpoint, resolve_api_key, scrub_ambient_headers
 from aft_sdk.backends.http_errors import map_openai_error
 from aft_sdk.backends.limiter import AdaptiveLimiter, LimitedTransport, httpx
@@ -222,10 +222,14 @@ class OpenAIBackend(Backend):
     async def generate(
         self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None
     ) -> list[Generation]:
-        """Samples exactly ``n`` outputs, emulating ``n`` where the server ignores it."""
+        """Samples exactly ``n`` outputs, emulating ``n`` where the server ignores it.
+
+        Greedy sampling with ``n > 1`` is always sent as ``n`` single calls: servers
+        such as vLLM refuse ``n > 1`` at temperature 0.
+        """
         check_n(n)
         sampling = sampling or self.sampling
-        if n == 1 or (self._n_known and not self.native_n):
+        if n == 1 or is_greedy(sampling) or (self._n_known and not self.native_n):
             return await self._parallel_singles(messages, sampling, n)
         gens = await self._request(messages, sampling, n, sampling.seed)
         if not self._n_known:

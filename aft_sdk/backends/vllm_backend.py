@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aft_sdk import errors
-from aft_sdk.backends.base import Backend, Generation, Message, check_n
+from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n, is_greedy
 from aft_sdk.backends.vllm_engine import VLLMEngine
 from aft_sdk.config import SamplingConfig, VLLMBackendConfig, validate
 
@@ -186,10 +186,22 @@ class VLLMBackend(Backend):
     async def generate(
         self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None
     ) -> list[Generation]:
-        """Samples ``n`` outputs natively; the request joins the engine's running batch."""
+        """Samples ``n`` outputs natively; the request joins the engine's running batch.
+
+        Greedy sampling (temperature 0), which vLLM refuses with ``n > 1``, sends ``n``
+        single requests instead; they share the prompt's prefill through prefix caching.
+        """
         check_n(n)
         sampling = sampling or self.sampling
         ids = await self._prepare(messages)
+        if n > 1 and is_greedy(sampling):
+            async def one(seed: int | None) -> Generation:
+                return (await self._native(ids, sampling, 1))[0]
+
+            return await emulate_n(one, n, seed=None, label=self.label)
+        return await self._native(ids, sampling, n)
+
+    async def _native(self, ids: list[int], sampling: SamplingConfig, n: int) -> list[Generation]:
         t0 = time.perf_counter()
         try:
             out = await self.engine.call(self._last(ids, self._params(sampling, n, stream=False)))

@@ -5,13 +5,16 @@
     methods = [parse_method(s, proposers=p, aggregator=a) for s in ("single", "sc:5", "pa:4x1")]
     table = evaluate(task, methods, "eval_out")
 
-Needs the ``eval`` extra (math-verify, matplotlib).
+Needs the ``eval`` extra (math-verify, matplotlib, scipy). Table rows carry 95% bootstrap
+intervals (``score_low``, ``score_high``); :func:`paired_difference` compares two methods.
 """
 
 from aft_sdk.eval.methods import Method, MethodRun, majority, parse_method
-from aft_sdk.eval.runner import aevaluate, evaluate, format_table, summarise
+from aft_sdk.eval.stats import bootstrap_interval, paired_difference
+from aft_sdk.eval.runner import aevaluate, evaluate, format_table, run_path, summarise
 from aft_sdk.eval.tasks import (
     ExactMatchTask,
+    KeywordTask,
     MultipleChoiceTask,
     PairwiseJudgeTask,
     Score,
@@ -20,16 +23,20 @@ from aft_sdk.eval.tasks import (
 
 __all__ = [
     "ExactMatchTask",
+    "KeywordTask",
     "Method",
     "MethodRun",
     "MultipleChoiceTask",
     "PairwiseJudgeTask",
     "Score",
     "aevaluate",
+    "bootstrap_interval",
     "evaluate",
     "format_table",
     "majority",
+    "paired_difference",
     "parse_method",
     "parse_verdict",
+    "run_path",
     "summarise",
 ]

@@ -67,3 +67,41 @@ def plot_all(table: list[dict[str, Any]], out_dir: Path, title: str = "") -> lis
     paths = [plot_quality_vs_tokens(table, out_dir / "quality_vs_tokens.png", title)]
     width = plot_quality_vs_width(table, out_dir / "quality_vs_width.png", title)
     return [p for p in (*paths, width) if p is not None]
+
+
+def plot_splits(tables: dict[str, list[dict[str, Any]]], path: Path, title: str = "") -> Path:
+    """Score (with its 95% interval) against tokens per item, one panel per split.
+
+    ``tables`` maps a split name (say ``in-distribution``) to its evaluation table; the
+    panels share the y axis so the splits read side by side.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(tables), figsize=(6.2 * len(tables), 4.8), sharey=True,
+                             squeeze=False)
+    kinds = list(dict.fromkeys(r["kind"] for table in tables.values() for r in table))
+    markers = dict(zip(kinds, "osD^v<>"))
+    for ax, (split, table) in zip(axes[0], tables.items()):
+        for kind in kinds:
+            rows = [r for r in table if r["kind"] == kind]
+            if not rows:
+                continue
+            xs, ys = [r["tokens_per_item"] for r in rows], [r["score"] for r in rows]
+            err = [[max(0.0, r["score"] - r.get("score_low", r["score"])) for r in rows],
+                   [max(0.0, r.get("score_high", r["score"]) - r["score"]) for r in rows]]
+            ax.errorbar(xs, ys, yerr=err, fmt=markers[kind], capsize=3, alpha=0.85,
+                        label=kind.replace("_", " "))
+            for r in rows:
+                ax.annotate(r["method"], (r["tokens_per_item"], r["score"]), fontsize=7,
+                            xytext=(4, 2), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_title(split)
+        ax.set_xlabel("tokens per item (from traces, log scale)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("exact match (95% bootstrap interval)")
+    axes[0][0].legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

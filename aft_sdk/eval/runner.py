@@ -20,17 +20,19 @@ from typing import Any
 from aft_sdk.aio import run_sync
 from aft_sdk.errors import ConfigError
 from aft_sdk.eval.methods import Method
+from aft_sdk.eval.stats import bootstrap_interval
 from aft_sdk.jsonl import read_jsonl
 from aft_sdk.runner import DEFAULT_CONCURRENCY, RunItem, run_resumable
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = ["method", "kind", "width", "depth", "items", "score", "tokens_per_item",
-           "generations_per_item", "errors"]
+COLUMNS = ["method", "kind", "width", "depth", "items", "score", "score_low", "score_high",
+           "tokens_per_item", "generations_per_item", "errors"]
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+def run_path(out_dir: str | os.PathLike[str], method: str) -> Path:
+    """Where :func:`aevaluate` writes ``method``'s per-item results under ``out_dir``."""
+    return Path(out_dir) / "runs" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', method)}.jsonl"
 
 
 async def _run_method(task: Any, method: Method, path: Path, max_concurrency: int,
@@ -54,12 +56,17 @@ async def _run_method(task: Any, method: Method, path: Path, max_concurrency: in
 
 
 def summarise(method: Method, rows: list[dict[str, Any]], errors: int = 0) -> dict[str, Any]:
-    """One table row from a method's successful per-item results and its error count."""
+    """One table row from a method's successful per-item results and its error count.
+
+    ``score_low``/``score_high`` bound the score with a 95% bootstrap interval over items.
+    """
     n = len(rows)
+    low, high = bootstrap_interval([r["score"] for r in rows]) if n else (0.0, 0.0)
     return {
         "method": method.name, "kind": method.kind, "width": method.width,
         "depth": method.depth, "items": n,
         "score": round(sum(r["score"] for r in rows) / n, 4) if n else 0.0,
+        "score_low": round(low, 4), "score_high": round(high, 4),
         "tokens_per_item": round(sum(r["tokens"] for r in rows) / n, 1) if n else 0.0,
         "generations_per_item": round(sum(r["generations"] for r in rows) / n, 2) if n else 0.0,
         "errors": errors,
@@ -82,7 +89,7 @@ async def aevaluate(task: Any, methods: list[Method], out_dir: str | os.PathLike
     ids = {str(it["id"]) for it in task.items}
     table = []
     for method in methods:
-        path = out / "runs" / f"{_safe(method.name)}.jsonl"
+        path = run_path(out, method.name)
         errors = await _run_method(task, method, path, max_concurrency, progress)
         rows = [r for r in read_jsonl(path) if r["id"] in ids and "error" not in r]
         table.append(summarise(method, rows, errors))
@@ -106,9 +113,15 @@ def evaluate(task: Any, methods: list[Method], out_dir: str | os.PathLike[str], 
 
 def format_table(table: list[dict[str, Any]]) -> str:
     """The table as aligned text (for terminals and READMEs)."""
-    cols = ["method", "score", "tokens_per_item", "generations_per_item", "errors"]
-    widths = [max(len(c), *(len(str(r[c])) for r in table)) for c in cols]
+    cols = ["method", "score", "95% interval", "tokens_per_item", "generations_per_item", "errors"]
+
+    def cell(r: dict[str, Any], c: str) -> str:
+        if c == "95% interval":
+            return f"{r.get('score_low', 0):.2f}-{r.get('score_high', 0):.2f}"
+        return str(r[c])
+
+    widths = [max(len(c), *(len(cell(r, c)) for r in table)) for c in cols]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
     for r in table:
-        lines.append("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths)))
+        lines.append("  ".join(cell(r, c).ljust(w) for c, w in zip(cols, widths)))
     return "\n".join(lines)

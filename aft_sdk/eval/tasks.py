@@ -2,6 +2,7 @@
 
 - :class:`ExactMatchTask`: math-style answers, extracted and compared with ``math-verify``.
 - :class:`MultipleChoiceTask`: lettered options; the answer's letter is extracted.
+- :class:`KeywordTask`: open questions scored by expected words (any of them, whole words).
 - :class:`PairwiseJudgeTask`: AlpacaEval-style win rate against reference outputs, judged
   by any backend in both orders to cancel position bias.
 
@@ -121,6 +122,45 @@ class MultipleChoiceTask:
     async def score(self, item: dict[str, Any], text: str) -> Score:
         key = self.answer_key(text)
         return Score(float(key == self.gold(item)), key, {"extracted": key})
+
+
+class KeywordTask:
+    """Open questions whose good answers must contain one of a few expected words.
+
+    An answer scores 1 when any of the item's ``keywords`` appears in it as a whole word
+    or phrase (case-insensitive), else 0; ``key`` (for voting) is the first keyword found.
+
+    Args:
+        items: Dicts with ``id``, ``question`` and ``keywords`` (a non-empty list).
+    """
+
+    name = "keywords"
+
+    def __init__(self, items: Sequence[dict[str, Any]]) -> None:
+        _require(items, ("id", "question", "keywords"), self.name)
+        for i, item in enumerate(items):
+            if not isinstance(item["keywords"], list) or not all(
+                    isinstance(k, str) and k.strip() for k in item["keywords"]) or not item["keywords"]:
+                raise ConfigError(f"{self.name}: item {i} needs 'keywords' as a non-empty list of words")
+        self.items = list(items)
+        self._patterns = {str(it["id"]): [(k, re.compile(rf"(?<!\w){re.escape(k)}(?!\w)", re.IGNORECASE))
+                                          for k in it["keywords"]] for it in self.items}
+
+    def prompt(self, item: dict[str, Any]) -> list[dict[str, str]]:
+        return [{"role": "user", "content": item["question"]}]
+
+    def _found(self, item: dict[str, Any], text: str) -> str | None:
+        for keyword, pattern in self._patterns.get(str(item["id"]), []):
+            if pattern.search(text):
+                return keyword.lower()
+        return None
+
+    def answer_key(self, text: str) -> str | None:
+        return None  # keywords belong to items; majority voting needs the item
+
+    async def score(self, item: dict[str, Any], text: str) -> Score:
+        found = self._found(item, text)
+        return Score(float(found is not None), found, {"found": found})
 
 
 JUDGE_PROMPT = (

@@ -107,6 +107,15 @@ async def test_vllm_backend_native_n_with_usage(vllm_backend) -> None:
     assert gens[0].prompt_tokens > 10 and gens[1].prompt_tokens == gens[2].prompt_tokens == 0
 
 
+async def test_vllm_greedy_n_gives_n_identical_outputs(vllm_backend) -> None:
+    # vLLM itself raises "n must be 1 when using greedy sampling"; a depth-2 graph with a
+    # greedy aggregator asks exactly that of its middle layer.
+    greedy = SHORT.model_copy(update={"temperature": 0.0})
+    gens = await vllm_backend.generate(QUESTION, n=3, sampling=greedy)
+    check(gens, 3)
+    assert len({g.text for g in gens}) == 1
+
+
 async def test_vllm_requests_join_the_running_batch(vllm_backend) -> None:
     # A short request sent while a long one runs finishes first: no head-of-line wait.
     done: list[str] = []

@@ -57,6 +57,14 @@ async def test_n_is_emulated_with_distinct_seeds_when_ignored(fault: FaultServer
     assert all("n" not in r for r in fault.requests)
 
 
+async def test_greedy_n_is_sent_as_single_calls(fault: FaultServer) -> None:
+    # vLLM's server refuses n > 1 at temperature 0: never ask it, on any server.
+    b = backend(fault)
+    gens = await b.generate(MSG, n=3, sampling=SamplingConfig(temperature=0.0))
+    assert len(gens) == 3 and fault.count() == 3
+    assert all("n" not in r and r["temperature"] == 0.0 for r in fault.requests)
+
+
 @pytest.mark.parametrize("fail", ["429:0.05", "500"])
 async def test_transient_errors_are_retried_then_succeed(fault: FaultServer, fail: str) -> None:
     fault.script("m", [fail, fail])

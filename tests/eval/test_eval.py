@@ -154,6 +154,19 @@ def test_errored_items_stay_out_of_the_averages_and_are_retried(fault, tmp_path)
     assert (again["items"], again["errors"], again["score"]) == (4, 0, 0.75)
 
 
+def test_a_method_whose_every_item_fails_still_gets_its_row(fault, tmp_path) -> None:
+    items = [dict(ITEM, id=str(i)) for i in range(3)]
+    fault.script("p", ["401"] * 3)
+    p = OpenAIBackend("p", base_url=fault.base_url, max_retries=0)
+    ok = OpenAIBackend("q", base_url=fault.base_url, max_retries=0)
+    fault.script("q", ["say:The answer is 4."] * 6)
+    table = evaluate(ExactMatchTask(items), [parse_method("single", proposers=p),
+                                             parse_method("sc:2", proposers=ok)],
+                     tmp_path, progress=False, plots=False)
+    assert [(r["items"], r["errors"]) for r in table] == [(0, 3), (3, 0)]
+    assert table[0]["score"] == 0.0 and table[1]["score"] == 1.0
+
+
 def test_an_answer_with_a_line_separator_does_not_break_the_table(fault, tmp_path) -> None:
     # json.dumps(ensure_ascii=False) leaves U+2028 raw; str.splitlines would cut there.
     fault.script("p", ["say:The answer is 4.\u2028(checked)"])
