@@ -121,6 +121,8 @@ class EmbeddedBackendConfig(_Strict):
 
     type: Literal["embedded"] = "embedded"
     model_path: str | None = None
+    lora_path: str | None = None
+    lora_scale: float = Field(1.0, gt=0)
     n_ctx: int = Field(2048, ge=64)
     n_threads: int | None = Field(None, ge=1)
 

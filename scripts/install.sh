@@ -34,6 +34,6 @@ if [ -n "$build_pid" ]; then
 fi
 
 echo "[install] aft-sdk with extras"
-$PY -m pip install -q -e '.[embedded,train,eval,serve,langchain,ray,dev]'
+$PY -m pip install -q -e '.[embedded,train,eval,data,serve,langchain,ray,dev]'
 $PY -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 $PY -c "import aft_sdk, llama_cpp, vllm, transformers, torch; print('[install] ok: torch', torch.__version__, 'transformers', transformers.__version__)"

@@ -26,6 +26,9 @@ from aft_sdk.config import EmbeddedBackendConfig, SamplingConfig, validate
 logger = logging.getLogger(__name__)
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The AFT aggregator adapter for the bundled model (recipes/default_aggregator.py); it
+# ships only when it measurably beats the untrained aggregator (see the README).
+BUNDLED_ADAPTER = Path(__file__).resolve().parent.parent / "adapters" / "smollm2-135m-aft.gguf"
 _SENTINEL = object()
 
 
@@ -52,11 +55,39 @@ def bundled_model_path() -> Path:
     return path
 
 
+def bundled_adapter_path() -> Path | None:
+    """The shipped AFT aggregator adapter for the bundled model, or ``None`` if absent."""
+    return BUNDLED_ADAPTER if BUNDLED_ADAPTER.is_file() else None
+
+
+def _check_adapter(lora_path: str) -> Path:
+    if lora_path == "bundled":
+        bundled = bundled_adapter_path()
+        if bundled is None:
+            raise errors.BackendUnavailableError(
+                f"lora_path 'bundled' asks for the shipped aggregator adapter, but "
+                f"{BUNDLED_ADAPTER} is not in this install; give a .gguf adapter path")
+        return bundled
+    path = Path(lora_path)
+    if (path / "adapter_config.json").is_file():
+        raise errors.ConfigError(
+            f"lora_path {lora_path!r} is a PEFT adapter folder; llama.cpp needs it as GGUF: "
+            "aft_sdk.trainers.export_lora_to_gguf(folder, 'adapter.gguf', base=BASE_GGUF), "
+            "or train with `aft train ... --export_gguf true`")
+    if not path.is_file() or path.suffix != ".gguf":
+        raise errors.ConfigError(f"lora_path {lora_path!r} is not a .gguf file")
+    return path
+
+
 class EmbeddedBackend(Backend):
     """A GGUF model run in this process by llama.cpp.
 
     Args:
         model_path: GGUF file; ``None`` means the bundled SmolLM2-135M-Instruct.
+        lora_path: A LoRA adapter in GGUF form for that model (see
+            :func:`aft_sdk.trainers.export_lora_to_gguf`), applied by llama.cpp;
+            ``"bundled"`` is the shipped AFT aggregator adapter of the bundled model.
+        lora_scale: Multiplier of the adapter's effect (1.0 as trained).
         n_ctx: Context window in tokens.
         n_threads: CPU threads; ``None`` uses all cores.
         sampling: Default sampling for calls that pass none.
@@ -66,14 +97,17 @@ class EmbeddedBackend(Backend):
         self,
         model_path: str | os.PathLike[str] | None = None,
         *,
+        lora_path: str | os.PathLike[str] | None = None,
+        lora_scale: float = 1.0,
         n_ctx: int = 2048,
         n_threads: int | None = None,
         sampling: SamplingConfig | None = None,
     ) -> None:
         cfg = validate(
             EmbeddedBackendConfig,
-            dict(model_path=None if model_path is None else str(model_path), n_ctx=n_ctx,
-                 n_threads=n_threads),
+            dict(model_path=None if model_path is None else str(model_path),
+                 lora_path=None if lora_path is None else str(lora_path),
+                 lora_scale=lora_scale, n_ctx=n_ctx, n_threads=n_threads),
             source="EmbeddedBackend",
         )
         path = Path(cfg.model_path) if cfg.model_path else bundled_model_path()
@@ -81,6 +115,7 @@ class EmbeddedBackend(Backend):
             raise errors.ConfigError(f"model_path {str(path)!r} is not a file: give a .gguf path")
         self.model_path = path
         self.model = path.stem
+        self.lora_path = _check_adapter(cfg.lora_path) if cfg.lora_path else None
         self.context_window = cfg.n_ctx
         self.sampling = sampling or SamplingConfig()
         self._cfg = cfg
@@ -95,11 +130,13 @@ class EmbeddedBackend(Backend):
         cls, cfg: EmbeddedBackendConfig, sampling: SamplingConfig | None = None
     ) -> EmbeddedBackend:
         """Builds the backend from a validated config."""
-        return cls(cfg.model_path, n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, sampling=sampling)
+        return cls(cfg.model_path, lora_path=cfg.lora_path, lora_scale=cfg.lora_scale,
+                   n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, sampling=sampling)
 
     @property
     def label(self) -> str:
-        return f"embedded:{self.model}"
+        adapter = f"+{self.lora_path.stem}" if self.lora_path else ""
+        return f"embedded:{self.model}{adapter}"
 
     @property
     def llama(self) -> Any:
@@ -116,8 +153,11 @@ class EmbeddedBackend(Backend):
             raise errors.BackendUnavailableError(
                 "EmbeddedBackend needs llama-cpp-python: pip install 'aft-sdk[embedded]'"
             ) from e
+        adapter = {"lora_path": str(self.lora_path), "lora_scale": self._cfg.lora_scale
+                   } if self.lora_path else {}
         return llama_cpp.Llama(
             model_path=str(self.model_path),
+            **adapter,
             n_ctx=self._cfg.n_ctx,
             n_threads=self._cfg.n_threads or os.cpu_count() or 1,
             verbose=False,

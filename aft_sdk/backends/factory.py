@@ -2,7 +2,8 @@
 
 Specs accepted by :func:`make_backend` (and the ``--proposer`` / ``--aggregator`` flags):
 
-- ``embedded`` or ``embedded:/path/model.gguf``: llama.cpp in-process;
+- ``embedded`` or ``embedded:/path/model.gguf[+lora:ADAPTER.gguf]``: llama.cpp in-process;
+  ``embedded+aft``: the bundled model with its shipped AFT aggregator adapter;
 - ``vllm:MODEL_OR_FOLDER`` (``vllm:FOLDER+lora:ADAPTER`` for a LoRA adapter);
 - ``openai:MODEL``: api.openai.com with ``OPENAI_API_KEY``;
 - ``http://host:port/v1#MODEL``: any OpenAI-compatible server (``#MODEL`` optional).
@@ -87,8 +88,11 @@ def parse_spec(spec: str) -> OpenAIBackendConfig | VLLMBackendConfig | EmbeddedB
         raise ConfigError("empty backend spec: use 'embedded', 'vllm:PATH', 'openai:MODEL' or a URL")
     if spec == "embedded":
         return EmbeddedBackendConfig()
+    if spec == "embedded+aft":
+        return EmbeddedBackendConfig(lora_path="bundled")
     if spec.startswith("embedded:"):
-        return EmbeddedBackendConfig(model_path=spec.split(":", 1)[1])
+        model, _, lora = spec.split(":", 1)[1].partition("+lora:")
+        return EmbeddedBackendConfig(model_path=model, lora_path=lora or None)
     if spec.startswith("vllm:"):
         model, _, lora = spec[5:].partition("+lora:")
         return VLLMBackendConfig(model=model, lora_path=lora or None)
@@ -140,3 +144,13 @@ def _from_spec(spec: str) -> Backend:
 def default_backend() -> Backend:
     """The zero-config backend: the bundled SmolLM2 model through llama.cpp."""
     return _from_config(EmbeddedBackendConfig())
+
+
+def default_aggregator() -> Backend:
+    """The zero-config aggregator: the bundled model with its shipped AFT adapter when
+    this install has it (``embedded+aft``), else the bundled model as it is."""
+    from aft_sdk.backends.embedded_backend import bundled_adapter_path
+
+    if bundled_adapter_path():
+        return _from_config(EmbeddedBackendConfig(lora_path="bundled"))
+    return default_backend()

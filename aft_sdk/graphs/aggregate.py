@@ -35,7 +35,8 @@ class AggregateGraph:
             embedded model.
         aggregator: Backend(s) for the aggregation layers (a list spreads over the
             slots of intermediate layers; the final layer uses the first). ``None``:
-            the embedded model.
+            the embedded model with its shipped AFT aggregator adapter (``embedded+aft``)
+            when the install has one, else the embedded model as it is.
         width: Proposals per run, and outputs of each intermediate layer.
         depth: Number of aggregation layers.
         proposer_sampling: Sampling for layer 0 (its ``max_tokens`` caps proposals only).

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from aft_sdk.backends.base import Backend, Message
-from aft_sdk.backends.factory import default_backend, make_backend, parse_spec
+from aft_sdk.backends.factory import default_aggregator, default_backend, make_backend, parse_spec
 from aft_sdk.budget import fit_proposals
 from aft_sdk.config import GraphConfig, SamplingConfig, validate
 from aft_sdk.errors import ConfigError
@@ -103,9 +103,9 @@ class GraphPlan:
         return self.template.render(messages, texts, models), info
 
 
-def _as_backends(value: Any, what: str) -> tuple[Backend, ...]:
+def _as_backends(value: Any, what: str, default: Any = default_backend) -> tuple[Backend, ...]:
     if value is None:
-        return (default_backend(),)
+        return (default(),)
     items = value if isinstance(value, (list, tuple)) else [value]
     if not items:
         raise ConfigError(f"{what} is an empty list: give at least one backend or leave it out")
@@ -117,10 +117,11 @@ def build_plan(cfg: GraphConfig, proposers: Any, aggregator: Any,
     """The plan of a validated config: backends resolved per layer, settings from ``cfg``.
 
     ``proposers`` / ``aggregator`` are backends, configs or specs (``None``: the embedded
-    model); ``layer_backends`` maps a layer to its own backends.
+    model, and for the aggregator its shipped AFT adapter when the install has it);
+    ``layer_backends`` maps a layer to its own backends.
     """
     prop = _as_backends(proposers, "proposers")
-    agg = _as_backends(aggregator, "aggregator")
+    agg = _as_backends(aggregator, "aggregator", default_aggregator)
     depth = cfg.depth
     plans = []
     for index in range(depth + 1):

@@ -34,6 +34,7 @@ _LAZY = {
     "AggregatorTrainer": "aft_sdk.trainers.trainer",
     "load_model_and_tokenizer": "aft_sdk.trainers.trainer",
     "export_gguf_to_hf": "aft_sdk.trainers.gguf",
+    "export_lora_to_gguf": "aft_sdk.trainers.gguf",
     "load_gguf": "aft_sdk.trainers.gguf",
     "to_examples": "aft_sdk.trainers.formatting",
 }
@@ -48,6 +49,7 @@ __all__ = [
     "abuild_teacher_targets",
     "awrite_target",
     "export_gguf_to_hf",
+    "export_lora_to_gguf",
     "load_gguf",
     "load_model_and_tokenizer",
     "load_records",

@@ -89,6 +89,12 @@ class AggregatorConfig(SFTConfig):
         metadata={"help": "With LoRA, also save the merged model in output_dir (the "
                           "adapter goes to output_dir/adapter either way)."},
     )
+    export_gguf: bool = field(
+        default=False,
+        metadata={"help": "With LoRA, also write the adapter as a llama.cpp GGUF adapter "
+                          "(output_dir/adapter.gguf) for EmbeddedBackend(lora_path=...), "
+                          "llama-server --lora and Ollama."},
+    )
     output_dir: str | None = field(
         default="aft-aggregator",
         metadata={"help": "Where the trained aggregator is written (an ordinary HF folder)."},
@@ -117,6 +123,9 @@ class AggregatorConfig(SFTConfig):
                 f"sft_ratio must be between 0 and 1 (SFT rows per AFT row, made from the "
                 f"same rows), got {self.sft_ratio}"
             )
+        if self.export_gguf and not self.use_lora:
+            raise ConfigError("export_gguf writes a GGUF LoRA adapter: set use_lora too (a "
+                              "full fine-tune converts with llama.cpp's convert_hf_to_gguf.py)")
         if self.template_file and not Path(self.template_file).is_file():
             raise ConfigError(f"template_file not found: {self.template_file}")
         if self.bf16 is None:  # TRL would turn None into True even on CPUs

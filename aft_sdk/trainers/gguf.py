@@ -60,3 +60,124 @@ def export_gguf_to_hf(
     tokenizer.save_pretrained(out)
     logger.info("exported %s to %s", gguf_path, out)
     return out
+
+
+# Architectures whose llama.cpp converter reorders the rows of the query and key
+# projections (rotary halves -> interleaved pairs); the adapter's B matrices must follow.
+_PERMUTED_QK = {"llama"}
+_SUPPORTED = _PERMUTED_QK | {"qwen2", "qwen3"}
+
+
+def _base_shape(base: str | os.PathLike[str]) -> dict[str, Any]:
+    """Architecture, layer and head counts of the base model (a .gguf file or HF config)."""
+    path = Path(base)
+    if path.suffix == ".gguf":
+        import gguf
+
+        if not path.is_file():
+            raise ConfigError(f"base GGUF not found: {path}")
+        fields = gguf.GGUFReader(path).fields
+        arch = fields["general.architecture"].contents()
+        return {"arch": arch, "layers": fields[f"{arch}.block_count"].contents(),
+                "heads": fields[f"{arch}.attention.head_count"].contents(),
+                "kv_heads": fields[f"{arch}.attention.head_count_kv"].contents(),
+                "tensors": {t.name for t in gguf.GGUFReader(path).tensors}}
+    from transformers import AutoConfig
+
+    try:
+        cfg = AutoConfig.from_pretrained(str(base))
+    except OSError as e:
+        raise ConfigError(f"cannot read the base model's config from {base!r}: give the "
+                          "base .gguf file or a folder with config.json") from e
+    arch = cfg.model_type
+    return {"arch": arch, "layers": cfg.num_hidden_layers, "heads": cfg.num_attention_heads,
+            "kv_heads": getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads,
+            "tensors": None}
+
+
+def _permute_rows(b: Any, heads: int) -> Any:
+    """The row order llama.cpp's converter gives q/k weights, applied to a LoRA B matrix."""
+    rows = b.shape[0]
+    return b.reshape(heads, 2, rows // heads // 2, *b.shape[1:]).swapaxes(1, 2).reshape(b.shape)
+
+
+def export_lora_to_gguf(
+    adapter_dir: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    base: str | os.PathLike[str],
+    dtype: str = "f16",
+) -> Path:
+    """Writes a PEFT LoRA adapter as a llama.cpp GGUF adapter file.
+
+    The file loads with ``llama_cpp.Llama(model_path=BASE_GGUF, lora_path=out_path)``,
+    ``EmbeddedBackend(lora_path=...)``, ``llama-server --lora`` and Ollama's ``ADAPTER``.
+    Tensor names come from the ``gguf`` package's name map; for Llama-architecture models
+    the query/key B matrices get the row order llama.cpp's converter gives the base weights.
+
+    Args:
+        adapter_dir: Folder with ``adapter_config.json`` and ``adapter_model.safetensors``.
+        out_path: The ``.gguf`` file to write.
+        base: The base model the adapter was trained on: its ``.gguf`` file (checked
+            tensor by tensor) or an HF folder / id with its ``config.json``.
+        dtype: ``f16`` (half the size) or ``f32``.
+
+    Raises:
+        ConfigError: Not a LoRA adapter, an unsupported architecture, or a module the
+            base model does not have.
+    """
+    import json
+
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    folder, out = Path(adapter_dir), Path(out_path)
+    if dtype not in ("f16", "f32"):
+        raise ConfigError(f"dtype must be 'f16' or 'f32', got {dtype!r}")
+    cfg_path, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+    if not cfg_path.is_file() or not weights.is_file():
+        raise ConfigError(f"{folder} is not a PEFT adapter folder: it needs adapter_config.json "
+                          "and adapter_model.safetensors (what save_pretrained writes)")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("peft_type") != "LORA":
+        raise ConfigError(f"{folder}: only LoRA adapters convert, this is {cfg.get('peft_type')}")
+    shape = _base_shape(base)
+    if shape["arch"] not in _SUPPORTED:
+        raise ConfigError(f"GGUF adapter export supports {sorted(_SUPPORTED)} models, "
+                          f"not {shape['arch']!r}; export a merged model instead")
+    # llama.cpp scales by alpha / r; rank-stabilised LoRA scales by alpha / sqrt(r).
+    alpha = float(cfg["lora_alpha"])
+    if cfg.get("use_rslora"):
+        alpha *= float(cfg["r"]) ** 0.5
+    names = gguf.TensorNameMap(
+        {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}[shape["arch"]], shape["layers"])
+    pairs: dict[str, dict[str, Any]] = {}
+    for key, value in load_file(str(weights)).items():
+        module, _, part = key.rpartition(".lora_")
+        if part not in ("A.weight", "B.weight"):
+            raise ConfigError(f"{folder}: tensor {key!r} is not a LoRA A/B matrix (adapters "
+                              "with trained embeddings or extra modules do not convert)")
+        hf_name = module.removeprefix("base_model.model.") + ".weight"
+        pairs.setdefault(hf_name, {})[part[0]] = value.astype(np.float32)
+    writer = gguf.GGUFWriter(str(out), shape["arch"])
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
+    np_dtype = np.float16 if dtype == "f16" else np.float32
+    for hf_name, ab in sorted(pairs.items()):
+        name = names.get_name(hf_name, try_suffixes=(".weight",))
+        if name is None or (shape["tensors"] is not None and name not in shape["tensors"]):
+            raise ConfigError(f"{folder}: module {hf_name!r} has no tensor in the base model")
+        a, b = ab["A"], ab["B"]
+        if shape["arch"] in _PERMUTED_QK and name.endswith(("attn_q.weight", "attn_k.weight")):
+            b = _permute_rows(b, shape["heads"] if "attn_q" in name else shape["kv_heads"])
+        writer.add_tensor(f"{name}.lora_a", np.ascontiguousarray(a, dtype=np_dtype))
+        writer.add_tensor(f"{name}.lora_b", np.ascontiguousarray(b, dtype=np_dtype))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    logger.info("wrote GGUF LoRA adapter %s (%d modules, alpha %s)", out, len(pairs), alpha)
+    return out

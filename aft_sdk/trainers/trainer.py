@@ -152,7 +152,8 @@ class AggregatorTrainer(SFTTrainer):
 
         Full fine-tuning: weights, tokenizer (with chat template) and ``aft_sdk.json``.
         LoRA: the adapter in ``output_dir/adapter``, and with ``merge_lora`` the merged
-        model in ``output_dir`` itself, so vLLM and transformers load either.
+        model in ``output_dir`` itself, so vLLM and transformers load either; with
+        ``export_gguf`` also ``output_dir/adapter.gguf`` for llama.cpp.
         """
         out = Path(output_dir or self.args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -162,6 +163,10 @@ class AggregatorTrainer(SFTTrainer):
             adapter = out / "adapter"
             model.save_pretrained(adapter)
             tokenizer.save_pretrained(adapter)
+            if self.args.export_gguf:
+                from aft_sdk.trainers.gguf import export_lora_to_gguf
+
+                export_lora_to_gguf(adapter, out / "adapter.gguf", base=self._base_weights())
             if self.args.merge_lora:
                 model.merge_and_unload().save_pretrained(out)
         else:
@@ -185,6 +190,16 @@ class AggregatorTrainer(SFTTrainer):
         (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
         logger.info("saved aggregator to %s", out)
         return out
+
+
+    def _base_weights(self) -> str:
+        """The base model as a GGUF adapter export needs it: the .gguf file if there is one."""
+        name, gguf_file = str(self.args.model_name_or_path), self.args.gguf_file
+        if name == "embedded":
+            from aft_sdk.backends.embedded_backend import bundled_model_path
+
+            return str(bundled_model_path())
+        return str(Path(name) / gguf_file) if gguf_file else name
 
 
 def _version() -> str:
