@@ -73,35 +73,32 @@ def plot_splits(tables: dict[str, list[dict[str, Any]]], path: Path, title: str 
     """Score (with its 95% interval) against tokens per item, one panel per split.
 
     ``tables`` maps a split name (say ``in-distribution``) to its evaluation table; the
-    panels share the y axis so the splits read side by side.
+    panels share the y axis so the splits read side by side. Each method keeps one colour
+    across panels; the marker shows its kind; the legend names them.
     """
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(tables), figsize=(6.2 * len(tables), 4.8), sharey=True,
-                             squeeze=False)
-    kinds = list(dict.fromkeys(r["kind"] for table in tables.values() for r in table))
-    markers = dict(zip(kinds, "osD^v<>"))
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.6 * len(tables) + 2.6, 4.6),
+                             sharey=True, squeeze=False)
+    methods = list(dict.fromkeys(r["method"] for table in tables.values() for r in table))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    markers = {"single": "o", "self_consistency": "s", "best_of_n": "^", "propose_aggregate": "D"}
     for ax, (split, table) in zip(axes[0], tables.items()):
-        for kind in kinds:
-            rows = [r for r in table if r["kind"] == kind]
-            if not rows:
-                continue
-            xs, ys = [r["tokens_per_item"] for r in rows], [r["score"] for r in rows]
-            err = [[max(0.0, r["score"] - r.get("score_low", r["score"])) for r in rows],
-                   [max(0.0, r.get("score_high", r["score"]) - r["score"]) for r in rows]]
-            ax.errorbar(xs, ys, yerr=err, fmt=markers[kind], capsize=3, alpha=0.85,
-                        label=kind.replace("_", " "))
-            for r in rows:
-                ax.annotate(r["method"], (r["tokens_per_item"], r["score"]), fontsize=7,
-                            xytext=(4, 2), textcoords="offset points")
+        for r in table:
+            low, high = r.get("score_low", r["score"]), r.get("score_high", r["score"])
+            ax.errorbar([r["tokens_per_item"]], [r["score"]],
+                        yerr=[[max(0.0, r["score"] - low)], [max(0.0, high - r["score"])]],
+                        fmt=markers.get(r["kind"], "o"), color=colours[r["method"]], capsize=3,
+                        alpha=0.9, label=r["method"])
         ax.set_xscale("log")
         ax.set_title(split)
         ax.set_xlabel("tokens per item (from traces, log scale)")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("exact match (95% bootstrap interval)")
-    axes[0][0].legend(fontsize=8, loc="best")
+    axes[0][0].set_ylabel("score (95% bootstrap interval)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - 2.4 / (5.6 * len(tables) + 2.6), 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
