@@ -88,6 +88,15 @@ class FaultServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def backend(self, model: str, **kw: Any) -> Any:
+        """An ``OpenAIBackend`` for ``model`` on this server: no retries, 30 s timeout,
+        unless ``kw`` says otherwise."""
+        from aft_sdk.backends.openai_backend import OpenAIBackend
+
+        kw.setdefault("max_retries", 0)
+        kw.setdefault("timeout", 30)
+        return OpenAIBackend(model, base_url=self.base_url, **kw)
+
     def script(self, model: str, actions: Iterable[str]) -> None:
         """Queues actions for the next requests naming ``model``; then ``ok`` again."""
         with self._lock:

@@ -19,9 +19,7 @@ from aft_sdk.config import load_yaml
 
 
 def api(fault, model: str, **kw) -> OpenAIBackend:
-    kw.setdefault("max_retries", 0)
-    kw.setdefault("timeout", 30)
-    return OpenAIBackend(model, base_url=fault.base_url, **kw)
+    return fault.backend(model, **kw)
 
 
 async def test_a_reused_thread_id_is_refused_not_mixed(fault) -> None:

@@ -20,9 +20,7 @@ from aft_sdk import (
 
 
 def api(fault, model: str, **kw) -> OpenAIBackend:
-    kw.setdefault("max_retries", 0)
-    kw.setdefault("timeout", 30)
-    return OpenAIBackend(model, base_url=fault.base_url, **kw)
+    return fault.backend(model, **kw)
 
 
 async def test_one_failing_proposer_leaves_the_others_work(fault) -> None:
