@@ -75,7 +75,7 @@ def training_questions(size: dict, seed: int, held_out: list[dict]) -> list[dict
     return facts + words
 
 
-def data_card(size: dict, rows: list[dict], build: dict, path: Path) -> None:
+def data_card(size: dict, rows: list[dict], build: dict, rows_path: Path, path: Path) -> None:
     from collections import Counter
 
     families = Counter(r["family"] for r in rows)
@@ -90,7 +90,8 @@ def data_card(size: dict, rows: list[dict], build: dict, path: Path) -> None:
         "the 60 held-out questions (`recipes/data/easy_questions.jsonl`) is excluded.\n\n"
         f"**Proposals**: {size['k']} per question from the bundled model through llama.cpp, "
         f"default proposer sampling (temperature {PROPOSER_SAMPLING.temperature}), at most "
-        f"{size['proposal_tokens']} tokens each; written: {build}.\n\n"
+        f"{size['proposal_tokens']} tokens each; {len(list(read_jsonl(rows_path)))} rows "
+        f"(this run: {build}; a resumed run keeps the rows already written).\n\n"
         "**Targets**: one correct, well-formed sentence per question, written from the data "
         "(word problems: the worked solution). Not written by a model.\n\n"
         f"**Mix**: {size['sft_ratio']} plain SFT rows (question -> target) per AFT row.\n\n"
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                     "reference": q["target"]} for q in questions]
         build = asyncio.run(abuild_on_policy(prompts, proposer, rows_path, k=size["k"],
                                              sampling=proposal_sampling, max_concurrency=1))
-        data_card(size, questions, build, out / "DATA_CARD.md")
+        data_card(size, questions, build, rows_path, out / "DATA_CARD.md")
 
     with stage("3. train the LoRA aggregator and export it as GGUF"):
         cfg = AggregatorConfig(
