@@ -126,6 +126,8 @@ def test_aft_run_on_the_embedded_model_prints_an_answer(gguf_path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip()
     assert "layer 0 (propose): 3 ok" in r.stderr and "layer 1 (aggregate): 1 ok" in r.stderr
+    # The summary names who wrote each layer, so the default aggregator is visible.
+    assert "s [embedded:SmolLM2-135M-Instruct.Q4_1]\n" in r.stderr
 
 
 @pytest.mark.slow

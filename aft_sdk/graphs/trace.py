@@ -108,14 +108,16 @@ class AggregateResult(BaseModel):
         return [r.text for r in self.layers[0].outputs if r.ok]
 
     def summary(self) -> str:
-        """One line per layer: outputs, failures, tokens, slowest call."""
+        """One line per layer: outputs, failures, tokens, slowest call, who wrote them."""
         lines = []
         for layer in self.layers:
             slowest = max((r.latency_s for r in layer.outputs), default=0.0)
+            writers = ", ".join(dict.fromkeys(r.backend for r in layer.outputs if r.backend))
             lines.append(
                 f"layer {layer.index} ({layer.kind}): {layer.usage.generations} ok, "
                 f"{layer.usage.failures} failed, {layer.usage.prompt_tokens} prompt + "
                 f"{layer.usage.completion_tokens} completion tokens, slowest {slowest:.2f}s"
+                + (f" [{writers}]" if writers else "")
             )
         u = self.usage
         lines.append(
