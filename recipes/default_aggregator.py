@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="recipes/results/default_aggregator",
                     help="results: data, adapter, per-item runs, table, plot, summary, data card")
+    ap.add_argument("--work", help="training output (default: runs/default_aggregator, or "
+                                   "OUT/work with --reduced)")
     ap.add_argument("--reduced", action="store_true", help="tiny sizes, for tests")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
@@ -95,14 +97,16 @@ def data_card(size: dict, rows: list[dict], build: dict, rows_path: Path, path: 
         "**Targets**: one correct, well-formed sentence per question, written from the data "
         "(word problems: the worked solution). Not written by a model.\n\n"
         f"**Mix**: {size['sft_ratio']} plain SFT rows (question -> target) per AFT row.\n\n"
-        "**Limits**: English only, short factual and arithmetic questions; the aggregator "
-        "learns to pick and restate the right draft, not new knowledge beyond these facts.\n")
+        "**Limits**: English only, short factual and arithmetic questions. The aggregator is "
+        "trained to write the correct answer given drafts; on these facts it may also "
+        "memorise answers rather than read the drafts.\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     size = dict(REDUCED if args.reduced else FULL)
     out = Path(args.out)
+    work = Path(args.work or (out / "work" if args.reduced else "runs/default_aggregator"))
     stage = Stages()
     timings = stage.timings
     held_out = list(read_jsonl(HELD_OUT))[: size["held_out"]]
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     with stage("3. train the LoRA aggregator and export it as GGUF"):
         cfg = AggregatorConfig(
             model_name_or_path="embedded", dataset_path=str(rows_path), sft_ratio=size["sft_ratio"],
-            output_dir=str(out / "work"), use_lora=True, lora_r=size["lora_r"],
+            output_dir=str(work), use_lora=True, lora_r=size["lora_r"],
             lora_alpha=2 * size["lora_r"], merge_lora=False, export_gguf=True,
             learning_rate=size["learning_rate"], max_steps=size["steps"],
             per_device_train_batch_size=size["batch"], max_length=768, use_cpu=True, bf16=False,
