@@ -28,8 +28,17 @@ def _finish(plt: Any, fig: Any, ax: Any, xlabel: str, what: str, title: str, pat
     return path
 
 
+def _interval(rows: list[dict[str, Any]]) -> list[list[float]] | None:
+    """Error bar lengths from the rows' 95% intervals (``None`` for tables without them)."""
+    if not all("score_low" in r and "score_high" in r for r in rows):
+        return None
+    return [[max(0.0, r["score"] - r["score_low"]) for r in rows],
+            [max(0.0, r["score_high"] - r["score"]) for r in rows]]
+
+
 def plot_quality_vs_tokens(table: list[dict[str, Any]], path: Path, title: str = "") -> Path:
-    """Score against mean tokens per item, one series per method kind."""
+    """Score (with its 95% interval, when the table has one) against mean tokens per item,
+    one series per method kind."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for kind in dict.fromkeys(r["kind"] for r in table):
@@ -38,8 +47,8 @@ def plot_quality_vs_tokens(table: list[dict[str, Any]], path: Path, title: str =
         # shape (say, two aggregators at width 4) are separate points, not a trend.
         shapes = {(r["width"], r["depth"]) for r in rows}
         style = "-o" if len(shapes) == len(rows) else "o"
-        ax.plot([r["tokens_per_item"] for r in rows], [r["score"] for r in rows], style,
-                label=kind.replace("_", " "))
+        ax.errorbar([r["tokens_per_item"] for r in rows], [r["score"] for r in rows],
+                    yerr=_interval(rows), fmt=style, capsize=3, label=kind.replace("_", " "))
         for r in rows:
             ax.annotate(r["method"], (r["tokens_per_item"], r["score"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
