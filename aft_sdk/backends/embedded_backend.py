@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The AFT aggregator adapter for the bundled model (recipes/default_aggregator.py); it
-# ships only when it measurably beats the untrained aggregator (see the README).
+# ships only when it passes that recipe's bar against the untrained aggregator (README).
 BUNDLED_ADAPTER = Path(__file__).resolve().parent.parent / "adapters" / "smollm2-135m-aft.gguf"
 _SENTINEL = object()
 
