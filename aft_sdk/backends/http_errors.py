@@ -1,4 +1,10 @@
-"""``openai`` exceptions mapped onto the aft-sdk error tree, with advice in each message."""
+"""Upstream failures mapped onto the aft-sdk error tree, with advice in each message.
+
+:func:`map_upstream_error` is the one place an HTTP backend's errors are built: ``openai``
+exceptions by kind and status, malformed data (bodies that are not JSON, broken SSE
+lines, fields of the wrong type) as :class:`~aft_sdk.errors.MalformedResponseError`, and
+every message scrubbed of the key the backend sent (servers echo it).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,41 @@ import openai
 
 from aft_sdk import errors
 from aft_sdk.backends.limiter import _seconds
+from aft_sdk.redact import scrub_secrets
+
+#: Exceptions that mean the upstream sent data we cannot use (``json.JSONDecodeError``
+#: and pydantic's ``ValidationError`` are ``ValueError``\ s).
+MALFORMED = (ValueError, TypeError, KeyError, AttributeError, IndexError)
+
+
+def map_upstream_error(e: BaseException, where: str, secret: str | None = None
+                       ) -> errors.BackendError:
+    """The aft-sdk error for a failed call to ``where``; no message keeps ``secret``.
+
+    The original exception's own text is scrubbed too, since it stays reachable as
+    ``__cause__`` (a logged traceback prints it).
+    """
+    if isinstance(e, errors.BackendError):
+        err = e
+    elif isinstance(e, openai.OpenAIError):
+        err = map_openai_error(e, where)
+    else:
+        err = errors.MalformedResponseError(
+            f"{where} sent malformed data ({type(e).__name__}: {_clip(str(e))}); check that "
+            "base_url points at an OpenAI-compatible /v1 endpoint", backend=where)
+    if secret:
+        err.args = tuple(scrub_secrets(str(a), [secret]) for a in err.args)
+        e.args = tuple(scrub_secrets(str(a), [secret]) if isinstance(a, str) else a
+                       for a in e.args)
+        if isinstance(getattr(e, "message", None), str):
+            e.message = scrub_secrets(e.message, [secret])  # type: ignore[attr-defined]
+        if isinstance(e, openai.APIStatusError):
+            e.body = None  # the parsed error body may echo the key as well
+    return err
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def map_openai_error(e: openai.OpenAIError, where: str) -> errors.BackendError:

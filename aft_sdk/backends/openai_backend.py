@@ -9,7 +9,6 @@ choice without complaint) are detected and topped up with parallel single calls.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import weakref
@@ -22,7 +21,7 @@ from openai._constants import DEFAULT_CONNECTION_LIMITS
 from aft_sdk import errors
 from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n, is_greedy
 from aft_sdk.backends.credentials import is_openai_endpoint, resolve_api_key, scrub_ambient_headers
-from aft_sdk.backends.http_errors import map_openai_error
+from aft_sdk.backends.http_errors import MALFORMED, map_upstream_error
 from aft_sdk.backends.limiter import AdaptiveLimiter, LimitedTransport, httpx
 from aft_sdk.config import OpenAIBackendConfig, SamplingConfig, validate
 from aft_sdk.redact import RedactURLs, redact_url
@@ -164,39 +163,41 @@ class OpenAIBackend(Backend):
             resp = await client.chat.completions.create(
                 messages=list(messages), **self._params(sampling, n, seed)
             )
-        except openai.OpenAIError as e:
-            raise map_openai_error(e, self.label) from e
-        except json.JSONDecodeError as e:  # the client parses a JSON content-type blindly
-            raise errors.MalformedResponseError(
-                f"{self.label} sent a body that is not JSON ({e}); check that base_url "
-                "points at an OpenAI-compatible /v1 endpoint",
-                backend=self.label,
-            ) from e
-        latency = time.perf_counter() - t0
-        return self._parse(resp, latency)
+            return self._parse(resp, time.perf_counter() - t0)
+        except (openai.OpenAIError, *MALFORMED) as e:
+            raise map_upstream_error(e, self.label, self.__key) from e
+
+    def _malformed(self, what: str) -> errors.MalformedResponseError:
+        return errors.MalformedResponseError(
+            f"{self.label} sent a malformed chat completion: {what}; check that base_url "
+            "points at an OpenAI-compatible /v1 endpoint", backend=self.label)
+
+    def _field(self, obj: Any, name: str, kinds: type | tuple[type, ...], where: str) -> Any:
+        """``obj.name`` when it is missing/``None`` or of ``kinds``; else malformed."""
+        value = getattr(obj, name, None)
+        if value is None or (isinstance(value, kinds) and not isinstance(value, bool)):
+            return value
+        raise self._malformed(f"{where}{name} is {type(value).__name__} {value!r:.40}")
+
+    def _usage(self, usage: Any) -> tuple[int, int]:
+        return (self._field(usage, "prompt_tokens", int, "usage.") or 0,
+                self._field(usage, "completion_tokens", int, "usage.") or 0)
 
     def _parse(self, resp: Any, latency: float) -> list[Generation]:
         choices = getattr(resp, "choices", None)
         if not isinstance(choices, list):
-            raise errors.MalformedResponseError(
-                f"{self.label} answered with a body that is not a chat completion "
-                f"({type(resp).__name__}); check that base_url points at an "
-                "OpenAI-compatible /v1 endpoint",
-                backend=self.label,
-            )
+            raise self._malformed(f"the body is not a chat completion ({type(resp).__name__})")
         if not choices:
             raise errors.MalformedResponseError(
                 f"{self.label} returned an empty choice list; the server produced no output",
                 backend=self.label,
             )
-        usage = getattr(resp, "usage", None)
-        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
-        total_completion = getattr(usage, "completion_tokens", 0) or 0
+        prompt_tokens, total_completion = self._usage(getattr(resp, "usage", None))
+        model = self._field(resp, "model", str, "") or self.model
         out = []
         for i, ch in enumerate(choices):
-            msg = getattr(ch, "message", None)
-            text = getattr(msg, "content", None)
-            if not isinstance(text, str):
+            text = self._field(getattr(ch, "message", None), "content", str, f"choices[{i}].message.")
+            if text is None:
                 raise errors.MalformedResponseError(
                     f"{self.label} returned choice {i} without message content",
                     backend=self.label,
@@ -209,11 +210,11 @@ class OpenAIBackend(Backend):
             out.append(
                 Generation(
                     text=text,
-                    finish_reason=getattr(ch, "finish_reason", None),
+                    finish_reason=self._field(ch, "finish_reason", str, f"choices[{i}]."),
                     prompt_tokens=prompt_tokens if i == 0 else 0,
                     completion_tokens=share,
                     latency_s=latency,
-                    model=getattr(resp, "model", None) or self.model,
+                    model=model,
                     backend=self.label,
                 )
             )
@@ -270,19 +271,26 @@ class OpenAIBackend(Backend):
             )
             async for chunk in stream:
                 usage = getattr(chunk, "usage", None) or usage
-                model = getattr(chunk, "model", None) or model
-                for ch in getattr(chunk, "choices", None) or []:
-                    delta = getattr(getattr(ch, "delta", None), "content", None)
+                model = self._field(chunk, "model", str, "stream chunk ") or model
+                choices = getattr(chunk, "choices", None) or []
+                if not isinstance(choices, list):
+                    raise self._malformed("a stream chunk's choices is not a list")
+                for ch in choices:
+                    delta = self._field(getattr(ch, "delta", None), "content", str,
+                                        "stream chunk delta.")
                     if delta:
                         pieces.append(delta)
                         yield delta
-                    finish = getattr(ch, "finish_reason", None) or finish
-        except openai.OpenAIError as e:
-            raise map_openai_error(e, self.label) from e
+                    finish = self._field(ch, "finish_reason", str, "stream chunk ") or finish
+            if finish is None:
+                raise self._malformed(
+                    f"the stream ended without a finish_reason after {len(pieces)} pieces "
+                    "(cut off upstream)")
+            prompt_tokens, completion_tokens = self._usage(usage)
+        except (openai.OpenAIError, *MALFORMED) as e:
+            raise map_upstream_error(e, self.label, self.__key) from e
         latency = time.perf_counter() - t0
         text = "".join(pieces)
-        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
-        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
         if usage is None:
             # Some servers (llama.cpp) send no usage chunk when streaming. Estimate rather
             # than report zero: they stream about one token per chunk, and the prompt is

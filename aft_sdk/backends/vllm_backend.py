@@ -244,6 +244,9 @@ class VLLMBackend(Backend):
             raise
         except Exception as e:  # noqa: BLE001 - vLLM's error types vary by version
             raise self._map(e) from e
+        if finish is None:  # never an empty or partial answer passed off as whole
+            raise errors.BackendError(f"{self.label} ended a stream without a finish reason "
+                                      f"after {tokens} tokens", backend=self.label)
         yield Generation(text="".join(pieces), finish_reason=finish, prompt_tokens=len(ids),
                          completion_tokens=tokens, latency_s=time.perf_counter() - t0,
                          model=self.model, backend=self.label)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from typing import Any
@@ -64,6 +65,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(load_configs(args.config), settings_from(args))
     print(f"aft serve: models {', '.join(app.state.models.configs)} on "
           f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=args.graceful_timeout)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                            timeout_graceful_shutdown=args.graceful_timeout)
+    _server_class(uvicorn)(config).run()
     return 0
+
+
+def _server_class(uvicorn: Any) -> Any:
+    class Server(uvicorn.Server):  # type: ignore[misc, name-defined]
+        """uvicorn's server; runs that outlast the graceful timeout are cancelled by it,
+        and then get a moment to end their streams with an error event and ``[DONE]``
+        (uvicorn alone exits before a cancelled task runs again)."""
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            await super().shutdown(sockets=sockets)
+            if self.server_state.tasks:
+                await asyncio.wait(list(self.server_state.tasks), timeout=5)
+
+    return Server

@@ -266,6 +266,7 @@ class AggregateGraph:
         deadline = None if self.plan.deadline_s is None else time.monotonic() + _grace(
             self.plan.deadline_s)
         stream = self.graph.astream(state_in, config, stream_mode=["custom", "values"])
+        streamed = False
         try:
             while True:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -277,14 +278,19 @@ class AggregateGraph:
                 if mode == "values":
                     final = chunk
                 else:
+                    streamed = streamed or chunk.get("event") == "token"
                     yield chunk
         finally:
-            await stream.aclose()
+            await asyncio.shield(stream.aclose())
         result = self._result(final, time.perf_counter() - t0)
         if self.depth > 0:  # the final layer has no gather node to report it
             last = result.layers[-1].usage
             yield {"event": "layer", "layer": self.depth, "ok": last.generations,
                    "failed": last.failures}
+        if not streamed and result.answer:
+            # Depth 0 and selecting presets have no token stream: the answer goes out
+            # whole, so the streamed text is always the answer.
+            yield {"event": "token", "layer": self.depth, "text": result.answer}
         yield {"event": "result", "result": result}
 
     def stream(
@@ -365,16 +371,16 @@ def _grace(seconds: float) -> float:
 
 
 async def _with_deadline(aw: Any, seconds: float | None, deadline_s: float | None) -> Any:
-    """Awaits ``aw`` for at most ``seconds``, then raises :class:`GraphTimeoutError`.
-
-    ``asyncio.wait_for`` raises ``asyncio.TimeoutError``, which is not the builtin
-    ``TimeoutError`` before Python 3.11, so that is the class caught here.
-    """
+    """Awaits ``aw`` in this task for at most ``seconds``, then raises
+    :class:`GraphTimeoutError`. (``asyncio.timeout``, not ``wait_for``: an async
+    generator's ``__anext__`` must not run in a task of its own, or closing the
+    generator later fails with "already running".)"""
     if seconds is None:
         return await aw
     try:
-        return await asyncio.wait_for(aw, seconds)
-    except asyncio.TimeoutError as e:
+        async with asyncio.timeout(seconds):
+            return await aw
+    except TimeoutError as e:
         raise GraphTimeoutError(
             f"the run passed its deadline of {deadline_s}s; raise deadline_s or set "
             "layer_timeout_s so slow branches are dropped instead"

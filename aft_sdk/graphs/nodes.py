@@ -124,16 +124,14 @@ class LayerBranch:
             sampling = sampling.model_copy(update={"seed": sampling.seed + slots[0]})
         t0 = time.perf_counter()
         try:
-            gens = await asyncio.wait_for(
-                self._generate(backend, messages, len(slots), sampling, config),
-                self._timeout(config),
-            )
+            async with asyncio.timeout(self._timeout(config)):
+                gens = await self._generate(backend, messages, len(slots), sampling, config)
             error: AftError | None = None
         except PartialGenerationError as e:  # keep what came back; the rest failed
             gens, error = list(e.generations), e
-        except (AftError, asyncio.TimeoutError) as e:  # not builtin TimeoutError on 3.10
+        except (AftError, TimeoutError) as e:
             gens, error = [], e
-            if isinstance(e, asyncio.TimeoutError):
+            if isinstance(e, TimeoutError):
                 error = GraphTimeoutError(
                     f"{backend.label} gave no answer within the layer timeout/deadline"
                 )
@@ -156,7 +154,9 @@ class LayerBranch:
         self, backend: Any, messages: list[dict[str, str]], n: int, sampling: Any,
         config: RunnableConfig,
     ) -> list[Generation]:
-        if not (self.final and wants_tokens(config)):
+        # A selecting preset's raw output is an index, not the answer: it is not
+        # streamed (the caller sends the chosen draft once it is known).
+        if not (self.final and wants_tokens(config)) or self.plan.template.selects:
             return await backend.generate(messages, n=n, sampling=sampling)
         write = get_stream_writer()
         final: Generation | None = None

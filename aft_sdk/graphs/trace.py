@@ -103,6 +103,12 @@ class AggregateResult(BaseModel):
         return [r for layer in self.layers for r in layer.outputs if not r.ok]
 
     @property
+    def finish_reason(self) -> str:
+        """Why the generation that wrote the answer stopped (``stop``, ``length``, ...)."""
+        final = next((r for r in self.layers[-1].outputs if r.ok), None)
+        return (final.finish_reason if final else None) or "stop"
+
+    @property
     def proposals(self) -> list[str]:
         """Texts of the surviving proposals (layer 0)."""
         return [r.text for r in self.layers[0].outputs if r.ok]

@@ -32,10 +32,14 @@ def _usage(result: AggregateResult) -> dict[str, int]:
             "total_tokens": u.total_tokens}
 
 
+def _name(preset: str, width: int, depth: int) -> str:
+    return f"aft:{preset}:w{width}d{depth}"
+
+
 def _metadata(result: AggregateResult) -> dict[str, Any]:
-    return {"model_name": f"aft:{result.preset}:w{result.width}d{result.depth}",
+    return {"model_name": _name(result.preset, result.width, result.depth),
             "aft_summary": result.summary(), "aft_failures": len(result.failures),
-            "finish_reason": "stop"}
+            "finish_reason": result.finish_reason}
 
 
 class AggregateChatModel(BaseChatModel):
@@ -59,6 +63,14 @@ class AggregateChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"width": self.graph.width, "depth": self.graph.depth,
                 "preset": self.graph.plan.template.name}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        """LangSmith's run parameters: traces name the graph as the model."""
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "aft"
+        params["ls_model_name"] = _name(self.graph.plan.template.name, self.graph.width,
+                                        self.graph.depth)
+        return params
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
         raise NotImplementedError(

@@ -5,6 +5,8 @@ and the ``aft`` field breaks it down. Streaming sends the final aggregation as r
 token chunks (layer progress goes out as SSE comments). The app protects itself: bearer
 keys compared in constant time, a body size limit, a bound on concurrent runs (beyond
 it: 429 with ``Retry-After``, never an unbounded queue), and a per-request deadline.
+Every failure is an OpenAI-style JSON error (after the first streamed token: an SSE
+error event, then ``[DONE]``); a client that leaves cancels its run.
 """
 
 from __future__ import annotations
@@ -13,25 +15,23 @@ import asyncio
 import hmac
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aft_sdk.config import GraphConfig, describe_validation_error
-from aft_sdk.errors import (
-    AftError,
-    ConfigError,
-    GraphTimeoutError,
-    InsufficientProposalsError,
-)
+from aft_sdk.errors import ConfigError
 from aft_sdk.graphs import AggregateGraph
 import aft_sdk.serve.protocol as protocol
+from aft_sdk.serve.run import HTTPFailure, Run, RunSlots, Slot, as_failure
 
 logger = logging.getLogger(__name__)
 
@@ -57,35 +57,6 @@ class ServeSettings:
     api_keys: tuple[str, ...] = ()
 
 
-class HTTPFailure(Exception):
-    """An error answer: status, OpenAI-style body, extra headers."""
-
-    def __init__(self, status: int, message: str, kind: str, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.kind, self.code, self.headers = status, kind, code, headers or {}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(protocol.error_body(str(self), self.kind, self.code),
-                            status_code=self.status, headers=self.headers)
-
-
-def as_failure(e: BaseException) -> HTTPFailure:
-    """The HTTP answer for an error of a run."""
-    if isinstance(e, HTTPFailure):
-        return e
-    if isinstance(e, ConfigError):
-        return HTTPFailure(400, str(e), "invalid_request_error")
-    if isinstance(e, InsufficientProposalsError):
-        return HTTPFailure(502, str(e), "upstream_error", "insufficient_proposals")
-    if isinstance(e, (GraphTimeoutError, asyncio.TimeoutError)):
-        return HTTPFailure(504, str(e) or "the request passed its deadline", "timeout")
-    if isinstance(e, AftError):
-        return HTTPFailure(502, str(e), "upstream_error")
-    logger.exception("unexpected error in a run")
-    return HTTPFailure(500, "internal error (see the server log)", "server_error")
-
-
 class Models:
     """The served graphs, with per-request shape variants built once and cached."""
 
@@ -97,23 +68,35 @@ class Models:
         self.settings = settings
         self._graphs: OrderedDict[tuple[str, str], AggregateGraph] = OrderedDict()
         self._cache_size = cache_size
+        self._lock = threading.Lock()  # graphs for new shapes are built in worker threads
         for name in self.configs:  # build each base graph now: bad configs fail at start
             self.graph(name, {})
 
-    def graph(self, model: str, shape: dict[str, Any]) -> AggregateGraph:
+    def _key(self, model: str, shape: dict[str, Any]) -> tuple[str, str]:
         if model not in self.configs:
             raise HTTPFailure(404, f"model {model!r} does not exist; GET /v1/models lists "
                               "the served ones", "invalid_request_error", "model_not_found")
         self._check_caps(shape)
-        key = (model, json.dumps(shape, sort_keys=True))
-        graph = self._graphs.get(key)
+        return (model, json.dumps(shape, sort_keys=True))
+
+    def cached(self, model: str, shape: dict[str, Any]) -> AggregateGraph | None:
+        """The graph for this shape if it was built before (cheap: on the event loop)."""
+        key = self._key(model, shape)
+        with self._lock:
+            graph = self._graphs.get(key)
+            if graph is not None:
+                self._graphs.move_to_end(key)
+            return graph
+
+    def graph(self, model: str, shape: dict[str, Any]) -> AggregateGraph:
+        """The graph for this shape, built if need be (may be slow: call off the loop)."""
+        graph = self.cached(model, shape)
         if graph is None:
             graph = AggregateGraph.from_config(self.configs[model], **shape)
-            self._graphs[key] = graph
-            if len(self._graphs) > self._cache_size:
-                self._graphs.popitem(last=False)
-        else:
-            self._graphs.move_to_end(key)
+            with self._lock:
+                graph = self._graphs.setdefault(self._key(model, shape), graph)
+                if len(self._graphs) > self._cache_size:
+                    self._graphs.popitem(last=False)
         return graph
 
     def _check_caps(self, shape: dict[str, Any]) -> None:
@@ -128,27 +111,30 @@ def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | Non
     """The ASGI app serving ``configs`` (model id -> graph config)."""
     settings = settings or ServeSettings()
     models = Models(configs, settings)
+    slots = RunSlots(settings.max_concurrent_runs)
     app = FastAPI(title="aft serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.models = models
-    app.state.active = 0
+    app.state.slots = slots
+    app.add_middleware(Guard, settings=settings)
     created = int(time.time())
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        t0 = time.perf_counter()
-        try:
-            _check_auth(request, settings)
-            _check_size(request, settings)
-            response = await call_next(request)
-        except HTTPFailure as e:
-            response = e.response()
-        logger.info("%s %s -> %d in %.3fs", request.method, request.url.path,
-                    response.status_code, time.perf_counter() - t0)
-        return response
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> Response:
+        kind = "not_found" if e.status_code == 404 else None
+        message = {404: f"no route {request.url.path}; this server has /v1/chat/completions, "
+                        "/v1/models and /health",
+                   405: f"{request.method} is not allowed on {request.url.path}"}.get(
+            e.status_code, str(e.detail))
+        return JSONResponse(protocol.error_body(message, "invalid_request_error", kind),
+                            status_code=e.status_code, headers=e.headers)
+
+    @app.exception_handler(Exception)
+    async def any_error(request: Request, e: Exception) -> Response:
+        return as_failure(e).response()
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "active_runs": app.state.active}
+        return {"status": "ok", "active_runs": slots.active}
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -157,31 +143,55 @@ def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | Non
             for name in models.configs]}
 
     @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> Response:
+    async def chat(request: Request) -> Any:
+        slot: Slot | None = None
         try:
             req = await _read_request(request, settings)
-            graph = models.graph(req.model, req.shape())
-            sampling = req.final_sampling()
-            if app.state.active >= settings.max_concurrent_runs:
-                raise HTTPFailure(429, f"{app.state.active} runs are in progress, the most "
-                                  "this server takes; retry shortly", "rate_limit_error",
-                                  headers={"Retry-After": "1"})
-        except (AftError, HTTPFailure) as e:
+            shape = req.shape()
+            models.cached(req.model, shape)  # unknown model, caps: refused before the bound
+            slot = slots.take()
+            graph = (models.cached(req.model, shape)
+                     or await asyncio.to_thread(models.graph, req.model, shape))
+            return Run(graph, req, settings.request_timeout_s, slot)
+        except Exception as e:
+            if slot is not None:
+                slot.release()
             return as_failure(e).response()
-        app.state.active += 1
-        if req.stream:
-            return await _stream(app, graph, req, sampling, settings)
-        try:
-            result = await asyncio.wait_for(
-                graph.ainvoke(req.messages, final_sampling=sampling or None),
-                settings.request_timeout_s)
-        except (AftError, asyncio.TimeoutError) as e:
-            return as_failure(e).response()
-        finally:
-            app.state.active -= 1
-        return JSONResponse(protocol.completion(req.model, result))
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
 
     return app
+
+
+class Guard:
+    """ASGI middleware: bearer keys, the body size bound, one log line per request."""
+
+    def __init__(self, app: Any, settings: ServeSettings) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), [0]
+
+        async def tracked(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        request = Request(scope)
+        try:
+            _check_auth(request, self.settings)
+            _check_size(request, self.settings)
+        except HTTPFailure as e:
+            await e.response()(scope, receive, tracked)
+        else:
+            await self.app(scope, receive, tracked)
+        finally:
+            logger.info("%s %s -> %d in %.3fs", scope.get("method"), scope.get("path"),
+                        status[0], time.perf_counter() - t0)
 
 
 def _check_auth(request: Request, settings: ServeSettings) -> None:
@@ -215,66 +225,3 @@ async def _read_request(request: Request, settings: ServeSettings) -> protocol.C
         raise ConfigError(describe_validation_error(e, "request")) from e
     req.refuse_unsupported()
     return req
-
-
-async def _stream(app: FastAPI, graph: AggregateGraph, req: protocol.ChatRequest,
-                  sampling: dict[str, Any], settings: ServeSettings) -> Response:
-    """Streams the final aggregation; errors before its first token get a status code."""
-    deadline = time.monotonic() + settings.request_timeout_s
-    events = graph.astream(req.messages, final_sampling=sampling or None)
-    head: list[dict[str, Any]] = []
-    try:  # hold the answer's headers until the first token: earlier errors map cleanly
-        while not head or head[-1]["event"] == "layer":
-            head.append(await _next(events, deadline))
-    except StopAsyncIteration:
-        pass
-    except (AftError, asyncio.TimeoutError) as e:
-        await events.aclose()
-        app.state.active -= 1
-        return as_failure(e).response()
-
-    async def body() -> AsyncIterator[str]:
-        cid, created = protocol.completion_id(), int(time.time())
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        try:
-            yield _sse(protocol.chunk(cid, req.model, created,
-                                      delta={"role": "assistant", "content": ""}))
-            pending = list(head)
-            while True:
-                event = pending.pop(0) if pending else await _next(events, deadline)
-                if event["event"] == "layer":
-                    yield f": layer {event['layer']}: {event['ok']} ok, {event['failed']} failed\n\n"
-                elif event["event"] == "token":
-                    yield _sse(protocol.chunk(cid, req.model, created,
-                                              delta={"content": event["text"]}))
-                elif event["event"] == "result":
-                    result = event["result"]
-                    yield _sse(protocol.chunk(cid, req.model, created, finish_reason="stop",
-                                              extra={"aft": protocol.trace_of(result)}))
-                    if include_usage:
-                        yield _sse(protocol.chunk(cid, req.model, created,
-                                                  usage=protocol.usage_of(result)))
-                    break
-        except StopAsyncIteration:
-            pass
-        except (AftError, asyncio.TimeoutError) as e:
-            failure = as_failure(e)
-            yield _sse(protocol.error_body(str(failure), failure.kind, failure.code))
-        finally:
-            await events.aclose()
-            app.state.active -= 1
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(body(), media_type="text/event-stream",
-                             headers={"cache-control": "no-cache"})
-
-
-async def _next(events: AsyncIterator[dict[str, Any]], deadline: float) -> dict[str, Any]:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise asyncio.TimeoutError
-    return await asyncio.wait_for(events.__anext__(), left)
-
-
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"

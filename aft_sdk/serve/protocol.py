@@ -61,8 +61,13 @@ class ChatRequest(BaseModel):
             raise ConfigError("logprobs are not supported: an aggregated answer has no "
                               "single token distribution")
         fmt = extra.get("response_format")
+        if fmt is not None and not isinstance(fmt, dict):
+            raise ConfigError('response_format must be an object such as {"type": "text"}, '
+                              f"got {type(fmt).__name__} {fmt!r:.40}")
         if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
             raise ConfigError(f"response_format {fmt.get('type')!r} is not supported; use text")
+        if self.stream_options is not None and not self.stream:
+            raise ConfigError("stream_options is only allowed with stream: true")
 
     def final_sampling(self) -> dict[str, Any]:
         """The request's sampling fields, for the final aggregation."""
@@ -103,12 +108,11 @@ def trace_of(result: AggregateResult) -> dict[str, Any]:
 
 def completion(model: str, result: AggregateResult) -> dict[str, Any]:
     """A ``chat.completion`` body for a finished run."""
-    final = next((r for r in result.layers[-1].outputs if r.ok), None)
     return {
         "id": completion_id(), "object": "chat.completion", "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answer},
-                     "finish_reason": (final.finish_reason if final else None) or "stop"}],
+                     "finish_reason": result.finish_reason}],
         "usage": usage_of(result),
         "aft": trace_of(result),
     }
@@ -128,6 +132,10 @@ def chunk(cid: str, model: str, created: int, *, delta: dict[str, Any] | None = 
     return body
 
 
-def error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
-    """An OpenAI-style error body."""
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+def error_body(message: str, kind: str, code: str | None = None,
+               upstream_status: int | None = None) -> dict[str, Any]:
+    """An OpenAI-style error body (with the upstream's HTTP status, when one failed)."""
+    body: dict[str, Any] = {"message": message, "type": kind, "param": None, "code": code}
+    if upstream_status is not None:
+        body["upstream_status"] = upstream_status
+    return {"error": body}

@@ -9,19 +9,28 @@ told, per model name, to misbehave on the next requests::
 
 Actions: ``ok``, ``say:TEXT`` (ok, answering TEXT), ``delay:SECONDS`` (then ok), ``429`` / ``429:RETRY_AFTER``, ``500``,
 ``401``, ``400``, ``hang`` (no answer until the server stops), ``malformed`` (200 with a
-non-JSON body), ``empty`` (200 with ``choices: []``). A request may also carry the
+non-JSON body), ``empty`` (200 with ``choices: []``), and hostile upstreams:
+``drip:SECONDS`` (stream one word per SECONDS), ``broken-sse`` (a first token, then the
+line ``data: {oops``), ``bad-model`` (``model`` is a number), ``bad-usage``
+(``usage.completion_tokens`` is ``"x"``), ``no-finish`` (a stream that ends without a
+finish reason), ``length`` (finish reason ``length``), ``echo-key`` (401 whose message echoes the bearer key, exact and
+masked, as api.openai.com does). A request may also carry the
 header ``x-aft-fault: ACTION``. The server counts requests and, per model, the most in
 flight at once so tests can check retries and concurrency bounds from the server's side;
 it keeps each request's headers (to check which credentials reached it). Two load modes
 apply to unscripted requests: ``fail_rate`` answers 500 to that share of requests at
 random (seeded), and ``capacity`` answers 429 (with ``Retry-After``) to requests beyond
-that many in flight for one model, as an overloaded API does.
+that many in flight for one model, as an overloaded API does; ``fail_actions`` says what
+a ``fail_rate`` failure is (default ``["500"]``). ``aborted`` counts answers the client
+left before they were written out (a stream whose reader went away); ``stream_pause_s``
+is the pause between streamed words of unscripted answers.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import sys
 import threading
 import time
 from collections import defaultdict, deque
@@ -34,6 +43,10 @@ class _Server(ThreadingHTTPServer):
     # socketserver's default listen backlog of 5 would make a burst of connections
     # wait for TCP's retransmit (a second) and hide the client's real concurrency.
     request_queue_size = 256
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)  # a client that left is no error
 
 
 class FaultServer:
@@ -54,6 +67,9 @@ class FaultServer:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.fail_rate = 0.0
+        self.fail_actions: list[str] = ["500"]
+        self.stream_pause_s = 0.0
+        self.aborted = 0
         self.capacity: int | None = None
         self.capacity_retry_after = 0.1
         self._rng = random.Random(0)
@@ -110,6 +126,8 @@ class FaultServer:
             self.headers.clear()
             self.peak_in_flight.clear()
             self.fail_rate = 0.0
+            self.fail_actions = ["500"]
+            self.aborted = 0
             self.capacity = None
             self._rng = random.Random(0)
             self.rejected = 0
@@ -132,7 +150,7 @@ class FaultServer:
                 self.rejected += 1
                 return f"429:{self.capacity_retry_after}"
             if self.fail_rate and self._rng.random() < self.fail_rate:
-                return "500"
+                return self._rng.choice(self.fail_actions)
         return "ok"
 
     def max_in_flight(self, model: str) -> int:
@@ -210,7 +228,8 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             try:
                 self._answer(body)
             except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (timeout); nothing to answer
+                with server._lock:  # the client gave up (timeout, disconnect)
+                    server.aborted += 1
             finally:
                 self._finished()
 
@@ -230,35 +249,67 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             if kind == "empty":
                 self._send(200, _completion(body, []))
                 return
+            if kind == "echo-key":
+                key = self.headers.get("authorization", "").partition(" ")[2]
+                masked = key[:4] + "*" * max(0, len(key) - 8) + key[-4:]
+                self._send(401, {"error": {"message": f"Incorrect API key provided: {masked}. "
+                                           f"(Authorization: Bearer {key})"}})
+                return
             time.sleep(float(arg) if kind == "delay" else server.delay_s)
             n = int(body.get("n") or 1) if server.honour_n else 1
             texts = [arg if kind == "say" else server.reply_text(body, i) for i in range(n)]
             if body.get("stream"):
-                self._stream(body, texts[0])
-            else:
-                self._send(200, _completion(body, texts))
+                self._stream(body, texts[0], kind,
+                             float(arg) if kind == "drip" else server.stream_pause_s)
+                return
+            payload = _completion(body, texts)
+            if kind == "bad-model":
+                payload["model"] = 123
+            elif kind == "bad-usage":
+                payload["usage"]["completion_tokens"] = "x"
+            for choice in payload["choices"]:
+                choice["finish_reason"] = _finish(kind)
+            self._send(200, payload)
 
-        def _stream(self, body: dict[str, Any], text: str) -> None:
+        def _stream(self, body: dict[str, Any], text: str, kind: str, pause: float) -> None:
             self._finished()
             self.send_response(200)
             self.send_header("content-type", "text/event-stream")
             self.send_header("connection", "close")
             self.end_headers()
-            for word in text.split(" "):
-                delta = {"choices": [{"index": 0, "delta": {"content": word + " "}}]}
-                self._event(body, delta)
-            self._event(body, {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-            self._event(body, {"choices": [], "usage": _usage(body, [text])})
+            model = 123 if kind == "bad-model" else body.get("model")
+            words = text.split(" ")
+            for i, word in enumerate(words):
+                if i and kind == "broken-sse":
+                    self.wfile.write(b"data: {oops\n\n")
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                piece = word + " " if i < len(words) - 1 else word  # exactly the text
+                delta = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+                self._event(model, delta)
+                time.sleep(pause)
+            if kind != "no-finish":
+                self._event(model, {"choices": [{"index": 0, "delta": {},
+                                                 "finish_reason": _finish(kind)}]})
+            usage = _usage(body, [text])
+            if kind == "bad-usage":
+                usage["completion_tokens"] = "x"
+            self._event(model, {"choices": [], "usage": usage})
             self.wfile.write(b"data: [DONE]\n\n")
             self.close_connection = True
 
-        def _event(self, body: dict[str, Any], part: dict[str, Any]) -> None:
+        def _event(self, model: Any, part: dict[str, Any]) -> None:
             chunk = {"id": "fault", "object": "chat.completion.chunk", "created": 0,
-                     "model": body.get("model"), **part}
+                     "model": model, **part}
             self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             self.wfile.flush()
 
     return Handler
+
+
+def _finish(kind: str) -> str:
+    return "length" if kind == "length" else "stop"
 
 
 def _usage(body: dict[str, Any], texts: list[str]) -> dict[str, int]:

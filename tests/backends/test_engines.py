@@ -97,6 +97,14 @@ def test_embedded_reports_an_overlong_prompt_clearly(embedded: EmbeddedBackend) 
         embedded.generate_sync(long, sampling=SHORT)
 
 
+async def test_embedded_stream_reports_an_overlong_prompt_the_same_way(embedded) -> None:
+    long = [{"role": "user", "content": "word " * 5000}]
+    with pytest.raises(BadRequestError, match="n_ctx"):
+        async for _ in embedded.stream(long, sampling=SHORT):
+            pass
+
+
+
 # -- vLLM: in-process engine and the OpenAI-compatible server ---------------------------
 
 

@@ -148,3 +148,50 @@ def test_bad_backend_settings_name_the_field(fault: FaultServer) -> None:
         OpenAIBackend("m", base_url=fault.base_url, max_concurrency=0)
     with pytest.raises(ConfigError, match="n must be a positive integer"):
         backend(fault).generate_sync("hi", n=0)
+
+
+@pytest.mark.parametrize("action, what", [("bad-model", "model is int"),
+                                          ("bad-usage", "usage.completion_tokens is str")])
+async def test_fields_of_the_wrong_type_are_malformed_not_a_crash(fault, action, what) -> None:
+    fault.script("m", [action])
+    with pytest.raises(MalformedResponseError, match=what) as err:
+        await backend(fault, max_retries=0).generate(MSG)
+    assert err.value.backend.startswith("openai:m@")
+
+
+@pytest.mark.parametrize("action, what", [
+    ("broken-sse", "malformed data \\(JSONDecodeError"),
+    ("no-finish", "ended without a finish_reason"),
+    ("bad-model", "model is int"),
+    ("bad-usage", "completion_tokens is str"),
+])
+async def test_a_hostile_stream_ends_in_a_backend_error(fault, action, what) -> None:
+    fault.script("m", [action])
+    pieces = []
+    with pytest.raises(MalformedResponseError, match=what):
+        async for piece in backend(fault, max_retries=0).stream(MSG):
+            pieces.append(piece)
+    assert all(isinstance(p, str) for p in pieces)  # never a final Generation
+
+
+async def test_an_echoed_key_never_reaches_the_error_or_its_cause(fault) -> None:
+    key = "sk-test-0123456789abcdefWXYZ"
+    fault.script("m", ["echo-key"])
+    with pytest.raises(AuthenticationError) as err:
+        await backend(fault, api_key=key, max_retries=0).generate(MSG)
+    seen = [str(err.value), str(err.value.__cause__), repr(err.value.__cause__)]
+    assert "Incorrect API key provided" in seen[0]
+    for text in seen:
+        assert key not in text and key[-4:] not in text and key[:8] not in text
+
+
+def test_scrub_secrets_catches_exact_masked_and_fragment_forms() -> None:
+    from aft_sdk.redact import scrub_secrets
+
+    key = "sk-proj-AbCdEf0123456789xyzW"
+    text = (f"Bearer {key}. Incorrect API key provided: sk-p**************xyzW. "
+            f"Also {key[:12]}... and plain words like secret and sk stay.")
+    out = scrub_secrets(text, [key])
+    assert key not in out and "xyzW" not in out and key[:12] not in out
+    assert out.count("[redacted]") == 3 and "plain words like secret and sk stay." in out
+    assert scrub_secrets(text, [None, ""]) == text

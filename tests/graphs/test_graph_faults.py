@@ -159,7 +159,30 @@ async def test_streaming_yields_progress_and_tokens_before_the_result(fault) -> 
     layers = [e["layer"] for e in events if e["event"] == "layer"]
     assert layers == [0, 1, 2]
     text = "".join(e["text"] for e in events if e["event"] == "token")
-    assert text.strip() == events[-1]["result"].answer.strip()
+    assert text == events[-1]["result"].answer
+
+
+@pytest.mark.parametrize("shape", [{"depth": 0}, {"preset": "select-v1"}])
+async def test_streamed_tokens_are_the_answer_without_a_token_stream(fault, shape) -> None:
+    fault.script("p", ["say:first draft", "say:second draft"])
+    fault.script("agg", ["say:2"])  # a selecting aggregator answers with an index
+    graph = AggregateGraph(api(fault, "p"), api(fault, "agg"), width=2,
+                           **{"depth": 1, **shape})
+    events = [e async for e in graph.astream("stream me")]
+    result = events[-1]["result"]
+    tokens = [e["text"] for e in events if e["event"] == "token"]
+    assert tokens == [result.answer] and result.answer in ("first draft", "second draft")
+    if "preset" in shape:  # the second draft was picked, not the raw "2"
+        assert result.answer == result.proposals[1]
+
+
+async def test_a_malformed_proposer_is_one_failed_branch(fault) -> None:
+    fault.script("bad", ["bad-model"])
+    graph = AggregateGraph([api(fault, "good"), api(fault, "bad")], api(fault, "agg"),
+                           width=2, depth=1)
+    result = await graph.ainvoke("q")
+    (failed,) = result.failures
+    assert failed.error["type"] == "MalformedResponseError" and "bad@" in failed.backend
 
 
 async def test_seeded_slots_get_distinct_seeds(fault) -> None:

@@ -36,16 +36,25 @@ def test_a_graph_is_a_chat_model_in_an_lcel_chain(fault) -> None:
         model.bind_tools([])
 
 
+def test_langsmith_params_name_the_graph_and_the_finish_reason_is_real(fault) -> None:
+    model = AggregateChatModel(graph=graph(fault, preset="moa-v1"))
+    params = model._get_ls_params(stop=["\n"])
+    assert params["ls_model_name"] == "aft:moa-v1:w3d1" and params["ls_provider"] == "aft"
+    assert params["ls_model_type"] == "chat" and params["ls_stop"] == ["\n"]
+    fault.script("a", ["length"])
+    assert model.invoke("hi").response_metadata["finish_reason"] == "length"
+
+
 async def test_the_chat_model_streams_the_final_aggregation(fault) -> None:
     fault.script("a", ["say:alpha beta gamma"])
     model = AggregateChatModel(graph=graph(fault))
     chunks = [c async for c in model.astream("hi")]
     texts = [c.content for c in chunks if c.content]
-    assert texts == ["alpha ", "beta ", "gamma "]
+    assert texts == ["alpha ", "beta ", "gamma"]
     usage = [c.usage_metadata for c in chunks if c.usage_metadata]
     assert len(usage) == 1 and usage[0]["total_tokens"] > usage[0]["output_tokens"] > 0
     fault.script("a", ["say:one two"])
-    assert [c.content for c in model.stream("hi") if c.content] == ["one ", "two "]
+    assert [c.content for c in model.stream("hi") if c.content] == ["one ", "two"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,223 @@
+"""One run of ``aft serve``: its slot, its response, and the one error boundary.
+
+:class:`RunSlots` bounds concurrent runs; a taken :class:`Slot` belongs to a :class:`Run`,
+the ASGI response that executes the run and releases the slot however it ends.
+:func:`as_failure` turns any exception into an OpenAI-style error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi.responses import JSONResponse, Response
+
+from aft_sdk.errors import (
+    AftError,
+    BackendStatusError,
+    ConfigError,
+    GraphTimeoutError,
+    InsufficientProposalsError,
+)
+from aft_sdk.graphs import AggregateGraph
+import aft_sdk.serve.protocol as protocol
+
+logger = logging.getLogger(__name__)
+
+
+class HTTPFailure(Exception):
+    """An error answer: status, OpenAI-style body, extra headers."""
+
+    def __init__(self, status: int, message: str, kind: str, code: str | None = None,
+                 headers: dict[str, str] | None = None,
+                 upstream_status: int | None = None) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.code, self.headers = status, kind, code, headers or {}
+        self.upstream_status = upstream_status
+
+    def body(self) -> dict[str, Any]:
+        return protocol.error_body(str(self), self.kind, self.code, self.upstream_status)
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def _upstream_status(e: BaseException) -> int | None:
+    """The HTTP status an upstream answered, found along the cause chain."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, BackendStatusError):
+            return seen.status_code
+        seen = seen.__cause__
+    return None
+
+
+def as_failure(e: BaseException) -> HTTPFailure:
+    """The HTTP answer for any error of a request: the one error boundary."""
+    if isinstance(e, HTTPFailure):
+        return e
+    if isinstance(e, ConfigError):
+        return HTTPFailure(400, str(e), "invalid_request_error")
+    if isinstance(e, InsufficientProposalsError):
+        return HTTPFailure(502, str(e), "upstream_error", "insufficient_proposals")
+    if isinstance(e, (GraphTimeoutError, TimeoutError)):
+        return HTTPFailure(504, str(e) or "the request passed its deadline", "timeout")
+    if isinstance(e, AftError):
+        return HTTPFailure(502, str(e), "upstream_error", upstream_status=_upstream_status(e))
+    logger.error("unexpected error in a request", exc_info=e)
+    return HTTPFailure(500, "internal error (see the server log)", "server_error")
+
+
+class RunSlots:
+    """The bound on concurrent runs. A slot is taken before a run and released once,
+    by the response that owns it, however the response ends."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def take(self) -> Slot:
+        if self.active >= self.limit:
+            raise HTTPFailure(429, f"{self.active} runs are in progress, the most this "
+                              "server takes; retry shortly", "rate_limit_error",
+                              headers={"Retry-After": "1"})
+        self.active += 1
+        return Slot(self)
+
+
+class Slot:
+    """One taken run slot; :meth:`release` is idempotent."""
+
+    def __init__(self, slots: RunSlots) -> None:
+        self._slots: RunSlots | None = slots
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots.active -= 1
+            self._slots = None
+
+
+class Run(Response):
+    """The ASGI response of one run; it owns the run's slot.
+
+    The run executes inside the response, in the response's own task, next to a watcher
+    of the client's connection: when the client leaves (streaming or not) the run is
+    cancelled, which aborts its upstream requests, and the slot is released in this
+    object's ``finally``, the one place every path goes through. A streamed answer
+    holds its headers until the first token, so earlier failures get their status code;
+    after it a failure is an SSE error event, and every stream ends with ``[DONE]``.
+    """
+
+    def __init__(self, graph: AggregateGraph, req: protocol.ChatRequest, timeout_s: float,
+                 slot: Slot) -> None:
+        self.graph, self.req, self.timeout_s, self.slot = graph, req, timeout_s, slot
+        self.background = None
+        self.sampling = req.final_sampling() or None
+        self.client_left = False
+        self.started = False  # the response's headers went out
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(self._watch(receive, task))
+        try:
+            await (self._stream(send) if self.req.stream else self._complete(send))
+        except asyncio.CancelledError:
+            if not self.client_left:
+                raise  # the server is stopping (its own cancel): let it finish
+            task.uncancel()
+            logger.info("client left; its run was cancelled")
+        finally:
+            watcher.cancel()
+            self.slot.release()
+
+    async def _watch(self, receive: Any, task: asyncio.Task[Any]) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.client_left = True
+        task.cancel()
+
+    async def _complete(self, send: Any) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await self.graph.ainvoke(self.req.messages,
+                                                  final_sampling=self.sampling)
+            response: Response = JSONResponse(protocol.completion(self.req.model, result))
+        except Exception as e:
+            response = as_failure(e).response()
+        await response({"type": "http"}, _nothing, send)
+
+    async def _stream(self, send: Any) -> None:
+        req = self.req
+        cid, created = protocol.completion_id(), int(time.time())
+        events = self.graph.astream(req.messages, final_sampling=self.sampling)
+        held: list[str] = []  # layer progress before the first token
+
+        async def emit(text: str) -> None:
+            await send({"type": "http.response.body", "body": text.encode(),
+                        "more_body": True})
+
+        async def chunk(**kw: Any) -> None:
+            await emit(_sse(protocol.chunk(cid, req.model, created, **kw)))
+
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async for event in events:
+                    if event["event"] == "layer":
+                        line = (f": layer {event['layer']}: {event['ok']} ok, "
+                                f"{event['failed']} failed\n\n")
+                        await (emit(line) if self.started else _hold(held, line))
+                        continue
+                    if not self.started:
+                        await self._start(send)
+                        await chunk(delta={"role": "assistant", "content": ""})
+                        for line in held:
+                            await emit(line)
+                    if event["event"] == "token":
+                        await chunk(delta={"content": event["text"]})
+                    elif event["event"] == "result":
+                        result = event["result"]
+                        await chunk(finish_reason=result.finish_reason,
+                                    extra={"aft": protocol.trace_of(result)})
+                        if req.stream_options and req.stream_options.include_usage:
+                            await chunk(usage=protocol.usage_of(result))
+        except Exception as e:
+            failure = as_failure(e)
+            if not self.started:
+                return await failure.response()({"type": "http"}, _nothing, send)
+            await emit(_sse(failure.body()))
+        except asyncio.CancelledError:
+            if self.started and not self.client_left:  # server shutdown: say so, then end
+                await emit(_sse(protocol.error_body(
+                    "the server is shutting down; the answer was cut off, retry it",
+                    "server_error", "shutdown")))
+                await emit("data: [DONE]\n\n")
+                await send({"type": "http.response.body", "body": b""})
+            raise
+        finally:
+            await asyncio.shield(events.aclose())
+        if not self.started:  # a run always ends in a result or an error; never here
+            await self._start(send)
+        await emit("data: [DONE]\n\n")
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _start(self, send: Any) -> None:
+        self.started = True
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache")]})
+
+
+async def _hold(held: list[str], line: str) -> None:
+    held.append(line)
+
+
+async def _nothing() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
+
+
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
