@@ -21,7 +21,7 @@ from aft_sdk.aio import run_sync
 from aft_sdk.errors import ConfigError
 from aft_sdk.jsonl import iter_lines
 from aft_sdk.messages import normalize_messages
-from aft_sdk.runner import DEFAULT_CONCURRENCY, RunItem, RunSummary, run_resumable
+from aft_sdk.runner import DEFAULT_CONCURRENCY, RunItem, RunSummary, fingerprint, run_resumable
 
 BatchSummary = RunSummary  # the name batch callers know
 
@@ -33,13 +33,18 @@ def _rows(input_path: Path) -> Iterator[tuple[int, str | None, Any, str | None]]
     for line_no, line in iter_lines(input_path.read_bytes()):
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as e:
+        except ValueError as e:  # not JSON, or not UTF-8 (UnicodeDecodeError)
             yield line_no, None, None, f"not valid JSON: {e}"
             continue
         if not isinstance(row, dict):
             yield line_no, None, None, "each line must be a JSON object"
             continue
-        row_id = str(row["id"]) if "id" in row else f"line-{line_no}"
+        raw_id = row.get("id", f"line-{line_no}")
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == "":
+            yield line_no, None, None, (f"'id' must be a non-empty string or an integer, got "
+                                        f"{json.dumps(raw_id)[:40]}")
+            continue
+        row_id = str(raw_id)
         source = row.get("messages")
         if source is None:
             source = next((row[k] for k in _TEXT_FIELDS if k in row), None)
@@ -89,7 +94,8 @@ async def arun_batch(
         if error is not None:
             bad.append({"line": line_no, "id": row_id, "error": error})
         else:
-            items.append(RunItem(row_id, messages, {"line": line_no}))
+            items.append(RunItem(row_id, messages, {"line": line_no},
+                                 fingerprint=fingerprint(messages)))
 
     from aft_sdk.scale import pool_for
 
@@ -103,7 +109,7 @@ async def arun_batch(
 
     try:
         return await run_resumable(
-            items, work, output_path, errors_path=errors_path, bad=bad,
+            items, work, output_path, errors_path=errors_path, inputs=[src], bad=bad,
             max_concurrency=max_concurrency, desc="aft batch", progress=progress,
             tokens_of=lambda row: row["result"]["usage"]["total_tokens"])
     finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,13 @@ def iter_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
             yield n, line
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Yields the JSON objects of a JSONL file.
+def read_jsonl(path: str | os.PathLike[str], *, skip_bad: bool = False,
+               on_bad: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Yields the JSON objects of a JSONL file (lines count from 1 in messages).
+
+    Args:
+        skip_bad: Log and skip lines that are not JSON (or not UTF-8) instead of raising.
+        on_bad: Told the message of each skipped line (to count it).
 
     Raises:
         ConfigError: The file is missing, or a line is not JSON (the message names it).
@@ -40,8 +45,13 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     for n, line in iter_lines(p.read_bytes()):
         try:
             yield json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p} line {n}: not valid JSON ({e}); fix or remove that line") from e
+        except ValueError as e:  # JSONDecodeError, and UnicodeDecodeError for non-UTF-8
+            message = f"{p} line {n}: not valid JSON ({e}); fix or remove that line"
+            if not skip_bad:
+                raise ConfigError(message) from e
+            logger.warning("skipping a bad line: %s", message)
+            if on_bad is not None:
+                on_bad(message)
 
 
 def repair_tail(path: Path) -> None:
@@ -56,26 +66,56 @@ def repair_tail(path: Path) -> None:
             f.truncate(end)
 
 
+def check_ours(path: str | os.PathLike[str], key: str = "id") -> list[dict[str, Any]]:
+    """The rows of ``path`` if aft-sdk wrote it; refuses any other file untouched.
+
+    Ours means: every complete line is a JSON object with ``key``, and a torn last
+    line (a write cut by a kill) is the start of a JSON object.
+
+    Raises:
+        ConfigError: The file is not ours (the message names the line).
+    """
+    p = Path(path)
+    data = p.read_bytes()
+    end = data.rfind(b"\n") + 1
+    rows = []
+    for n, line in iter_lines(data[:end]):
+        try:
+            row = json.loads(line)
+            row[key]  # noqa: B018 - a row without the key is not ours
+        except (ValueError, KeyError, TypeError, IndexError) as e:
+            raise ConfigError(
+                f"{p} line {n} is not a result row ({type(e).__name__}: {e}); this file "
+                "was not written by aft-sdk, or it was edited: fix or move that line, or "
+                "write to another file. Nothing was changed"
+            ) from e
+        rows.append(row)
+    tail = data[end:]
+    if tail.strip() and not tail.startswith(b'{"'):
+        line = data[:end].count(b"\n") + 1
+        raise ConfigError(
+            f"{p} line {line} is not a result row (text with no newline: {tail[:40]!r}); "
+            "this file was not written by aft-sdk: write to another file. Nothing was changed")
+    return rows
+
+
+def read_rows(path: str | os.PathLike[str], key: str = "id") -> dict[str, dict[str, Any]]:
+    """Rows of one of our outputs by ``key`` (checked as ours, then a torn tail cut off)."""
+    p = Path(path)
+    if not p.exists():
+        return {}
+    rows = check_ours(p, key)
+    repair_tail(p)
+    return {str(row[key]): row for row in rows}
+
+
 def read_ids(path: str | os.PathLike[str], field: str = "id") -> set[str]:
-    """The ``field`` values of every row in ``path`` (after repairing a torn tail).
+    """The ``field`` values of every row in ``path`` (see :func:`read_rows`).
 
     Raises:
         ConfigError: A line is not a JSON object with ``field``: the file is not ours.
     """
-    p = Path(path)
-    repair_tail(p)
-    if not p.exists():
-        return set()
-    ids = set()
-    for n, line in iter_lines(p.read_bytes()):
-        try:
-            ids.add(str(json.loads(line)[field]))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ConfigError(
-                f"{p} line {n} is not a result row ({type(e).__name__}: {e}); this file "
-                "was not written by aft-sdk, or it was edited: fix or move that line"
-            ) from e
-    return ids
+    return set(read_rows(path, field))
 
 
 def dumps(row: Any) -> str:

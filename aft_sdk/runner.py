@@ -11,8 +11,9 @@ nothing keeps calling models in the background and no id is ever written twice.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import os
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,8 @@ from tqdm.auto import tqdm
 
 from aft_sdk.aio import gather_all
 from aft_sdk.errors import AftError, ConfigError
-from aft_sdk.jsonl import append_jsonl, read_ids
+from aft_sdk.jsonl import append_jsonl, read_rows
+from aft_sdk.outputs import check_output, output_lock
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,14 @@ class RunItem:
     id: str
     payload: Any
     info: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str | None = None
+
+
+def fingerprint(value: Any) -> str:
+    """A short stable hash of an item's input (JSON-able), kept in its output row so a
+    resumed run can tell when the input under an id changed."""
+    data = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -50,6 +60,8 @@ class RunSummary:
         written: Rows written by this run.
         failed: Items whose work raised an :class:`AftError` (see ``errors_path``).
         bad_rows: Input rows that could not be run at all (also in ``errors_path``).
+        changed: Skipped ids whose stored row was made from a different input (the old
+            row is kept; a warning says so).
         errors_path: The error side file of this run.
     """
 
@@ -58,6 +70,7 @@ class RunSummary:
     written: int = 0
     failed: int = 0
     bad_rows: int = 0
+    changed: int = 0
     errors_path: str = ""
 
 
@@ -70,16 +83,13 @@ def default_errors_path(output: Path) -> Path:
 #: local engine's batch stays full; API backends protect themselves (adaptive limits).
 DEFAULT_CONCURRENCY = 32
 
-_active: set[Path] = set()
-_active_lock = threading.Lock()
-
-
 async def run_resumable(
     items: Sequence[RunItem],
     work: Callable[[RunItem], Awaitable[dict[str, Any]]],
     output_path: str | os.PathLike[str],
     *,
     errors_path: str | os.PathLike[str] | None = None,
+    inputs: Sequence[str | os.PathLike[str]] = (),
     bad: Sequence[dict[str, Any]] = (),
     max_concurrency: int = DEFAULT_CONCURRENCY,
     desc: str = "aft",
@@ -96,34 +106,29 @@ async def run_resumable(
         output_path: JSONL output, appended to.
         errors_path: Error side file; default ``OUTPUT.errors.jsonl``. It describes
             the latest run only, so it is cleared at the start.
+        inputs: Files the run reads; neither output may be one of them.
         bad: Input rows rejected before the run (each with at least ``error``).
         max_concurrency: Items in flight at once.
         desc: Progress bar label.
         progress: Show a progress bar on stderr.
         tokens_of: Tokens a row cost, summed into the bar (``tokens`` so far).
 
+    Both outputs follow :func:`aft_sdk.outputs.check_output` (checked before anything
+    is written), and the output is locked while the run writes it.
+
     Raises:
-        ConfigError: Bad ``max_concurrency``, a foreign output file, or another run in
-            this process already writing the same output.
+        ConfigError: Bad ``max_concurrency``; an output that is an input, the other
+            output, a directory, or a file aft-sdk did not write; or another run (in
+            any process) writing the same output.
     """
     if not isinstance(max_concurrency, int) or max_concurrency < 1:
         raise ConfigError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
-    out = Path(output_path).resolve()
+    out = Path(output_path)
     err = Path(errors_path) if errors_path else default_errors_path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.touch()  # the output exists even when every item fails
-    with _active_lock:
-        if out in _active:
-            raise ConfigError(
-                f"{out} is already being written by another run in this process; wait for "
-                "it to finish or write to another file"
-            )
-        _active.add(out)
-    try:
+    out = check_output(out, inputs=inputs, others=[("errors file", err)])
+    err = check_output(err, inputs=inputs, key="error", what="errors file")
+    with output_lock(out):
         return await _run(items, work, out, err, bad, max_concurrency, desc, progress, tokens_of)
-    finally:
-        with _active_lock:
-            _active.discard(out)
 
 
 async def _run(
@@ -131,7 +136,7 @@ async def _run(
     out: Path, err: Path, bad: Sequence[dict[str, Any]], max_concurrency: int, desc: str,
     progress: bool, tokens_of: Callable[[dict[str, Any]], int] | None,
 ) -> RunSummary:
-    done = read_ids(out)
+    done = read_rows(out)
     err.write_text("")
     summary = RunSummary(total=len(items) + len(bad), errors_path=str(err))
     for record in bad:
@@ -147,6 +152,9 @@ async def _run(
         elif item.id in done:
             seen.add(item.id)
             summary.skipped += 1
+            stored = done[item.id].get("input_sha")
+            if item.fingerprint and stored and stored != item.fingerprint:
+                summary.changed += 1
         else:
             seen.add(item.id)
             todo.append(item)
@@ -165,7 +173,8 @@ async def _run(
                                    "error": f"{type(e).__name__}: {e}"})
                 summary.failed += 1
             else:
-                append_jsonl(out, {"id": item.id, **row})
+                extra = {"input_sha": item.fingerprint} if item.fingerprint else {}
+                append_jsonl(out, {"id": item.id, **row, **extra})
                 summary.written += 1
                 tokens += tokens_of(row) if tokens_of else 0
             bar.set_postfix(failed=summary.failed, **({"tokens": tokens} if tokens_of else {}),

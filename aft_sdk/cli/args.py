@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from aft_sdk.errors import AftError
 
 SPEC_HELP = (
     "backend spec: 'embedded', 'embedded:FILE.gguf', 'vllm:MODEL_OR_FOLDER[+lora:ADAPTER]', "
@@ -55,6 +62,7 @@ def build_graph(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
     from aft_sdk.config import GraphConfig, load_yaml
+    from aft_sdk.errors import ConfigError
     from aft_sdk.graphs import AggregateGraph
 
     cfg = load_yaml(args.config, GraphConfig) if args.config else GraphConfig()
@@ -66,7 +74,11 @@ def build_graph(args: argparse.Namespace) -> Any:
         }.items() if v is not None
     }
     if args.template_file:
-        kwargs["template"] = Path(args.template_file).read_text(encoding="utf-8")
+        try:
+            kwargs["template"] = Path(args.template_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            raise ConfigError(f"--template-file {args.template_file}: {reason}") from e
     if args.proposer:
         kwargs["proposers"] = args.proposer
     if args.aggregator:
@@ -76,3 +88,38 @@ def build_graph(args: argparse.Namespace) -> Any:
     return AggregateGraph.from_config(cfg, **kwargs)
 
 
+@contextmanager
+def user_errors(debug: bool = False) -> Iterator[None]:
+    """The CLI's one error boundary: a user's mistake is one line on stderr and exit 2.
+
+    Our own errors, files that cannot be read or written, text that is not UTF-8, bad
+    YAML or JSON: ``error: ...`` and exit 2 (``SystemExit``); Ctrl-C: exit 130. Anything
+    else is a bug and keeps its traceback. ``--debug`` (or ``AFT_DEBUG=1``) shows the
+    traceback of every error.
+    """
+    import yaml
+
+    debug = debug or os.environ.get("AFT_DEBUG", "") not in ("", "0")
+    try:
+        yield
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except (AftError, OSError, UnicodeDecodeError, yaml.YAMLError, json.JSONDecodeError) as e:
+        if debug:
+            raise
+        print(f"error: {describe(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def describe(e: BaseException) -> str:
+    """One line for a user error."""
+    if isinstance(e, OSError) and e.strerror and not isinstance(e, AftError):
+        where = f": {e.filename}" if e.filename else ""
+        return f"{e.strerror}{where}"
+    if isinstance(e, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({e}); save it as UTF-8"
+    text = " ".join(str(e).split())
+    return text if isinstance(e, AftError) else f"{type(e).__name__}: {text}"

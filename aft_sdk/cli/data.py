@@ -43,7 +43,8 @@ def register(sub: Any) -> None:
     b.add_argument("--temperature", type=float, default=0.8)
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--no-shuffle", action="store_true", help="keep response order")
-    b.add_argument("--skip-bad", action="store_true", help="skip and count bad records")
+    b.add_argument("--skip-bad", action="store_true",
+                   help="skip and count bad records (and lines that are not JSON) in every mode")
     b.add_argument("--sft-ratio", type=float, default=0.0,
                    help="add this many plain SFT rows per AFT row (off-policy/traces)")
     b.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="rows in flight")
@@ -61,7 +62,8 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     from aft_sdk.config import SamplingConfig
     from aft_sdk.errors import ConfigError
     from aft_sdk import trainers
-    from aft_sdk.trainers.rows import RowCounter, load_records
+    from aft_sdk.outputs import check_output
+    from aft_sdk.trainers.rows import RowCounter, load_records, looks_local
 
     if args.target == "teacher" and not args.teacher:
         raise ConfigError("--target teacher needs --teacher SPEC")
@@ -69,10 +71,14 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         raise ConfigError("--ray applies to on-policy builds, the only mode that samples "
                           "from models in bulk")
     counter = RowCounter()
+    inputs = [args.source] if looks_local(args.source) else []
+    # The output is checked before any source is read or model called.
+    check_output(args.output, inputs=inputs)
     if args.mode == "traces":
-        rows = list(trainers.trace_rows(args.source))
+        rows = list(trainers.trace_rows(args.source, skip_bad=args.skip_bad, counter=counter))
     elif args.mode == "off-policy":
-        records = load_records(args.source, split=args.split)
+        records = load_records(args.source, split=args.split, skip_bad=args.skip_bad,
+                               counter=counter)
         rows = list(trainers.off_policy_rows(
             records, prompt_field=args.prompt_field, responses_field=args.responses_field,
             text_field=args.text_field, rating_field=args.rating_field,
@@ -82,7 +88,8 @@ def cmd_data_build(args: argparse.Namespace) -> int:
             id_field=args.id_field, skip_bad=args.skip_bad, counter=counter,
         ))
     else:
-        records = load_records(args.source, split=args.split)
+        records = load_records(args.source, split=args.split, skip_bad=args.skip_bad,
+                               counter=counter)
         stats = run_sync(trainers.abuild_on_policy(
             records, args.proposer or None, args.output, k=args.num_proposals,
             sampling=SamplingConfig(max_tokens=args.max_tokens, temperature=args.temperature,
@@ -90,23 +97,27 @@ def cmd_data_build(args: argparse.Namespace) -> int:
             prompt_field=args.prompt_field,
             reference_field=None if args.target == "teacher" else args.reference_field,
             teacher=args.teacher if args.target == "teacher" else None,
-            id_field=args.id_field, max_concurrency=args.concurrency,
+            id_field=args.id_field, skip_bad=args.skip_bad, counter=counter, inputs=inputs,
+            max_concurrency=args.concurrency,
             progress=not args.no_progress, executor="ray" if args.ray else "local",
             workers=args.workers, ray_address=args.ray_address, ray_gpus=args.ray_gpus,
         ))
         print(f"{stats['written']} rows written, {stats['skipped']} already there, "
-              f"{stats['failed']} failed -> {args.output}", file=sys.stderr)
+              f"{stats['failed']} failed{_skipped(counter)} -> {args.output}", file=sys.stderr)
         return 0 if not stats["failed"] else 1
     if args.target == "teacher":
         stats = run_sync(trainers.abuild_teacher_targets(
             rows, args.teacher, args.output, max_concurrency=args.concurrency,
-            progress=not args.no_progress))
+            progress=not args.no_progress, inputs=inputs))
         print(f"{stats['written']} rows with teacher targets -> {args.output}", file=sys.stderr)
         return 0 if not stats["failed"] else 1
     if args.sft_ratio:
         sft = list(trainers.sft_rows(rows))
         rows = trainers.mix_sft(rows, sft, args.sft_ratio, seed=args.seed)
-    n = trainers.write_rows(rows, args.output, progress=not args.no_progress)
-    skipped = f", {counter.skipped} bad records skipped" if counter.skipped else ""
-    print(f"{n} rows -> {args.output}{skipped}", file=sys.stderr)
+    n = trainers.write_rows(rows, args.output, progress=not args.no_progress, inputs=inputs)
+    print(f"{n} rows -> {args.output}{_skipped(counter)}", file=sys.stderr)
     return 0
+
+
+def _skipped(counter: Any) -> str:
+    return f", {counter.skipped} bad records skipped" if counter.skipped else ""

@@ -45,8 +45,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         format_table,
         parse_method,
     )
+    from aft_sdk.eval.runner import check_out_dir
     from aft_sdk.jsonl import read_jsonl
 
+    check_out_dir(args.output)  # before anything is read or run
     items = list(read_jsonl(args.data))[: args.limit]
     if args.task == "exact_match":
         task: Any = ExactMatchTask(items)
@@ -68,4 +70,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      progress=not args.no_progress)
     print(format_table(table))
     print(f"table and plots in {args.output}", file=sys.stderr)
+    failed = [row["method"] for row in table if row["items"] == 0]
+    if failed:  # a score of 0.0 over no items is not a result
+        print(f"error: {', '.join(failed)} failed on every item; see "
+              f"{args.output}/runs/*.errors.jsonl", file=sys.stderr)
+        return 1
     return 0

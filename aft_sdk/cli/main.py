@@ -10,34 +10,77 @@ import argparse
 import json
 import logging
 import sys
+import threading
+import time
 from collections.abc import Sequence
 
-from aft_sdk.cli.args import SPEC_HELP, add_graph_args, add_sampling_args, build_graph
-from aft_sdk.errors import AftError
+from aft_sdk.cli.args import (
+    SPEC_HELP,
+    add_graph_args,
+    add_sampling_args,
+    build_graph,
+    user_errors,
+)
 from aft_sdk.runner import DEFAULT_CONCURRENCY
 
 def cmd_run(args: argparse.Namespace) -> int:
     graph = build_graph(args)
-    if args.stream and not args.json:
-        result = None
+    result = None
+    show_tokens = args.stream and not args.json
+    with Waiting() as waiting:
         for event in graph.stream(args.question):
-            if event["event"] == "token":
+            waiting.saw(event)
+            if event["event"] == "token" and show_tokens:
                 print(event["text"], end="", flush=True)
-            elif event["event"] == "layer":
+            elif event["event"] == "layer" and show_tokens:
                 print(f"[layer {event['layer']}: {event['ok']} ok, {event['failed']} failed]",
                       file=sys.stderr)
             elif event["event"] == "result":
                 result = event["result"]
-        print()
-    else:
-        result = graph.invoke(args.question)
-        if args.json:
-            print(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
-            return 0
-        print(result.answer)
-    if result is not None:
-        print(result.summary(), file=sys.stderr)
+    assert result is not None  # a stream always ends with its result, or raises
+    if args.json:
+        print(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        return 0
+    print() if show_tokens else print(result.answer)
+    print(result.summary(), file=sys.stderr)
     return 0
+
+
+class Waiting:
+    """Says on stderr which layer a run is waiting for when it has been quiet a while
+    (a slow or unreachable server otherwise looks like a hang)."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self.layer = 0
+        self.since = time.monotonic()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+
+    def saw(self, event: dict) -> None:
+        if event["event"] == "layer":
+            self.layer = event["layer"] + 1
+        self.since = time.monotonic()
+
+    def _tick(self) -> None:
+        said = 0  # multiples of every_s already reported for the current quiet spell
+        since = self.since
+        while not self._done.wait(0.5):
+            if self.since != since:
+                said, since = 0, self.since
+            quiet = time.monotonic() - since
+            if quiet >= (said + 1) * self.every_s:
+                said = int(quiet // self.every_s)
+                what = "the proposals" if self.layer == 0 else f"aggregation layer {self.layer}"
+                print(f"[waiting for {what}: {said * self.every_s:.0f} s so far]",
+                      file=sys.stderr, flush=True)
+
+    def __enter__(self) -> Waiting:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -53,6 +96,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
         f"{s.bad_rows} bad rows (of {s.total}); errors: {s.errors_path}",
         file=sys.stderr,
     )
+    if s.changed:
+        print(f"warning: {s.changed} ids already in {args.output} were answered for a "
+              "different question than the input has now; their old rows were kept. Write "
+              "to a new output file, or delete those rows, to answer the new questions",
+              file=sys.stderr)
     return 0 if not (s.failed or s.bad_rows) else 1
 
 
@@ -91,6 +139,8 @@ def make_parser() -> argparse.ArgumentParser:
         prog="aft", description="Propose-and-aggregate test-time compute and AFT training."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks for every error (also AFT_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("run", help="propose-and-aggregate on one question")
@@ -149,14 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    try:
+    with user_errors(args.debug):
         return int(args.func(args) or 0)
-    except AftError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return 2  # user_errors printed the error
 
 
 if __name__ == "__main__":

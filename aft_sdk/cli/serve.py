@@ -45,6 +45,8 @@ def settings_from(args: argparse.Namespace) -> Any:
         keys = tuple(k.strip() for k in raw.split(",") if k.strip())
         if not keys:
             raise ConfigError(f"--api-key-env names {args.api_key_env}, which is unset or empty")
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port} is not a TCP port: use 1 to 65535")
     for name in ("max_width", "max_depth", "max_concurrent_runs", "max_body_bytes"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
@@ -62,7 +64,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from aft_sdk.serve.app import create_app
     except ImportError as e:
         raise ConfigError(f"aft serve needs the serve extra: pip install 'aft-sdk[serve]' ({e})") from e
-    app = create_app(load_configs(args.config), settings_from(args))
+    settings = settings_from(args)  # flags first: a bad port fails before any model loads
+    app = create_app(load_configs(args.config), settings)
     print(f"aft serve: models {', '.join(app.state.models.configs)} on "
           f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",

@@ -17,7 +17,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from aft_sdk.errors import AftError, ConfigError
+from aft_sdk.cli.args import user_errors
+from aft_sdk.errors import ConfigError
 
 HELP = "fine-tune an aggregator (aft train --help for all flags)"
 
@@ -83,28 +84,50 @@ def _hints(names: list[str], known: set[str]) -> str:
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``aft train`` and the ``aft-train`` console script."""
+    """Entry point of ``aft train`` and the ``aft-train`` console script.
+
+    User errors (bad config, YAML, paths, an output_dir holding an earlier run) are one
+    line and exit 2 before any model loads; Ctrl-C exits 130 naming the last checkpoint.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        args = parse_config(argv)
-        from aft_sdk.trainers.trainer import AggregatorTrainer
+        with user_errors(debug):
+            return _train(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
 
-        trainer = AggregatorTrainer(args)
-        if trainer.row_counter.skipped:
-            print(f"skipped {trainer.row_counter.skipped} bad rows, e.g. "
-                  f"{trainer.row_counter.examples[0]}", file=sys.stderr)
-        if trainer.eval_dataset is not None:
-            print(f"eval before: {trainer.evaluate()}", file=sys.stderr)
-        trainer.train()
-        if trainer.eval_dataset is not None:
-            print(f"eval after: {trainer.evaluate()}", file=sys.stderr)
-        out = trainer.save_aggregator()
-        print(f"saved aggregator to {out}")
-        return 0
-    except AftError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+def _train(argv: list[str]) -> int:
+    from aft_sdk.trainers.output_dir import last_checkpoint, prepare_output_dir
+
+    args = parse_config(argv)
+    resume, line = prepare_output_dir(args)
+    print(f"aft train: {line}", file=sys.stderr, flush=True)
+    from aft_sdk.trainers.trainer import AggregatorTrainer
+
+    trainer = AggregatorTrainer(args)
+    if trainer.row_counter.skipped:
+        print(f"skipped {trainer.row_counter.skipped} bad rows, e.g. "
+              f"{trainer.row_counter.examples[0]}", file=sys.stderr)
+    if trainer.eval_dataset is not None and resume is None:
+        print(f"eval before: {trainer.evaluate()}", file=sys.stderr)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except KeyboardInterrupt:
+        ckpt = last_checkpoint(args.output_dir)
+        where = (f"the last checkpoint is {ckpt}: continue with --resume_from_checkpoint "
+                 "true" if ckpt else "no checkpoint was saved (set save_strategy/save_steps "
+                 "to be able to resume)")
+        print(f"interrupted; {where}", file=sys.stderr)
+        return 130
+    if trainer.eval_dataset is not None:
+        print(f"eval after: {trainer.evaluate()}", file=sys.stderr)
+    out = trainer.save_aggregator()
+    print(f"saved aggregator to {out}")
+    return 0
 
 
 def main() -> None:

@@ -11,11 +11,13 @@ Every run's token cost comes from its trace, judges and aggregators included.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aft_sdk.config import GraphConfig, validate
 from aft_sdk.errors import ConfigError
 from aft_sdk.graphs import AggregateGraph, AggregateResult
 
@@ -109,19 +111,27 @@ def majority(texts: list[str], key: Callable[[str], str | None]) -> tuple[str, d
 def parse_method(spec: str, *, proposers: Any = None, aggregator: Any = None,
                  **graph_kwargs: Any) -> Method:
     """A method from a short spec: ``single``, ``sc:N``, ``bon:N``, ``pa:WIDTHxDEPTH``."""
-    kind, _, arg = spec.partition(":")
     common = dict(proposers=proposers, aggregator=aggregator, graph_kwargs=graph_kwargs)
-    try:
-        if kind == "single":
-            return Method("single", "single", **common)
-        if kind == "sc":
-            return Method(f"sc:{int(arg)}", "self_consistency", width=int(arg), **common)
-        if kind == "bon":
-            return Method(f"bon:{int(arg)}", "best_of_n", width=int(arg), **common)
-        if kind == "pa":
-            w, _, d = arg.partition("x")
-            return Method(f"pa:{int(w)}x{int(d or 1)}", "propose_aggregate", width=int(w),
-                          depth=int(d or 1), **common)
-    except ValueError as e:
-        raise ConfigError(f"bad method spec {spec!r}: {e}") from e
-    raise ConfigError(f"unknown method spec {spec!r}: use single, sc:N, bon:N or pa:WxD")
+    if spec == "single":
+        return Method("single", "single", **common)
+    match = _SPEC.fullmatch(spec)
+    if match is None:
+        raise ConfigError(f"bad method spec {spec!r}: {METHOD_FORMS}")
+    kind, width, depth = match["kind"], int(match["width"]), int(match["depth"] or 1)
+    try:  # the graph's own bounds, checked now rather than failing on every item
+        validate(GraphConfig, {"width": width, "depth": depth}, source=f"method {spec!r}")
+    except ConfigError as e:
+        raise ConfigError(f"bad method spec {spec!r}: {e}; {METHOD_FORMS}") from e
+    if kind == "pa":
+        return Method(f"pa:{width}x{depth}", "propose_aggregate", width=width, depth=depth,
+                      **common)
+    if match["depth"]:
+        raise ConfigError(f"bad method spec {spec!r}: {kind}:N takes no depth; {METHOD_FORMS}")
+    name = "self_consistency" if kind == "sc" else "best_of_n"
+    return Method(f"{kind}:{width}", name, width=width, **common)
+
+
+#: What ``parse_method`` accepts, for error messages and ``--help``.
+METHOD_FORMS = ("use single, sc:N (self-consistency over N samples), bon:N (a judge picks "
+                "one of N) or pa:W or pa:WxD (width W, depth D), with N, W, D >= 1")
+_SPEC = re.compile(r"(?P<kind>sc|bon|pa):(?P<width>\d+)(?:x(?P<depth>\d+))?")

@@ -30,6 +30,15 @@ COLUMNS = ["method", "kind", "width", "depth", "items", "score", "score_low", "s
            "tokens_per_item", "generations_per_item", "errors"]
 
 
+def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """The evaluation's output folder; refuses a path that is a file (never touched)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; the evaluation output is a folder (give a new "
+                          "or an earlier evaluation's folder)")
+    return out
+
+
 def run_path(out_dir: str | os.PathLike[str], method: str) -> Path:
     """Where :func:`aevaluate` writes ``method``'s per-item results under ``out_dir``."""
     return Path(out_dir) / "runs" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', method)}.jsonl"
@@ -51,7 +60,8 @@ async def _run_method(task: Any, method: Method, path: Path, max_concurrency: in
 
     items = [RunItem(str(it["id"]), it) for it in task.items]
     summary = await run_resumable(items, work, path, max_concurrency=max_concurrency,
-                                  desc=method.name, progress=progress)
+                                  bad=getattr(task, "bad", ()), desc=method.name,
+                                  progress=progress)
     return summary.failed + summary.bad_rows
 
 
@@ -84,7 +94,7 @@ async def aevaluate(task: Any, methods: list[Method], out_dir: str | os.PathLike
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ConfigError(f"method names must be unique, got {names}")
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     ids = {str(it["id"]) for it in task.items}
     table = []

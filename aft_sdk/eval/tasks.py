@@ -31,13 +31,30 @@ class Score:
     detail: dict[str, Any]
 
 
-def _require(items: Sequence[dict[str, Any]], fields: Sequence[str], task: str) -> None:
+def _require(items: Sequence[dict[str, Any]], fields: Sequence[str], task: str
+             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The usable items, and bad-row records for items whose gold field (the last of
+    ``fields``) is empty or null: scoring against nothing is not a result."""
     if not items:
         raise ConfigError(f"{task}: no items to evaluate")
-    for i, item in enumerate(items):
+    gold = fields[-1]
+    good, bad = [], []
+    for i, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{task}: item {i} is not an object")
         for f in fields:
             if f not in item:
                 raise ConfigError(f"{task}: item {i} has no field '{f}'")
+        value = item[gold]
+        if value is None or (isinstance(value, (str, list)) and not str(value).strip()
+                             ) or value == []:
+            bad.append({"line": i, "id": str(item["id"]),
+                        "error": f"item {i}: '{gold}' is empty; it cannot be scored"})
+        else:
+            good.append(item)
+    if not good:
+        raise ConfigError(f"{task}: every item's '{gold}' is empty; nothing can be scored")
+    return good, bad
 
 
 class ExactMatchTask:
@@ -52,8 +69,7 @@ class ExactMatchTask:
 
     def __init__(self, items: Sequence[dict[str, Any]],
                  instruction: str = "End with: The answer is <number>.") -> None:
-        _require(items, ("id", "question", "answer"), self.name)
-        self.items = list(items)
+        self.items, self.bad = _require(items, ("id", "question", "answer"), self.name)
         self.instruction = instruction
 
     def prompt(self, item: dict[str, Any]) -> list[dict[str, str]]:
@@ -97,8 +113,7 @@ class MultipleChoiceTask:
     name = "multiple_choice"
 
     def __init__(self, items: Sequence[dict[str, Any]]) -> None:
-        _require(items, ("id", "question", "choices", "answer"), self.name)
-        self.items = list(items)
+        self.items, self.bad = _require(items, ("id", "question", "choices", "answer"), self.name)
 
     def prompt(self, item: dict[str, Any]) -> list[dict[str, str]]:
         options = "\n".join(f"{string.ascii_uppercase[i]}. {c}"
@@ -137,12 +152,12 @@ class KeywordTask:
     name = "keywords"
 
     def __init__(self, items: Sequence[dict[str, Any]]) -> None:
-        _require(items, ("id", "question", "keywords"), self.name)
-        for i, item in enumerate(items):
+        self.items, self.bad = _require(items, ("id", "question", "keywords"), self.name)
+        for i, item in enumerate(self.items, start=1):
             if not isinstance(item["keywords"], list) or not all(
-                    isinstance(k, str) and k.strip() for k in item["keywords"]) or not item["keywords"]:
-                raise ConfigError(f"{self.name}: item {i} needs 'keywords' as a non-empty list of words")
-        self.items = list(items)
+                    isinstance(k, str) and k.strip() for k in item["keywords"]):
+                raise ConfigError(f"{self.name}: item {item['id']} needs 'keywords' as a "
+                                  "non-empty list of words")
         self._patterns = {str(it["id"]): [(k, re.compile(rf"(?<!\w){re.escape(k)}(?!\w)", re.IGNORECASE))
                                           for k in it["keywords"]] for it in self.items}
 
@@ -195,8 +210,7 @@ class PairwiseJudgeTask:
 
     def __init__(self, items: Sequence[dict[str, Any]], judge: Backend,
                  sampling: SamplingConfig | None = None) -> None:
-        _require(items, ("id", "question", "reference"), self.name)
-        self.items = list(items)
+        self.items, self.bad = _require(items, ("id", "question", "reference"), self.name)
         self.judge = judge
         self.sampling = sampling or SamplingConfig(temperature=0.0, max_tokens=8)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from trl import SFTConfig
 
 from aft_sdk.errors import ConfigError
+from aft_sdk.trainers.rows import looks_local
 
 @dataclass
 class AggregatorConfig(SFTConfig):
@@ -99,6 +100,12 @@ class AggregatorConfig(SFTConfig):
         default="aft-aggregator",
         metadata={"help": "Where the trained aggregator is written (an ordinary HF folder)."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace an earlier run in output_dir (its model files and "
+                          "checkpoints are removed first); without it such a folder is "
+                          "refused unless resuming."},
+    )
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
     num_train_epochs: float = field(default=2.0, metadata={"help": "Training epochs."})
     max_length: int | None = field(
@@ -128,6 +135,11 @@ class AggregatorConfig(SFTConfig):
                               "full fine-tune converts with llama.cpp's convert_hf_to_gguf.py)")
         if self.template_file and not Path(self.template_file).is_file():
             raise ConfigError(f"template_file not found: {self.template_file}")
+        for name in ("dataset_path", "eval_dataset_path"):  # before a model is loaded
+            value = getattr(self, name)
+            if value and looks_local(value) and not Path(value).expanduser().is_file():
+                raise ConfigError(f"{name} not found: {value} (a .jsonl/.json/.parquet "
+                                  "file, or a Hub dataset id)")
         if self.bf16 is None:  # TRL would turn None into True even on CPUs
             self.bf16 = _bf16_supported() and not self.fp16
         super().__post_init__()

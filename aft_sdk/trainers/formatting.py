@@ -82,6 +82,7 @@ def fit_row(row: AftRow, template: PromptTemplate, count: Counter, max_length: i
     """
     reserve = target_reserve(row.target, count)
     if row.kind == "sft":
+        _check_room(row, messages_tokens(row.messages, count), max_length)
         total = messages_tokens(row.messages, count) + reserve + TEMPLATE_MARGIN
         return row_prompt(row, template), (
             {"target_cut": total - max_length} if total > max_length else {})
@@ -92,9 +93,20 @@ def fit_row(row: AftRow, template: PromptTemplate, count: Counter, max_length: i
         # Not even empty proposals fit next to this target: keep a marker per
         # proposal and let TRL cut the target's tail (counted and reported).
         texts, trims = ["[...]"] * len(row.proposals), {}
-        return row_prompt(row, template, texts), {"target_cut": True}
+        prompt = row_prompt(row, template, texts)
+        _check_room(row, messages_tokens(prompt, count), max_length)
+        return prompt, {"target_cut": True}
     note: dict[str, Any] = {"trimmed": trims} if trims else {}
     return row_prompt(row, template, texts), note
+
+
+def _check_room(row: AftRow, prompt_tokens: int, max_length: int) -> None:
+    """Refuses a row whose prompt alone leaves no room for any target token."""
+    if prompt_tokens + TEMPLATE_MARGIN >= max_length:
+        raise ConfigError(
+            f"row {row.id}: its prompt alone is about {prompt_tokens + TEMPLATE_MARGIN} "
+            f"tokens (with every proposal cut), not below max_length={max_length}, so no "
+            "target token would be trained: raise max_length")
 
 
 def to_examples(rows: Iterable[AftRow], template: PromptTemplate, tokenizer: Any = None,

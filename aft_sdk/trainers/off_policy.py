@@ -74,7 +74,7 @@ def off_policy_rows(
     if num_proposals < 1:
         raise ConfigError(f"num_proposals must be >= 1, got {num_proposals}")
     for i, record in enumerate(records):
-        where = f"record {i}"
+        where = f"record {i + 1}"
         try:
             yield _off_policy_row(
                 record, where, i, prompt_field, responses_field, text_field, rating_field,

@@ -14,7 +14,15 @@ from aft_sdk.backends.factory import BackendLike, make_backend
 from aft_sdk.config import SamplingConfig
 from aft_sdk.errors import ConfigError
 from aft_sdk.runner import DEFAULT_CONCURRENCY, RunItem
-from aft_sdk.trainers.rows import AftRow, RowError, messages_of, resumable_rows, validate_row
+from aft_sdk.trainers.rows import (
+    AftRow,
+    RowCounter,
+    RowError,
+    messages_of,
+    resumable_rows,
+    skip_or_raise,
+    validate_row,
+)
 from aft_sdk.trainers.teacher import awrite_target
 
 
@@ -32,6 +40,9 @@ async def abuild_on_policy(
     preset: str = "aft-v1",
     template: str | None = None,
     id_field: str = "id",
+    skip_bad: bool = False,
+    counter: RowCounter | None = None,
+    inputs: Sequence[str | os.PathLike[str]] = (),
     max_concurrency: int = DEFAULT_CONCURRENCY,
     progress: bool = True,
     executor: str = "local",
@@ -69,12 +80,11 @@ async def abuild_on_policy(
     teacher_backend = make_backend(teacher) if teacher is not None else None
     items = []
     for i, record in enumerate(prompts):
-        where = f"prompt {i}"
-        messages = messages_of(record, prompt_field, where)
-        ref = record.get(reference_field) if reference_field else None
-        if teacher_backend is None and (not isinstance(ref, str) or not ref.strip()):
-            raise RowError(f"{where}: field '{reference_field}' must be non-empty text")
-        items.append(RunItem(str(record.get(id_field, f"on-policy-{i}")), (messages, ref)))
+        try:
+            items.append(_item(record, i, prompt_field, reference_field, id_field,
+                               needs_ref=teacher_backend is None))
+        except RowError as e:
+            skip_or_raise(e, skip_bad=skip_bad, counter=counter)
 
     async def work(item: RunItem) -> AftRow:
         messages, ref = item.payload
@@ -99,7 +109,22 @@ async def abuild_on_policy(
 
     try:
         return await resumable_rows(items, out_path, work, max_concurrency=max_concurrency,
-                                    desc="on-policy rows", progress=progress)
+                                    desc="on-policy rows", progress=progress, inputs=inputs)
     finally:
         if pool is not None:
             pool.close()
+
+
+def _item(record: Any, i: int, prompt_field: str, reference_field: str | None, id_field: str,
+          *, needs_ref: bool) -> RunItem:
+    where = f"prompt {i + 1}"
+    if not isinstance(record, dict):
+        raise RowError(f"{where}: a record must be an object, got {type(record).__name__}")
+    messages = messages_of(record, prompt_field, where)
+    ref = record.get(reference_field) if reference_field else None
+    if needs_ref and (not isinstance(ref, str) or not ref.strip()):
+        raise RowError(f"{where}: field '{reference_field}' must be non-empty text")
+    row_id = record.get(id_field, f"on-policy-{i}")
+    if isinstance(row_id, bool) or not isinstance(row_id, (str, int)) or row_id == "":
+        raise RowError(f"{where}: field '{id_field}' must be a non-empty string or an integer")
+    return RunItem(str(row_id), (messages, ref), {"record": i + 1})

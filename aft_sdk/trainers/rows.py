@@ -23,7 +23,9 @@ from pydantic import BaseModel, Field, ValidationError
 from tqdm.auto import tqdm
 
 from aft_sdk.errors import ConfigError, TrainingError
+from aft_sdk.jsonl import read_jsonl
 from aft_sdk.messages import normalize_messages
+from aft_sdk.outputs import check_output, output_lock
 from aft_sdk.runner import RunItem, run_resumable
 
 logger = logging.getLogger(__name__)
@@ -96,7 +98,7 @@ def validate_rows(
     source: str = "dataset",
 ) -> Iterator[AftRow]:
     """Validates rows in order. Bad rows raise, or with ``skip_bad`` are counted."""
-    for i, raw in enumerate(raws):
+    for i, raw in enumerate(raws, start=1):
         try:
             yield validate_row(raw, f"{source} row {i}")
         except RowError as e:
@@ -112,13 +114,23 @@ def skip_or_raise(err: RowError, *, skip_bad: bool, counter: RowCounter | None) 
         counter.add(str(err))
 
 
+def looks_local(source: str | os.PathLike[str]) -> bool:
+    """Whether ``source`` names a local file rather than a Hub dataset id."""
+    text = str(source)
+    return (Path(text).suffix in LOCAL_SUFFIXES or Path(text).exists()
+            or text.startswith((".", "/", "~")))
+
+
 def load_records(
-    source: str | os.PathLike[str], *, split: str = "train", name: str | None = None
+    source: str | os.PathLike[str], *, split: str = "train", name: str | None = None,
+    skip_bad: bool = False, counter: RowCounter | None = None,
 ) -> Any:
     """Loads a local JSON/JSONL/Parquet file or a Hugging Face Hub dataset.
 
-    Returns a ``datasets.Dataset``. A path that looks local but does not exist is an
-    error (not a silent hub lookup).
+    Returns a list of records (JSONL, read by :func:`aft_sdk.jsonl.read_jsonl`: a line
+    that is not JSON is an error naming it, or skipped with ``skip_bad``) or a
+    ``datasets.Dataset``. A path that looks local but does not exist is an error (not a
+    silent hub lookup).
 
     Raises:
         ConfigError: The file is missing or of an unknown type.
@@ -127,12 +139,15 @@ def load_records(
 
     text = str(source)
     path = Path(text)
-    if path.suffix in LOCAL_SUFFIXES or path.exists() or text.startswith((".", "/", "~")):
+    if looks_local(text):
         path = path.expanduser()
         if not path.is_file():
             raise ConfigError(f"dataset file not found: {path}")
         if path.suffix not in LOCAL_SUFFIXES:
             raise ConfigError(f"{path}: use a .jsonl, .json or .parquet file")
+        if path.suffix == ".jsonl":  # our reader: bad lines named by number, or skipped
+            return list(read_jsonl(path, skip_bad=skip_bad,
+                                   on_bad=counter.add if counter is not None else None))
         return datasets.load_dataset(
             LOCAL_SUFFIXES[path.suffix], data_files=str(path), split="train"
         )
@@ -151,16 +166,27 @@ def messages_of(record: dict[str, Any], prompt_field: str, where: str) -> list[d
         raise RowError(f"{where}: field '{prompt_field}': {e}") from e
 
 
-def write_rows(rows: Iterable[AftRow], path: str | os.PathLike[str], *, progress: bool = False
-               ) -> int:
-    """Writes rows to JSONL (overwriting), with an optional progress bar; returns how many."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+def write_rows(rows: Iterable[AftRow], path: str | os.PathLike[str], *, progress: bool = False,
+               inputs: Sequence[str | os.PathLike[str]] = ()) -> int:
+    """Writes rows to JSONL, replacing an earlier build; returns how many.
+
+    The output follows :func:`aft_sdk.outputs.check_output` (not an input, not a file
+    aft-sdk did not write) and is locked while written. Rows go to a temporary file
+    that replaces the output only when all of them are written, so a failure midway
+    leaves the earlier file as it was.
+    """
+    out = check_output(path, inputs=inputs)
+    tmp = out.with_name(out.name + ".partial")
     n = 0
-    with out.open("w", encoding="utf-8") as f:
-        for row in tqdm(rows, desc="rows", unit="row", disable=not progress):
-            f.write(row.model_dump_json() + "\n")
-            n += 1
+    with output_lock(out):
+        try:
+            with tmp.open("w", encoding="utf-8") as f:
+                for row in tqdm(rows, desc="rows", unit="row", disable=not progress):
+                    f.write(row.model_dump_json() + "\n")
+                    n += 1
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)
     return n
 
 
@@ -176,13 +202,13 @@ def rows_to_dataset(rows: Iterable[AftRow]) -> Any:
 async def resumable_rows(
     items: Sequence[RunItem], out_path: str | os.PathLike[str],
     work: Callable[[RunItem], Awaitable[AftRow]], *, max_concurrency: int, desc: str,
-    progress: bool,
+    progress: bool, inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> dict[str, int]:
     """Runs ``work(item) -> AftRow`` through the shared resumable runner."""
     async def row(item: RunItem) -> dict[str, Any]:
         return (await work(item)).model_dump()
 
     summary = await run_resumable(items, row, out_path, max_concurrency=max_concurrency,
-                                  desc=desc, progress=progress)
+                                  desc=desc, progress=progress, inputs=inputs)
     return {"written": summary.written, "skipped": summary.skipped,
             "failed": summary.failed + summary.bad_rows}

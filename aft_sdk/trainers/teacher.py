@@ -8,7 +8,7 @@ file, resumably.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from aft_sdk.backends.base import Backend
 from aft_sdk.backends.factory import BackendLike, make_backend
@@ -38,8 +38,10 @@ async def abuild_teacher_targets(
     rows: Iterable[AftRow], teacher: BackendLike, out_path: str | os.PathLike[str], *,
     preset: str = "aft-v1", template: str | None = None, sampling: SamplingConfig | None = None,
     max_concurrency: int = DEFAULT_CONCURRENCY, progress: bool = True,
+    inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> dict[str, int]:
-    """Rewrites each row's target with a teacher model; resumable JSONL output."""
+    """Rewrites each row's target with a teacher model; resumable JSONL output (never
+    one of ``inputs``)."""
     backend = make_backend(teacher)
     items = [RunItem(r.id, r) for r in rows]
 
@@ -48,4 +50,4 @@ async def abuild_teacher_targets(
                                      sampling=sampling)
 
     return await resumable_rows(items, out_path, work, max_concurrency=max_concurrency,
-                            desc="teacher targets", progress=progress)
+                            desc="teacher targets", progress=progress, inputs=inputs)

@@ -61,7 +61,8 @@ def load_model_and_tokenizer(args: AggregatorConfig) -> tuple[Any, Any]:
 
 def load_rows(path: str, args: AggregatorConfig, counter: RowCounter) -> list[AftRow]:
     """Validated rows from a file or Hub dataset, plus SFT rows if ``sft_ratio`` asks."""
-    records = load_records(path, split=args.dataset_split)
+    records = load_records(path, split=args.dataset_split, skip_bad=args.skip_bad_rows,
+                           counter=counter)
     rows = list(validate_rows(records, skip_bad=args.skip_bad_rows, counter=counter, source=path))
     if not rows:
         raise TrainingError(f"{path} has no usable rows ({counter.skipped} skipped)")
@@ -159,6 +160,13 @@ class AggregatorTrainer(SFTTrainer):
         out.mkdir(parents=True, exist_ok=True)
         tokenizer = self.processing_class
         model = self.model
+        # A resumed run may switch between merged and adapter-only: drop the other
+        # kind's weights so the folder never loads an earlier run's model.
+        from aft_sdk.trainers.output_dir import ADAPTER_FILES, MODEL_FILES, found, remove
+
+        merged = not self.args.use_lora or self.args.merge_lora
+        remove(found(out, ADAPTER_FILES if not self.args.use_lora else ()) +
+               found(out, MODEL_FILES if not merged else ()))
         if self.args.use_lora:
             adapter = out / "adapter"
             model.save_pretrained(adapter)

@@ -109,7 +109,7 @@ def test_aggregation_cost_includes_the_aggregator(fault, tmp_path) -> None:
 def test_method_specs() -> None:
     assert parse_method("pa:4x2").width == 4 and parse_method("pa:4x2").depth == 2
     assert parse_method("sc:5").kind == "self_consistency"
-    with pytest.raises(ConfigError, match="unknown method spec"):
+    with pytest.raises(ConfigError, match="bad method spec 'beam:3': use single, sc:N"):
         parse_method("beam:3")
     with pytest.raises(ConfigError, match="bad method spec"):
         parse_method("sc:many")

@@ -78,8 +78,10 @@ async def test_keyword_task_matches_whole_words_only() -> None:
     assert (await task.score(a, "It is called nice water.")).value == 0.0
     assert (await task.score(b, "Plants take in co2.")).key == "co2"
     assert (await task.score(b, "carbon  dioxide")).value == 0.0
-    with pytest.raises(ConfigError, match="item 0 needs 'keywords'"):
+    with pytest.raises(ConfigError, match="every item's 'keywords' is empty"):
         KeywordTask([{"id": "x", "question": "q", "keywords": []}])
+    with pytest.raises(ConfigError, match="item x needs 'keywords'"):
+        KeywordTask([{"id": "x", "question": "q", "keywords": ["ok", ""]}])
 
 
 def test_the_committed_training_questions_reproduce_from_the_seed() -> None:

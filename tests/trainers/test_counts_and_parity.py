@@ -71,7 +71,7 @@ def test_skipped_records_are_logged_even_without_a_counter(caplog) -> None:
     with caplog.at_level(logging.WARNING):
         rows = list(off_policy_rows(data, target="best", skip_bad=True))
     assert [r.id for r in rows] == ["ok"]
-    assert "skipping bad row: record 1" in caplog.text
+    assert "skipping bad row: record 2" in caplog.text
 
 
 def test_sft_ratio_has_one_meaning_in_the_trainer_and_the_builder(tmp_path) -> None:

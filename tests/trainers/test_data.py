@@ -53,7 +53,7 @@ def test_off_policy_reference_target_keeps_all_responses() -> None:
 def test_bad_records_name_the_row_and_field_or_are_counted() -> None:
     data = records()[:3]
     data[1] = {**data[1], "completions": []}
-    with pytest.raises(RowError, match=r"record 1: field 'completions' must be a non-empty"):
+    with pytest.raises(RowError, match=r"record 2: field 'completions' must be a non-empty"):
         list(off_policy_rows(data, target="best"))
     data[1] = {**records()[1], "completions": [{"response": "x", "rating": "high"},
                                                {"response": "y", "rating": 2}]}
@@ -82,10 +82,17 @@ def test_row_validation_errors(raw: dict, message: str) -> None:
 
 
 def test_local_loading_and_missing_files(tmp_path: Path) -> None:
-    ds = load_records(DATA)
-    assert len(ds) == 12 and ds[0]["id"] == "fact-0"
-    ds.to_parquet(str(tmp_path / "d.parquet"))
+    import datasets
+
+    records = load_records(DATA)  # JSONL: our reader, records as dicts
+    assert len(records) == 12 and records[0]["id"] == "fact-0"
+    datasets.Dataset.from_list(records).to_parquet(str(tmp_path / "d.parquet"))
     assert len(load_records(tmp_path / "d.parquet")) == 12
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(DATA.read_text() + "{oops\n")
+    with pytest.raises(ConfigError, match="bad.jsonl line 13: not valid JSON"):
+        load_records(bad)
+    assert len(load_records(bad, skip_bad=True)) == 12
     with pytest.raises(ConfigError, match="dataset file not found"):
         load_records(tmp_path / "missing.jsonl")
 

@@ -163,7 +163,7 @@ def test_aft_train_errors_are_clear(tmp_path, rows_file) -> None:
     assert "unknown field 'learnin_rate' (did you mean 'learning_rate'?)" in r.stderr
     r = run_cli("train", "--model_name_or_path", "embedded", "--dataset_path",
                 str(tmp_path / "none.jsonl"), "--use_cpu", "true")
-    assert r.returncode == 2 and "dataset file not found" in r.stderr
+    assert r.returncode == 2 and "dataset_path not found" in r.stderr
     r = run_cli("train", "--model_name_or_path", "./no/such/model", "--dataset_path",
                 str(rows_file), "--use_cpu", "true")
     assert r.returncode == 2 and "model path not found: ./no/such/model" in r.stderr
@@ -172,4 +172,4 @@ def test_aft_train_errors_are_clear(tmp_path, rows_file) -> None:
                                   "proposals": [], "target": "t"}) + "\n")
     r = run_cli("train", "--model_name_or_path", "embedded", "--dataset_path", str(broken),
                 "--use_cpu", "true")
-    assert r.returncode == 2 and "row 0: field 'proposals'" in r.stderr
+    assert r.returncode == 2 and "row 1: field 'proposals'" in r.stderr
