@@ -167,6 +167,7 @@ def test_every_documented_user_error_is_one_line_and_exit_2(fault, tmp_path) -> 
          "is a file"),
         (["eval", "exact_match", latin1, "-o", tmp_path / "ev"], "line 1"),
         (["serve", "--config", bad_yaml, "--port", "99999"], "--port 99999 is not a TCP port"),
+        (["generate", "q", "--backend", "nope:x"], "nope:x"),
         (["train", "--config", bad_yaml], "bad.yaml"),
         (["train", "--model_name_or_path", "embedded", "--dataset_path",
           tmp_path / "none.jsonl"], "dataset_path not found"),
@@ -260,3 +261,18 @@ def test_ctrl_c_names_the_checkpoint_and_resume_continues_from_it(gguf_path, tmp
     assert (out / "adapter").is_dir() and not (out / "model.safetensors").exists()
     r = aft("train", *flags, "--max_steps", "1")  # a fresh run into it: refused
     one_line_error(r, "already holds an earlier run", "--overwrite_output_dir true")
+
+
+@pytest.mark.slow
+def test_a_max_length_below_the_prompt_is_a_clear_error(gguf_path, tmp_path) -> None:
+    rows = tmp_path / "rows.jsonl"
+    assert aft("data", "build", "off-policy", DATA, "-o", rows, "-k", "3",
+               "--no-progress").returncode == 0
+    r = aft("train", "--config", Path(__file__).parent.parent / "recipes/configs/train_smollm2_lora.yaml",
+            "--dataset_path", rows, "--output_dir", tmp_path / "agg", "--max_length", "24",
+            "--max_steps", "1", timeout=600)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]  # after the model's loading progress
+    assert last.startswith("error: row fact-0: its prompt alone is about"), last
+    assert "not below max_length=24" in last and "raise max_length" in last
+

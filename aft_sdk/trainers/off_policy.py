@@ -16,6 +16,7 @@ from aft_sdk.trainers.rows import (
     RowCounter,
     RowError,
     messages_of,
+    record_id,
     skip_or_raise,
     validate_row,
 )
@@ -112,7 +113,7 @@ def _off_policy_row(
     rng = random.Random(f"{seed}:{i}")
     if shuffle:
         rng.shuffle(pool)
-    row_id = str(record.get(id_field, f"{source}-{i}"))
+    row_id = record_id(record, id_field, f"{source}-{i}", where)
     return validate_row(
         {"id": row_id, "messages": messages, "proposals": pool[:num_proposals],
          "target": goal, "kind": "aft", "source": source},

@@ -19,6 +19,7 @@ from aft_sdk.trainers.rows import (
     RowCounter,
     RowError,
     messages_of,
+    record_id,
     resumable_rows,
     skip_or_raise,
     validate_row,
@@ -124,7 +125,5 @@ def _item(record: Any, i: int, prompt_field: str, reference_field: str | None, i
     ref = record.get(reference_field) if reference_field else None
     if needs_ref and (not isinstance(ref, str) or not ref.strip()):
         raise RowError(f"{where}: field '{reference_field}' must be non-empty text")
-    row_id = record.get(id_field, f"on-policy-{i}")
-    if isinstance(row_id, bool) or not isinstance(row_id, (str, int)) or row_id == "":
-        raise RowError(f"{where}: field '{id_field}' must be a non-empty string or an integer")
-    return RunItem(str(row_id), (messages, ref), {"record": i + 1})
+    return RunItem(record_id(record, id_field, f"on-policy-{i}", where), (messages, ref),
+                   {"record": i + 1})

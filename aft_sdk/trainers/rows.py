@@ -155,6 +155,16 @@ def load_records(
     return datasets.load_dataset(text, name, split=split)
 
 
+def record_id(record: dict[str, Any], id_field: str, default: str, where: str) -> str:
+    """The record's id as text (``default`` when it has none); null, empty, boolean or
+    structured ids are refused rather than becoming ``"None"`` and the like."""
+    value = record.get(id_field, default)
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or value == "":
+        raise RowError(f"{where}: field '{id_field}' must be a non-empty string or an "
+                       f"integer, got {json.dumps(value, default=str)[:40]}")
+    return str(value)
+
+
 def messages_of(record: dict[str, Any], prompt_field: str, where: str) -> list[dict[str, str]]:
     """The record's ``prompt_field`` as chat messages, naming the record when bad."""
     value = record.get(prompt_field)
