@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from aft_sdk.errors import ConfigError
+from aft_sdk.messages import Message, content_tokens
 from aft_sdk.prompts import PromptTemplate
 
 Counter = Callable[[str], int]
-Message = dict[str, str]
 
 #: Appended to a proposal that was cut, so the aggregator knows it is incomplete.
 TRIM_MARKER = " [...]"
@@ -27,7 +27,7 @@ TEMPLATE_MARGIN = 32
 
 def messages_tokens(messages: Sequence[Message], count: Counter) -> int:
     """Tokens of a conversation: contents plus a fixed overhead per message."""
-    return sum(count(m["content"]) + MESSAGE_OVERHEAD for m in messages)
+    return sum(content_tokens(m["content"], count) + MESSAGE_OVERHEAD for m in messages)
 
 
 def water_fill(sizes: Sequence[int], room: int) -> list[int]:

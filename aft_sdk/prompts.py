@@ -23,8 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from aft_sdk.errors import ConfigError
-
-Message = dict[str, str]
+from aft_sdk.messages import Message, text_of
 
 
 @dataclass(frozen=True)
@@ -63,17 +62,24 @@ class PromptTemplate:
             _substitute(self.item_format, {"index": str(i + 1), "model": m, "text": p})
             for i, (p, m) in enumerate(zip(proposals, models))
         )
-        question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        question = next((text_of(m["content"]) for m in reversed(messages)
+                         if m["role"] == "user"), "")
         text = _substitute(self.template, {
             "proposals": block, "num_proposals": str(len(proposals)), "question": question,
         })
         if self.placement == "user":
             out = [dict(m) for m in messages]
             last = max(i for i, m in enumerate(out) if m["role"] == "user")
-            out[last]["content"] = text
+            kept = out[last]["content"]  # an image in the question stays in view
+            others = [p for p in kept if p.get("type") != "text"] if isinstance(kept, list) else []
+            out[last]["content"] = [{"type": "text", "text": text}, *others] if others else text
             return out
-        rest = [dict(m) for m in messages if m["role"] != "system"]
-        original = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        # The instruction leads the system turn; the user's system and developer
+        # messages (text) follow it, and the rest of the conversation is unchanged.
+        instructions = ("system", "developer")
+        rest = [dict(m) for m in messages if m["role"] not in instructions]
+        original = "\n\n".join(text_of(m["content"]) for m in messages
+                                if m["role"] in instructions)
         system = text if not original else f"{text}\n\n{original}"
         return [{"role": "system", "content": system}, *rest]
 

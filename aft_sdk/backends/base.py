@@ -60,11 +60,15 @@ class Backend(abc.ABC):
         native_n: ``True`` when one request with ``n`` yields ``n`` outputs from one
             prefill (the graph then groups slots into one request).
         context_window: Total tokens (prompt + output) the model accepts, if known.
+        parts: Non-text message part types it takes; a text-only backend refuses
+            others by name (see :func:`aft_sdk.messages.for_backend`).
     """
 
     model: str = ""
     native_n: bool = False
     context_window: int | None = None
+    #: Non-text message parts the backend takes (``image_url``, ...); none: text only.
+    parts: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 from aft_sdk import errors
 from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
 from aft_sdk.config import EmbeddedBackendConfig, SamplingConfig, validate
+from aft_sdk.messages import for_backend
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ class EmbeddedBackend(Backend):
         check_n(n)
         sampling = sampling or self.sampling
         base = sampling.seed if sampling.seed is not None else random.randrange(2**31 - n)
-        msgs = list(messages)
+        msgs = for_backend(messages, self.label)  # text only; developer -> system
 
         async def one(seed: int | None) -> Generation:
             return await asyncio.to_thread(self._complete, msgs, sampling, seed)
@@ -226,7 +227,7 @@ class EmbeddedBackend(Backend):
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        msgs = list(messages)
+        msgs = for_backend(messages, self.label)  # text only; developer -> system
         stop = threading.Event()  # set when the consumer leaves: the engine is freed
 
         def produce() -> None:

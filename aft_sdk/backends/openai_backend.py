@@ -24,6 +24,7 @@ from aft_sdk.backends.credentials import is_openai_endpoint, resolve_api_key, sc
 from aft_sdk.backends.http_errors import MALFORMED, map_upstream_error
 from aft_sdk.backends.limiter import AdaptiveLimiter, LimitedTransport, httpx
 from aft_sdk.config import OpenAIBackendConfig, SamplingConfig, validate
+from aft_sdk.messages import PART_TYPES, content_tokens, for_backend
 from aft_sdk.redact import RedactURLs, redact_url
 
 logger = logging.getLogger(__name__)
@@ -161,11 +162,21 @@ class OpenAIBackend(Backend):
         t0 = time.perf_counter()
         try:
             resp = await client.chat.completions.create(
-                messages=list(messages), **self._params(sampling, n, seed)
+                messages=self._view(messages), **self._params(sampling, n, seed)
             )
             return self._parse(resp, time.perf_counter() - t0)
         except (openai.OpenAIError, *MALFORMED) as e:
             raise map_upstream_error(e, self.label, self.__key) from e
+
+    parts = PART_TYPES[1:]  # passed on: the server says whether it can see them
+
+    def _view(self, messages: Sequence[Message]) -> list[Message]:
+        """The conversation as this server takes it: parts pass through (the server
+        says whether it can see them), text-only content goes as one string (servers
+        such as llama.cpp take nothing else), and ``developer`` is kept for OpenAI's
+        endpoint only (others get ``system``: most chat templates lack the role)."""
+        return for_backend(messages, self.label, developer=is_openai_endpoint(self.base_url),
+                           parts=self.parts)
 
     def _malformed(self, what: str) -> errors.MalformedResponseError:
         return errors.MalformedResponseError(
@@ -264,7 +275,7 @@ class OpenAIBackend(Backend):
         t0 = time.perf_counter()
         try:
             stream = await client.chat.completions.create(
-                messages=list(messages),
+                messages=self._view(messages),
                 stream=True,
                 stream_options={"include_usage": True},
                 **self._params(sampling, 1, sampling.seed),
@@ -296,7 +307,8 @@ class OpenAIBackend(Backend):
             # than report zero: they stream about one token per chunk, and the prompt is
             # counted with the backend's conservative estimate.
             completion_tokens = len(pieces)
-            prompt_tokens = sum(self.count_tokens(m["content"]) for m in messages)
+            prompt_tokens = sum(content_tokens(m["content"], self.count_tokens)
+                                for m in messages)
             logger.debug("%s sent no streaming usage; token counts are estimates", self.label)
         yield Generation(
             text=text,

@@ -26,6 +26,7 @@ from aft_sdk import errors
 from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n, is_greedy
 from aft_sdk.backends.vllm_engine import VLLMEngine
 from aft_sdk.config import SamplingConfig, VLLMBackendConfig, validate
+from aft_sdk.messages import for_backend
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +149,8 @@ class VLLMBackend(Backend):
         if not self.engine.started:
             await asyncio.to_thread(self.engine.start)  # seconds to minutes: off the loop
         self.engine.check_alive(self.label)
-        ids = await asyncio.to_thread(self._prompt_ids, list(messages))
+        # Text only (the chat template renders strings); developer becomes system.
+        ids = await asyncio.to_thread(self._prompt_ids, for_backend(messages, self.label))
         limit = self.engine.max_model_len
         if limit is not None and len(ids) >= limit:
             raise errors.BadRequestError(

@@ -58,7 +58,7 @@ class GraphState(TypedDict, total=False):
 class BranchInput(TypedDict):
     """What one Send branch receives: the slots it fills and the previous layer."""
 
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     layer: int
     slots: list[int]
     inputs: list[dict[str, Any]]

@@ -17,6 +17,7 @@ from aft_sdk.backends.factory import default_aggregator, default_backend, make_b
 from aft_sdk.budget import fit_proposals
 from aft_sdk.config import GraphConfig, SamplingConfig, validate
 from aft_sdk.errors import ConfigError
+from aft_sdk.messages import non_text_parts, text_view
 from aft_sdk.prompts import PromptTemplate, get_template, shuffled_order
 
 
@@ -100,7 +101,13 @@ class GraphPlan:
             )
             if trims:
                 info["trimmed"] = {str(order[i]): kept for i, kept in trims.items()}
-        return self.template.render(messages, texts, models), info
+        prompt = self.template.render(messages, texts, models)
+        if not set(backend.parts) >= set(non_text_parts(prompt)):
+            # An aggregator that cannot see a part of the question gets the text-only
+            # view (each such part a bracketed note), not an error: the drafts are text.
+            prompt = text_view(prompt, backend.parts)
+            info["parts_as_text"] = True
+        return prompt, info
 
 
 def _as_backends(value: Any, what: str, default: Any = default_backend) -> tuple[Backend, ...]:

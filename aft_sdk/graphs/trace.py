@@ -89,7 +89,7 @@ class AggregateResult(BaseModel):
     """
 
     answer: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     layers: list[LayerTrace]
     usage: Usage
     width: int

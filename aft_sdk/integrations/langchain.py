@@ -24,6 +24,7 @@ from aft_sdk import errors
 from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
 from aft_sdk.config import SamplingConfig
 from aft_sdk.graphs import AggregateGraph, AggregateResult
+from aft_sdk.messages import PART_TYPES
 
 
 def _usage(result: AggregateResult) -> dict[str, int]:
@@ -146,6 +147,8 @@ class LangChainBackend(Backend):
         sampling: Default sampling for calls that pass none.
     """
 
+    parts = PART_TYPES[1:]  # content blocks pass to the model, which decides
+
     def __init__(self, chat_model: BaseChatModel, *, context_window: int | None = None,
                  sampling: SamplingConfig | None = None) -> None:
         if not isinstance(chat_model, BaseChatModel):
@@ -178,7 +181,9 @@ class LangChainBackend(Backend):
             raise
         except Exception as e:  # noqa: BLE001 - each provider has its own error types
             raise _map(e, self.label) from e
-        content = message.content if isinstance(message.content, str) else str(message.content)
+        content = message.content if isinstance(message.content, str) else "".join(
+            b if isinstance(b, str) else str(b.get("text", "")) for b in message.content
+            if isinstance(b, str) or b.get("type") == "text")
         usage = getattr(message, "usage_metadata", None) or {}
         meta = getattr(message, "response_metadata", None) or {}
         return Generation(

@@ -47,7 +47,7 @@ class AftRow(BaseModel):
     """
 
     id: str
-    messages: list[dict[str, str]] = Field(min_length=1)
+    messages: list[dict[str, Any]] = Field(min_length=1)
     proposals: list[str] = Field(default_factory=list)
     target: str = Field(min_length=1)
     kind: Literal["aft", "sft"] = "aft"
