@@ -111,8 +111,12 @@ class PartialGenerationError(BackendError):
         self.wanted = wanted
 
 
-class GraphError(AftError):
-    """A propose-and-aggregate graph could not complete."""
+class GraphError(AftError, RuntimeError):
+    """A propose-and-aggregate graph could not complete.
+
+    Also a ``RuntimeError``: LangGraph Server passes the messages of builtin error types
+    through to its clients and hides those of others, and ours name each failed branch.
+    """
 
 
 class InsufficientProposalsError(GraphError):

@@ -101,9 +101,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(argv: list[str]) -> int:
+    from aft_sdk.trainers.config import check_data_paths
     from aft_sdk.trainers.output_dir import last_checkpoint, prepare_output_dir
 
     args = parse_config(argv)
+    check_data_paths(args)
     resume, line = prepare_output_dir(args)
     print(f"aft train: {line}", file=sys.stderr, flush=True)
     from aft_sdk.trainers.trainer import AggregatorTrainer

@@ -17,7 +17,11 @@ from __future__ import annotations
 import asyncio
 import operator
 import time
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
+
+# typing_extensions' TypedDict: pydantic (and so LangGraph Server's schema endpoint, which
+# Studio reads) cannot build schemas from typing.TypedDict before Python 3.12.
+from typing_extensions import TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage
 from langchain_core.runnables import RunnableConfig
@@ -29,6 +33,7 @@ from aft_sdk.backends.base import Generation
 from aft_sdk.config import SamplingConfig
 from aft_sdk.errors import (
     AftError,
+    ConfigError,
     GraphError,
     GraphTimeoutError,
     InsufficientProposalsError,
@@ -53,6 +58,21 @@ class GraphState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     outputs: Annotated[list[dict[str, Any]], operator.add]
     answer: str
+
+
+class GraphInput(TypedDict):
+    """What a run takes (the graph's public input schema): the conversation."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+class GraphOutput(TypedDict):
+    """What a run returns (the public output schema): the conversation with the answer
+    appended, the answer, and the trace."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    answer: str
+    outputs: Annotated[list[dict[str, Any]], operator.add]
 
 
 class BranchInput(TypedDict):
@@ -140,7 +160,8 @@ class LayerBranch:
             raise kind(
                 f"the final aggregation on {backend.label} failed: {error}. Earlier layers "
                 "are kept when the graph has a checkpointer: resume(thread_id) retries "
-                "only this step"
+                "only this step (on LangGraph Server: a new run on the same thread with "
+                "input null)"
             ) from error
         if self.plan.template.selects and self.layer > 0:
             gens = [self._selected(g, payload["inputs"], info) for g in gens]
@@ -234,6 +255,9 @@ class Router:
 def begin(state: GraphState) -> dict[str, Any]:
     """First node: a new run starts with no records, even on a thread that had runs
     (LangGraph Server threads, a parent graph's checkpointed subgraph)."""
+    if not state.get("messages"):
+        raise ConfigError("the input has no messages: send {'messages': [{'role': 'user', "
+                          "'content': 'your question'}]}")
     return {"outputs": Overwrite([]), "answer": ""}
 
 

@@ -6,13 +6,23 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 
-from aft_sdk.graphs.nodes import Gather, GraphState, LayerBranch, Router, begin, finish, node_name
+from aft_sdk.graphs.nodes import (
+    Gather,
+    GraphInput,
+    GraphOutput,
+    GraphState,
+    LayerBranch,
+    Router,
+    begin,
+    finish,
+    node_name,
+)
 from aft_sdk.graphs.plan import GraphPlan
 
 
 def build_state_graph(plan: GraphPlan) -> StateGraph:
     """The uncompiled graph: one branch node and one gather node per layer."""
-    g = StateGraph(GraphState)
+    g = StateGraph(GraphState, input_schema=GraphInput, output_schema=GraphOutput)
     depth = plan.depth
     for layer in range(depth + 1):
         name = node_name(layer)

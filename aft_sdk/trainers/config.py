@@ -17,7 +17,6 @@ from pathlib import Path
 from trl import SFTConfig
 
 from aft_sdk.errors import ConfigError
-from aft_sdk.trainers.rows import looks_local
 
 @dataclass
 class AggregatorConfig(SFTConfig):
@@ -135,14 +134,23 @@ class AggregatorConfig(SFTConfig):
                               "full fine-tune converts with llama.cpp's convert_hf_to_gguf.py)")
         if self.template_file and not Path(self.template_file).is_file():
             raise ConfigError(f"template_file not found: {self.template_file}")
-        for name in ("dataset_path", "eval_dataset_path"):  # before a model is loaded
-            value = getattr(self, name)
-            if value and looks_local(value) and not Path(value).expanduser().is_file():
-                raise ConfigError(f"{name} not found: {value} (a .jsonl/.json/.parquet "
-                                  "file, or a Hub dataset id)")
         if self.bf16 is None:  # TRL would turn None into True even on CPUs
             self.bf16 = _bf16_supported() and not self.fp16
         super().__post_init__()
+
+
+def check_data_paths(args: AggregatorConfig) -> None:
+    """Refuses a local dataset path that does not exist (before any model is loaded).
+
+    Not part of validation: a config may name data that a pipeline has yet to build.
+    """
+    from aft_sdk.trainers.rows import looks_local
+
+    for name in ("dataset_path", "eval_dataset_path"):
+        value = getattr(args, name)
+        if value and looks_local(value) and not Path(value).expanduser().is_file():
+            raise ConfigError(f"{name} not found: {value} (a .jsonl/.json/.parquet file, "
+                              "or a Hub dataset id)")
 
 
 def _bf16_supported() -> bool:

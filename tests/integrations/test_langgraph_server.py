@@ -12,11 +12,39 @@ from aft_sdk.integrations.langgraph_server import make_graph
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_langgraph_json_points_at_the_factory() -> None:
+def test_langgraph_json_points_at_the_factory_with_the_aft_run_default(
+        gguf_path, monkeypatch, tmp_path) -> None:
+    from aft_sdk.backends.factory import default_aggregator
+    from aft_sdk.integrations.langgraph_server import build
+
     spec = json.loads((ROOT / "langgraph.json").read_text())
     module, _, name = spec["graphs"]["aft"].partition(":")
     assert (ROOT / module).is_file() and name == "make_graph"
-    assert (ROOT / spec["env"]["AFT_GRAPH_CONFIG"]).is_file()
+    assert "AFT_GRAPH_CONFIG" not in spec.get("env", {})  # no config: aft run's default
+    monkeypatch.delenv("AFT_GRAPH_CONFIG", raising=False)
+    served = build().plan.layers[-1].backend_for(0).label
+    assert served == default_aggregator().label
+    monkeypatch.chdir(tmp_path)  # a config path relative to the repository still works
+    graph = build({"configurable": {"aft_config": "recipes/configs/graph.yaml"}})
+    assert graph.width >= 1
+
+
+async def test_the_public_schemas_and_errors_fit_langgraph_server(fault) -> None:
+    import pytest
+
+    from aft_sdk import AggregateGraph, ConfigError, InsufficientProposalsError
+
+    graph = AggregateGraph(fault.backend("p"), fault.backend("a"), width=2, min_proposals=2)
+    assert list(graph.graph.get_input_jsonschema()["properties"]) == ["messages"]
+    assert sorted(graph.graph.get_output_jsonschema()["properties"]) == [
+        "answer", "messages", "outputs"]
+    with pytest.raises(ConfigError, match="the input has no messages"):
+        await graph.graph.ainvoke({})
+    fault.script("p", ["500"])
+    with pytest.raises(InsufficientProposalsError) as err:
+        await graph.ainvoke("q")
+    # The server shows messages of builtin error types only; ours are RuntimeErrors.
+    assert isinstance(err.value, RuntimeError) and "only 1 of 2 proposals" in str(err.value)
 
 
 async def test_a_server_thread_runs_turn_after_turn(fault, tmp_path, monkeypatch) -> None:
