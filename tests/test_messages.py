@@ -61,6 +61,7 @@ async def test_parts_developer_and_names_reach_an_openai_compatible_proposer(fau
     aggregator = [r["messages"] for r in fault.requests if r["model"] == "a"][0]
     assert aggregator[-1]["content"][1]["image_url"]["url"] == PNG  # the question stays whole
     assert result.messages[0]["role"] == "developer"  # the trace keeps it as given
+    assert all(r.prompt == {"developer_as": "system"} for r in result.layers[0].outputs)
 
 
 async def test_a_text_only_proposer_beside_a_vision_one_fails_clearly(fault, gguf_path) -> None:

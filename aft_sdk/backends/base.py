@@ -69,6 +69,9 @@ class Backend(abc.ABC):
     context_window: int | None = None
     #: Non-text message parts the backend takes (``image_url``, ...); none: text only.
     parts: tuple[str, ...] = ()
+    #: Whether it sends the ``developer`` role as it is (else as ``system``; the trace
+    #: records that in the slot's ``prompt``).
+    keeps_developer: bool = False
 
     @property
     def label(self) -> str:

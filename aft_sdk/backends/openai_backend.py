@@ -175,8 +175,12 @@ class OpenAIBackend(Backend):
         says whether it can see them), text-only content goes as one string (servers
         such as llama.cpp take nothing else), and ``developer`` is kept for OpenAI's
         endpoint only (others get ``system``: most chat templates lack the role)."""
-        return for_backend(messages, self.label, developer=is_openai_endpoint(self.base_url),
+        return for_backend(messages, self.label, developer=self.keeps_developer,
                            parts=self.parts)
+
+    @property
+    def keeps_developer(self) -> bool:  # type: ignore[override]
+        return is_openai_endpoint(self.base_url)
 
     def _malformed(self, what: str) -> errors.MalformedResponseError:
         return errors.MalformedResponseError(

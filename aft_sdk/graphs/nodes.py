@@ -134,6 +134,8 @@ class LayerBranch:
                 self.plan.aggregation_prompt, payload["messages"], payload["inputs"],
                 self.layer, slots[0],
             )
+        if not backend.keeps_developer and any(m["role"] == "developer" for m in messages):
+            info = {**info, "developer_as": "system"}  # the backend's view, in the trace
         sampling = lp.sampling
         if self.layer == self.plan.depth and final_sampling(config):
             sampling = SamplingConfig(**final_sampling(config))

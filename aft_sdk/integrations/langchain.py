@@ -148,6 +148,7 @@ class LangChainBackend(Backend):
     """
 
     parts = PART_TYPES[1:]  # content blocks pass to the model, which decides
+    keeps_developer = True  # LangChain maps the role for its provider
 
     def __init__(self, chat_model: BaseChatModel, *, context_window: int | None = None,
                  sampling: SamplingConfig | None = None) -> None:
