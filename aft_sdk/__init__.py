@@ -29,6 +29,8 @@ stays light.
 
 from __future__ import annotations
 
+import importlib.metadata as _metadata
+
 from aft_sdk._lazy import lazy_getattr
 
 from typing import TYPE_CHECKING
@@ -63,7 +65,10 @@ from aft_sdk.errors import (
 )
 from aft_sdk.prompts import PRESETS, PromptTemplate, get_template
 
-__version__ = "0.1.0"
+try:  # one source of the version: pyproject.toml, through the install's metadata
+    __version__ = _metadata.version("aft-sdk")
+except _metadata.PackageNotFoundError:  # a source tree on sys.path, not installed
+    __version__ = "unknown"
 
 if TYPE_CHECKING:
     from aft_sdk.backends import (

@@ -91,3 +91,19 @@ def test_every_module_has_a_layer_and_stays_small() -> None:
             assert _layer(name) is not None, f"{name} has no layer in this test's map"
         lines = len(path.read_text(encoding="utf-8").splitlines())
         assert lines <= 400, f"{name} has {lines} lines; split it by job"
+
+
+def test_no_module_imports_names_from_the_package_root() -> None:
+    # The root (aft_sdk/__init__.py) is the package's face over every layer: a module
+    # that imports a name from it (rather than a submodule) sits above everything.
+    submodules = {p.stem for p in PACKAGE.glob("*.py")} | {
+        p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == PACKAGE / "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "aft_sdk" and node.level == 0:
+                offenders += [f"{path.relative_to(PACKAGE)}: {a.name}" for a in node.names
+                              if a.name not in submodules]
+    assert offenders == []

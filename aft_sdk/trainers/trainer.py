@@ -211,6 +211,11 @@ class AggregatorTrainer(SFTTrainer):
 
 
 def _version() -> str:
-    from aft_sdk import __version__
+    """The installed aft-sdk version (from its metadata: ``trainers/`` imports nothing
+    from the package root)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("aft-sdk")
+    except PackageNotFoundError:  # a source tree on sys.path, not installed
+        return "unknown"
