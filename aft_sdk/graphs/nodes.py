@@ -66,15 +66,6 @@ class GraphInput(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
 
 
-class GraphOutput(TypedDict):
-    """What a run returns (the public output schema): the conversation with the answer
-    appended, the answer, and the trace."""
-
-    messages: Annotated[list[AnyMessage], add_messages]
-    answer: str
-    outputs: Annotated[list[dict[str, Any]], operator.add]
-
-
 class BranchInput(TypedDict):
     """What one Send branch receives: the slots it fills and the previous layer."""
 

@@ -9,7 +9,6 @@ from langgraph.graph import END, START, StateGraph
 from aft_sdk.graphs.nodes import (
     Gather,
     GraphInput,
-    GraphOutput,
     GraphState,
     LayerBranch,
     Router,
@@ -22,7 +21,8 @@ from aft_sdk.graphs.plan import GraphPlan
 
 def build_state_graph(plan: GraphPlan) -> StateGraph:
     """The uncompiled graph: one branch node and one gather node per layer."""
-    g = StateGraph(GraphState, input_schema=GraphInput, output_schema=GraphOutput)
+    # The state is the public output (messages, answer, outputs); input: messages.
+    g = StateGraph(GraphState, input_schema=GraphInput, output_schema=GraphState)
     depth = plan.depth
     for layer in range(depth + 1):
         name = node_name(layer)

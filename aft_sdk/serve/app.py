@@ -148,10 +148,10 @@ def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | Non
         try:
             req = await _read_request(request, settings)
             shape = req.shape()
-            models.cached(req.model, shape)  # unknown model, caps: refused before the bound
-            slot = slots.take()
-            graph = (models.cached(req.model, shape)
-                     or await asyncio.to_thread(models.graph, req.model, shape))
+            graph = models.cached(req.model, shape)  # unknown model, caps: refused here
+            slot = slots.take()  # the bound, before a new shape is built
+            if graph is None:
+                graph = await asyncio.to_thread(models.graph, req.model, shape)
             return Run(graph, req, settings.request_timeout_s, slot)
         except Exception as e:
             if slot is not None:

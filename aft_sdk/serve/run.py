@@ -169,7 +169,10 @@ class Run(Response):
                     if event["event"] == "layer":
                         line = (f": layer {event['layer']}: {event['ok']} ok, "
                                 f"{event['failed']} failed\n\n")
-                        await (emit(line) if self.started else _hold(held, line))
+                        if self.started:
+                            await emit(line)
+                        else:
+                            held.append(line)
                         continue
                     if not self.started:
                         await self._start(send)
@@ -209,10 +212,6 @@ class Run(Response):
         await send({"type": "http.response.start", "status": 200, "headers": [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache")]})
-
-
-async def _hold(held: list[str], line: str) -> None:
-    held.append(line)
 
 
 async def _nothing() -> dict[str, Any]:
