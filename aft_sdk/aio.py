@@ -5,14 +5,18 @@
   in the caller) cancels the coroutine, so no paid API calls go on in the background.
 - :func:`gather_all` awaits many coroutines; when one raises or the caller is
   cancelled, the rest are cancelled and awaited before the error propagates.
+- :class:`Channel` carries items from another thread or loop to an async consumer;
+  :func:`iterate_sync` iterates an async stream from blocking code; :func:`within` is
+  the one deadline helper.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import queue
 import threading
-from collections.abc import Awaitable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 from aft_sdk.errors import ConfigError
@@ -95,3 +99,90 @@ async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+class Channel:
+    """Hands items from another thread or event loop to one consumer on this loop.
+
+    The one bridge for producers that run elsewhere (a llama.cpp generation thread, the
+    vLLM engine's loop): they call :meth:`put`, :meth:`fail` and :meth:`end` from any
+    thread; the consumer iterates with ``async for`` and gets the producer's error
+    raised where it iterates. Create it on the consumer's loop.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    def _send(self, item: Any) -> None:
+        if not self._loop.is_closed():  # the consumer's loop may be gone at shutdown
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    def put(self, item: Any) -> None:
+        self._send(item)
+
+    def fail(self, error: BaseException) -> None:
+        self._send(_Failed(error))
+
+    def end(self) -> None:
+        self._send(_END)
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        while (item := await self._queue.get()) is not _END:
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+
+
+def iterate_sync(stream: Callable[[], AsyncIterator[T]]) -> Iterator[T]:
+    """Iterates an async stream from blocking code, on aft-sdk's loop thread.
+
+    Items arrive as they are produced; an error in the stream is raised here; leaving
+    the loop early (or Ctrl-C while waiting) cancels the stream.
+    """
+    q: queue.Queue[Any] = queue.Queue()
+
+    async def pump() -> None:
+        try:
+            async for item in stream():
+                q.put(item)
+        except BaseException as e:
+            q.put(_Failed(e))
+        finally:
+            q.put(_END)
+
+    running = submit(pump())
+    try:
+        while (item := q.get()) is not _END:
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        running.cancel()
+
+
+async def within(aw: Awaitable[T], seconds: float | None,
+                 error: Callable[[], BaseException]) -> T:
+    """Awaits ``aw`` in this task for at most ``seconds`` (``None``: no bound), then
+    raises ``error()`` from the timeout.
+
+    ``asyncio.timeout``, never ``wait_for``: an async generator's ``__anext__`` must not
+    run in a task of its own, or closing the generator later fails ("already running").
+    """
+    if seconds is None:
+        return await aw
+    try:
+        async with asyncio.timeout(seconds):
+            return await aw
+    except TimeoutError as e:
+        raise error() from e

@@ -65,26 +65,24 @@ async def arun_batch(
     errors_path: str | os.PathLike[str] | None = None,
     max_concurrency: int = DEFAULT_CONCURRENCY,
     progress: bool = True,
-    executor: str = "local",
-    workers: int = 2,
-    ray_address: str | None = None,
-    ray_gpus: float = 0,
+    executor: Any = "local",
 ) -> RunSummary:
     """Runs ``graph`` (an :class:`~aft_sdk.graphs.AggregateGraph`) over a JSONL file.
 
     Args:
-        graph: The graph to run on every row.
+        graph: The graph to run on every row (an ``AggregateGraph``, or a
+            ``GraphConfig`` / YAML path to build it from).
         input_path: JSONL input (see the module docstring for the row format).
         output_path: JSONL output; appended to, one ``{"id", "answer", "result"}`` per row.
         errors_path: Where bad rows and failed runs go; default ``OUTPUT.errors.jsonl``.
         max_concurrency: Rows in flight at once (in all, over every worker).
         progress: Show a progress bar on stderr (rows done, failed, tokens so far).
-        executor: ``local`` (this process) or ``ray``: the graph runs in ``workers`` Ray
-            actors built from its config (``graph.source``), keys from the workers'
-            environment; this process reads, writes and resumes exactly as locally.
-        workers: Ray actors to start (``executor="ray"``).
-        ray_address: A Ray cluster (default ``RAY_ADDRESS``, else a local cluster).
-        ray_gpus: GPUs each actor asks for (a local vLLM engine inside it).
+        executor: Where the graph runs: ``"local"`` (this process), ``"ray"``, or an
+            executor object (``LocalExecutor()``, ``RayExecutor(workers=4, ...)``; see
+            :mod:`aft_sdk.scale`). On Ray the graph runs in actors built from its config
+            (``graph`` may then be a ``GraphConfig`` or YAML path, never built here),
+            keys from the workers' environment; this process reads, writes and resumes
+            exactly as locally.
     """
     src = Path(input_path)
     if not src.is_file():
@@ -97,14 +95,12 @@ async def arun_batch(
             items.append(RunItem(row_id, messages, {"line": line_no},
                                  fingerprint=fingerprint(messages)))
 
-    from aft_sdk.scale import pool_for
+    from aft_sdk.scale import as_executor
 
-    pool = pool_for(graph, executor, workers=workers, address=ray_address, num_gpus=ray_gpus)
+    runs = as_executor(executor).bind(graph)
 
     async def work(item: RunItem) -> dict[str, Any]:
-        if pool is not None:
-            return await pool.run(item.payload)
-        result = await graph.ainvoke(item.payload)
+        result = await runs.run(item.payload)
         return {"answer": result.answer, "result": result.model_dump(mode="json")}
 
     try:
@@ -113,8 +109,7 @@ async def arun_batch(
             max_concurrency=max_concurrency, desc="aft batch", progress=progress,
             tokens_of=lambda row: row["result"]["usage"]["total_tokens"])
     finally:
-        if pool is not None:
-            pool.close()
+        runs.close()
 
 
 def run_batch(graph: Any, input_path: str | os.PathLike[str], output_path: str | os.PathLike[str],

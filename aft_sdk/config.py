@@ -7,19 +7,20 @@ field instead of a setting that is silently ignored. Validation failures surface
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from aft_sdk.errors import ConfigError
+from aft_sdk.prompts import PromptTemplate, get_template
+from aft_sdk.validation import describe_validation_error, load_yaml, validate
 
-M = TypeVar("M", bound=BaseModel)
-
+__all__ = ["describe_validation_error", "load_yaml", "validate"]  # and the models below
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -133,6 +134,137 @@ BackendConfig = Annotated[
 ]
 
 
+#: The record ``aft train`` writes beside a trained aggregator.
+METADATA_FILE = "aft_sdk.json"
+
+#: The fields of :class:`PromptConfig` that decide the bytes an aggregator reads.
+RENDER_FIELDS = ("preset", "template", "item_format", "separator", "placement", "hide_models")
+#: Every prompt field; a graph config also takes them at its top level (older YAML).
+PROMPT_FIELDS = (*RENDER_FIELDS, "shuffle", "shuffle_seed")
+
+
+class PromptConfig(_Strict):
+    """How drafts are shown to an aggregator: the one prompt format from training to serving.
+
+    :class:`GraphConfig` embeds it, the trainer's :class:`AggregatorConfig` builds it from
+    its flags, every data builder takes it, ``aft train`` writes it into the model's
+    ``aft_sdk.json``, and a backend loaded from a trained aggregator carries it (see
+    :meth:`for_aggregator`). Render fields left ``None`` mean "not set": a graph then
+    uses its aggregator's trained prompt if it has one, else the defaults below.
+
+    Attributes:
+        preset: A preset name (``aft-v1``, ``moa-v1``, ``select-v1``); default ``aft-v1``.
+        template: A custom template with ``{proposals}``; wins over ``preset``.
+        item_format: How one draft is written (``{index}``, ``{text}``, ``{model}``);
+            default: the preset's.
+        separator: Between drafts; default: the preset's.
+        placement: ``system`` (AFT layout) or ``user``; default: the preset's.
+        hide_models: Leave model names out (default ``True``).
+        shuffle: Shuffle draft order per aggregator slot (a graph setting; training rows
+            keep their order).
+        shuffle_seed: Seed of that shuffle.
+    """
+
+    preset: str | None = None
+    template: str | None = None
+    item_format: str | None = None
+    separator: str | None = None
+    placement: Literal["system", "user"] | None = None
+    hide_models: bool | None = None
+    shuffle: bool = False
+    shuffle_seed: int = 0
+
+    @model_validator(mode="after")
+    def _renders(self) -> PromptConfig:
+        self.template_obj()  # unknown presets and templates without {proposals} fail now
+        return self
+
+    @property
+    def is_set(self) -> bool:
+        """Whether any field that decides the rendered bytes was given."""
+        return any(getattr(self, name) is not None for name in RENDER_FIELDS)
+
+    def template_obj(self) -> PromptTemplate:
+        """The :class:`~aft_sdk.prompts.PromptTemplate` this config renders with."""
+        tmpl = get_template(self.preset or "aft-v1", self.template,
+                            item_format=self.item_format, separator=self.separator,
+                            placement=self.placement)
+        return tmpl if self.hide_models is not False else tmpl.with_models_shown()
+
+    def render_fields(self) -> dict[str, Any]:
+        """The fields that decide the bytes (what ``aft_sdk.json`` records)."""
+        return {name: getattr(self, name) for name in RENDER_FIELDS}
+
+    def for_aggregator(self, trained: PromptConfig | None) -> tuple[PromptConfig, str | None]:
+        """The prompt to use with an aggregator trained on ``trained``, and a warning.
+
+        A user's prompt (any render field set) wins over the trained one; the warning
+        says so when the two render different bytes. Unset, the trained prompt is used
+        (with this config's shuffle settings).
+        """
+        if trained is None:
+            return self, None
+        if not self.is_set:
+            return self.model_copy(update=trained.render_fields()), None
+        if same_bytes(self, trained):
+            return self, None
+        return self, (
+            "the aggregator was trained with the prompt "
+            f"{_describe(trained)} but this graph sets {_describe(self)}; the graph's is "
+            "used. Leave preset/template/item_format/separator/placement unset to use the "
+            "trained one")
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any]) -> PromptConfig | None:
+        """The prompt recorded in a trained model's ``aft_sdk.json`` (``None`` if none)."""
+        if isinstance(meta.get("prompt_config"), Mapping):
+            return validate(cls, dict(meta["prompt_config"]), source="aft_sdk.json prompt_config")
+        if "preset" not in meta:  # not written by aft train
+            return None
+        # Written before prompt_config existed: preset name, custom template, layout.
+        layout = meta.get("prompt") if isinstance(meta.get("prompt"), Mapping) else {}
+        preset = str(meta["preset"]).removesuffix("+custom")
+        return validate(cls, {
+            "preset": None if preset == "custom" else preset, "template": meta.get("template"),
+            **{k: layout.get(k) for k in ("item_format", "separator", "placement")},
+        }, source="aft_sdk.json")
+
+    @classmethod
+    def of_model(cls, where: str | os.PathLike[str]) -> PromptConfig | None:
+        """The prompt a trained aggregator was trained with, or ``None`` if unrecorded.
+
+        ``where`` is a model or adapter folder (its ``aft_sdk.json``) or an adapter file
+        ``X.gguf`` (``X.aft_sdk.json`` beside it, else the folder's ``aft_sdk.json``, as
+        ``aft train --export_gguf`` leaves them).
+        """
+        p = Path(where)
+        found = [p / METADATA_FILE] if p.is_dir() else [
+            p.with_name(f"{p.stem}.{METADATA_FILE}"), p.with_name(METADATA_FILE)]
+        path = next((f for f in found if f.is_file()), None)
+        if path is None:
+            return None
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ConfigError(f"{path} is not valid JSON ({e}); it should be the record "
+                              "aft train wrote beside the model") from e
+        return cls.from_metadata(meta) if isinstance(meta, Mapping) else None
+
+
+def same_bytes(a: PromptConfig, b: PromptConfig) -> bool:
+    """Whether two prompt configs render identical aggregation prompts."""
+    ta, tb = a.template_obj(), b.template_obj()
+    return (ta.template, ta.item_format, ta.separator, ta.placement, ta.selects) == (
+        tb.template, tb.item_format, tb.separator, tb.placement, tb.selects)
+
+
+def _describe(p: PromptConfig) -> str:
+    fields = {k: v for k, v in p.render_fields().items() if v is not None and k != "template"}
+    if p.template is not None:
+        fields["template"] = "custom"
+    return "{" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + "}" if fields else "(defaults)"
+
+
 class LayerOverride(_Strict):
     """Per-layer settings; layer 0 is the proposal layer, 1..depth the aggregations."""
 
@@ -143,11 +275,14 @@ class LayerOverride(_Strict):
 class GraphConfig(_Strict):
     """Everything :class:`~aft_sdk.graphs.AggregateGraph` needs, as data (YAML-friendly).
 
-    ``name`` labels the graph (``aft serve`` lists it as a model id); the rest are the
-    :class:`~aft_sdk.graphs.AggregateGraph` arguments of the same names.
+    ``name`` labels the graph (``aft serve`` lists it as a model id); ``strategy`` names
+    the graph's shape (``aft_sdk/graphs/strategies/``); ``prompt`` is the aggregation
+    prompt (older files give its fields at the top level, which still works); the rest
+    are the :class:`~aft_sdk.graphs.AggregateGraph` arguments of the same names.
     """
 
     name: str | None = Field(None, min_length=1, max_length=128)
+    strategy: Literal["propose-aggregate"] = "propose-aggregate"
     width: int = Field(3, ge=1, le=256, strict=True)
     depth: int = Field(1, ge=0, le=32, strict=True)
     proposers: list[BackendConfig] = Field(default_factory=list)
@@ -155,14 +290,7 @@ class GraphConfig(_Strict):
     proposer_sampling: SamplingConfig = PROPOSER_SAMPLING
     aggregator_sampling: SamplingConfig = AGGREGATOR_SAMPLING
     layers: dict[int, LayerOverride] = Field(default_factory=dict)
-    preset: str = "aft-v1"
-    template: str | None = None
-    item_format: str | None = None
-    separator: str | None = None
-    placement: Literal["system", "user"] | None = None
-    shuffle: bool = False
-    shuffle_seed: int = 0
-    hide_models: bool = True
+    prompt: PromptConfig = Field(default_factory=lambda: PromptConfig())
     min_proposals: int = Field(1, ge=1, strict=True)
     deadline_s: float | None = Field(None, gt=0)
     layer_timeout_s: float | None = Field(None, gt=0)
@@ -174,6 +302,13 @@ class GraphConfig(_Strict):
         if not isinstance(data, Mapping):
             return data
         data = dict(data)
+        flat = {k: data.pop(k) for k in PROMPT_FIELDS if k in data}
+        if flat:  # prompt fields at the top level (older YAML, keyword sugar)
+            if data.get("prompt") is not None:
+                raise ValueError(
+                    f"give the prompt fields either under prompt: or at the top level, "
+                    f"not both (top level: {', '.join(sorted(flat))})")
+            data["prompt"] = flat
         for name, default in (("proposer_sampling", PROPOSER_SAMPLING),
                               ("aggregator_sampling", AGGREGATOR_SAMPLING)):
             if data.get(name) is not None:
@@ -192,70 +327,25 @@ class GraphConfig(_Strict):
             raise ValueError(f"layers has keys {unknown} outside 0..depth={self.depth}")
         return self
 
+    def with_changes(self, **changes: Any) -> GraphConfig:
+        """A validated copy with ``changes`` applied (``None`` values are ignored).
+
+        Prompt fields may be given flat (``preset=...``) and merge into :attr:`prompt`;
+        role sampling given partially merges onto the role default, as in YAML.
+        """
+        changes = {k: v for k, v in changes.items() if v is not None}
+        data = self.model_dump()
+        flat = {k: changes.pop(k) for k in PROMPT_FIELDS if k in changes}
+        if flat:
+            base = changes.pop("prompt", None) or data.get("prompt") or {}
+            if isinstance(base, PromptConfig):
+                base = base.model_dump()
+            changes["prompt"] = {**base, **flat}
+        return validate(GraphConfig, {**data, **changes}, source="graph config")
+
     def layer_sampling(self, layer: int) -> SamplingConfig:
         """Sampling of ``layer``: the role's, with the layer's own fields on top."""
         role = self.proposer_sampling if layer == 0 else self.aggregator_sampling
         override = self.layers.get(layer)
         return role.overlay(override.sampling if override else None,
                             source=f"layers[{layer}].sampling")
-
-
-_SECRET_NAME = re.compile(r"key|token|secret|passw|auth|credential|cookie", re.IGNORECASE)
-
-
-def _shown_value(item: Mapping[str, Any]) -> str:
-    """`` (got VALUE)`` for an error, or nothing where the value could be a secret."""
-    got = item.get("input")
-    names = [str(p) for p in item.get("loc", ())]
-    if (
-        item.get("type") == "extra_forbidden"  # a misspelt field could hold anything
-        or any(_SECRET_NAME.search(n) for n in names)
-        or isinstance(got, (dict, list, SecretStr))
-    ):
-        return ""
-    text = repr(got)
-    return f" (got {text if len(text) <= 80 else text[:77] + '...'})"
-
-
-def describe_validation_error(err: ValidationError, source: str) -> str:
-    """Turns a pydantic error into one line per bad field, naming the field.
-
-    Values of unknown fields and of fields whose names suggest a secret (``key``,
-    ``token``, ``password``, ...) are never shown.
-    """
-    lines = []
-    for item in err.errors():
-        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        msg = item["msg"]
-        if item.get("type") == "extra_forbidden":
-            msg += " (an unknown field: check its spelling; its value is not shown)"
-        lines.append(f"  {loc}: {msg}{_shown_value(item)}")
-    return f"invalid {source}:\n" + "\n".join(lines)
-
-
-def validate(model: type[M], data: Any, *, source: str | None = None) -> M:
-    """Validates ``data`` into ``model``, raising :class:`ConfigError` that names fields."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(describe_validation_error(e, source or model.__name__)) from e
-
-
-def load_yaml(path: str | os.PathLike[str], model: type[M]) -> M:
-    """Reads a YAML file with ``yaml.safe_load`` and validates it into ``model``.
-
-    Raises:
-        ConfigError: The file is missing, is not YAML, or a field is invalid.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p} (check the path)")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p} is not valid YAML: {e}") from e
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p} must hold a mapping of settings, got {type(data).__name__}")
-    return validate(model, data, source=str(p))

@@ -11,7 +11,22 @@ from typing import Any
 
 
 class AftError(Exception):
-    """Base class of every error raised by aft-sdk."""
+    """Base class of every error raised by aft-sdk.
+
+    Errors pickle with their fields (``.backend``, ``.layer``, ``.failures``, ...), so
+    one raised in a Ray worker or a subprocess arrives whole.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception's own pickling calls cls(*args), which loses keyword-only fields.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[AftError], args: tuple[Any, ...], fields: dict[str, Any]) -> AftError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(fields)
+    return err
 
 
 class ConfigError(AftError, ValueError):

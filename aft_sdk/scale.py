@@ -1,4 +1,10 @@
-"""Scale out on Ray: graphs run in Ray actors, the driver keeps one resumable output.
+"""Where graphs run: one executor interface, in this process or in Ray actors.
+
+:class:`LocalExecutor` and :class:`RayExecutor` bind a graph (or its config) to where it
+runs; batch runs, on-policy data building and evaluation take either (``executor=``) and
+keep their own runner, so output, resume and errors are the same both ways.
+
+On Ray, graphs run in Ray actors and the driver keeps one resumable output.
 
 Each actor builds its graph from a :class:`~aft_sdk.config.GraphConfig` (plain data, no
 backend objects, no keys), so backends and their API keys come from the workers' own
@@ -14,8 +20,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aft_sdk import errors
 from aft_sdk.config import GraphConfig, load_yaml
@@ -60,25 +65,97 @@ class _GraphActor:
     async def run(self, messages: list[dict[str, str]]) -> dict[str, Any]:
         try:
             result = await self.graph.ainvoke(messages)
-        except errors.AftError as e:  # handed back as data, raised again on the driver
-            return {"error_type": type(e).__name__, "error": str(e)}
-        return {"answer": result.answer, "result": result.model_dump(mode="json")}
+        except errors.AftError as e:  # handed back whole (errors pickle with their fields)
+            return {"error": e}
+        return {"result": result.model_dump(mode="json")}
 
 
-class RayGraphPool:
-    """Ray actors that each run a graph built from ``config``.
+class Runs(Protocol):
+    """A graph bound to where it runs: :meth:`run` one input, :meth:`close` at the end."""
+
+    async def run(self, messages: list[dict[str, Any]]) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """Runs the graph in this process (the default)."""
+
+    def bind(self, graph: Any) -> Runs:
+        """``graph`` (an ``AggregateGraph``, or a ``GraphConfig`` / YAML path to build
+        one from) ready to run here."""
+        return _Local(_built(graph))
+
+
+class _Local:
+    def __init__(self, graph: Any) -> None:
+        self.graph = graph
+
+    async def run(self, messages: list[dict[str, Any]]) -> Any:
+        return await self.graph.ainvoke(messages)
+
+    def close(self) -> None:
+        pass
+
+
+class RayExecutor:
+    """Runs the graph in Ray actors built from its config; this process keeps the rest.
 
     Args:
-        config: The graph config (or a YAML path); see :func:`portable_config`.
         workers: Actors to start.
         address: A Ray cluster address (default: ``RAY_ADDRESS``, else a local cluster).
         num_gpus: GPUs per actor (a local vLLM engine inside; API backends need none).
     """
 
-    def __init__(self, config: GraphConfig | str | os.PathLike[str], *, workers: int = 2,
-                 address: str | None = None, num_gpus: float = 0) -> None:
+    def __init__(self, *, workers: int = 2, address: str | None = None,
+                 num_gpus: float = 0) -> None:
         if workers < 1:
             raise errors.ConfigError(f"workers must be >= 1, got {workers}")
+        self.workers, self.address, self.num_gpus = workers, address, num_gpus
+
+    def bind(self, graph: Any) -> Runs:
+        """Actors for ``graph``: a ``GraphConfig`` or YAML path (never built here, so a
+        vLLM graph needs no vLLM on this machine), or an ``AggregateGraph`` built from
+        one (its :attr:`config`)."""
+        config = graph if isinstance(graph, (GraphConfig, str, os.PathLike)) else graph_source(graph)
+        return RayGraphPool(config, workers=self.workers, address=self.address,
+                            num_gpus=self.num_gpus)
+
+
+Executor = LocalExecutor | RayExecutor
+
+
+def as_executor(executor: Executor | str | None) -> Executor:
+    """An executor object from one, or from the names ``"local"`` and ``"ray"``
+    (``RayExecutor()`` with its defaults)."""
+    if executor is None or executor == "local":
+        return LocalExecutor()
+    if executor == "ray":
+        return RayExecutor()
+    if isinstance(executor, (LocalExecutor, RayExecutor)):
+        return executor
+    raise errors.ConfigError(
+        f"executor must be 'local', 'ray', a LocalExecutor or a RayExecutor, got {executor!r}")
+
+
+def _built(graph: Any) -> Any:
+    if isinstance(graph, (GraphConfig, str, os.PathLike)):
+        from aft_sdk.graphs import AggregateGraph
+
+        return AggregateGraph.from_config(graph)
+    return graph
+
+
+class RayGraphPool:
+    """Ray actors that each run a graph built from ``config`` (see :class:`RayExecutor`).
+
+    Args:
+        config: The graph config (or a YAML path); see :func:`portable_config`.
+        workers, address, num_gpus: As :class:`RayExecutor`'s.
+    """
+
+    def __init__(self, config: GraphConfig | str | os.PathLike[str], *, workers: int = 2,
+                 address: str | None = None, num_gpus: float = 0) -> None:
         ray = import_ray()
         data = portable_config(config).model_dump(mode="json")
         if not ray.is_initialized():
@@ -95,12 +172,15 @@ class RayGraphPool:
         self.actors = [actor.remote(data) for _ in range(workers)]
         self._turn = itertools.cycle(self.actors)
 
-    async def run(self, messages: list[dict[str, str]]) -> dict[str, Any]:
-        """Runs one row on the next actor; an error there is raised here, same type."""
+    async def run(self, messages: list[dict[str, Any]]) -> Any:
+        """Runs one input on the next actor and returns its ``AggregateResult``; an error
+        there is raised here, the same error with its fields."""
+        from aft_sdk.graphs import AggregateResult
+
         out = await next(self._turn).run.remote(messages)
         if "error" in out:
-            raise remote_error(out["error_type"], out["error"])
-        return out
+            raise out["error"]
+        return AggregateResult.model_validate(out["result"])
 
     def close(self) -> None:
         """Stops the actors (the cluster stays up)."""
@@ -109,33 +189,7 @@ class RayGraphPool:
             ray.kill(a)
 
 
-def remote_error(kind: str, message: str) -> errors.AftError:
-    """The driver-side error for a worker's: same class name and message, so the error
-    file reads exactly as in a single-process run."""
-    cls = getattr(errors, kind, None)
-    if not (isinstance(cls, type) and issubclass(cls, errors.AftError)):
-        cls = errors.AftError
-    err = cls.__new__(cls)
-    Exception.__init__(err, message)
-    return err
-
-
-def pool_for(graph: Any, executor: str, *, workers: int, address: str | None,
-             num_gpus: float) -> RayGraphPool | None:
-    """The Ray actors for ``executor="ray"``, ``None`` for ``"local"``.
-
-    Raises:
-        ConfigError: Another executor name, or a graph that holds live backends.
-    """
-    if executor == "local":
-        return None
-    if executor != "ray":
-        raise errors.ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
-    return RayGraphPool(graph_source(graph), workers=workers, address=address,
-                        num_gpus=num_gpus)
-
-
-def graph_source(graph: Any) -> GraphConfig | Path:
+def graph_source(graph: Any) -> GraphConfig:
     """The config a graph was built from, or a clear error if it holds live backends."""
     source = getattr(graph, "source", None)
     if source is None:

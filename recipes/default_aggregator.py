@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.install and passes:
         PACKAGED.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(adapter, PACKAGED)
+        # The prompt it was trained with travels beside it (PromptConfig.of_model).
+        shutil.copyfile(work / "aft_sdk.json", PACKAGED.with_name(f"{PACKAGED.stem}.aft_sdk.json"))
         installed = True
     command = "python recipes/default_aggregator.py " + " ".join(sys.argv[1:] if argv is None else argv)
     summary = {"command": command.strip(), "seed": args.seed, "sizes": size,

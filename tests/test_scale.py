@@ -14,7 +14,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="needs pip install 'aft-sdk[ray]'")
 
-from aft_sdk import AggregateGraph, ConfigError, run_batch  # noqa: E402
+from aft_sdk import AggregateGraph, ConfigError, InsufficientProposalsError, run_batch  # noqa: E402
+from aft_sdk.scale import RayExecutor  # noqa: E402
 from aft_sdk.jsonl import read_jsonl  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -64,8 +65,9 @@ def test_fifty_rows_on_ray_match_the_single_process_run(cluster, fault, tmp_path
     src = rows_file(tmp_path, 50)
     graph = AggregateGraph.from_config(config(tmp_path, fault.base_url))
     local = run_batch(graph, src, tmp_path / "local.jsonl", progress=False)
-    remote = run_batch(graph, src, tmp_path / "ray.jsonl", progress=False, executor="ray",
-                       workers=2)
+    # Given the config, the driver never builds the graph (backends live in the workers).
+    remote = run_batch(config(tmp_path, fault.base_url), src, tmp_path / "ray.jsonl",
+                       progress=False, executor=RayExecutor(workers=2))
     assert (local.written, remote.written) == (50, 50)
     a, b = by_id(tmp_path / "local.jsonl"), by_id(tmp_path / "ray.jsonl")
     assert sorted(a) == sorted(b) == sorted(f"q{i}" for i in range(50))
@@ -92,6 +94,16 @@ def test_failures_are_recorded_per_row_as_in_one_process(cluster, fault, tmp_pat
     summary = run_batch(strict, src, tmp_path / "strict.jsonl", progress=False, executor="ray")
     errors = (tmp_path / "strict.jsonl.errors.jsonl").read_text()
     assert summary.failed == 10 and errors.count("InsufficientProposalsError: only 2 of 3") == 10
+    # A worker's error arrives whole: same class, with its fields.
+    fault.script("bad", ["500"] * 4)
+    runs = RayExecutor(workers=1).bind(strict)
+    try:
+        with pytest.raises(InsufficientProposalsError) as err:
+            __import__("asyncio").run(runs.run([{"role": "user", "content": "hi"}]))
+    finally:
+        runs.close()
+    assert err.value.layer == 0 and [f["slot"] for f in err.value.failures] == [1]
+    assert err.value.failures[0]["type"] == "ServerError"
 
 
 def test_bad_rows_go_to_the_error_file_with_their_line(cluster, fault, tmp_path) -> None:
@@ -107,8 +119,8 @@ def test_asking_for_gpus_the_cluster_lacks_fails_instead_of_waiting(cluster, fau
                                                                      tmp_path) -> None:
     graph = AggregateGraph.from_config(config(tmp_path, fault.base_url))
     with pytest.raises(ConfigError, match="asks for 1 GPU but the Ray cluster has 0"):
-        run_batch(graph, rows_file(tmp_path, 2), tmp_path / "o.jsonl", executor="ray",
-                  ray_gpus=1)
+        run_batch(graph, rows_file(tmp_path, 2), tmp_path / "o.jsonl",
+                  executor=RayExecutor(num_gpus=1))
 
 
 def test_keys_never_travel_to_workers(fault, tmp_path) -> None:

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pydantic import BaseModel, ConfigDict
 
 from aft_sdk.aio import run_sync
-from aft_sdk.config import SamplingConfig
+from aft_sdk.config import PromptConfig, SamplingConfig
 from aft_sdk.errors import AftError, ConfigError, PartialGenerationError
 from aft_sdk.messages import Message, normalize_messages
 
@@ -72,6 +72,9 @@ class Backend(abc.ABC):
     #: Whether it sends the ``developer`` role as it is (else as ``system``; the trace
     #: records that in the slot's ``prompt``).
     keeps_developer: bool = False
+    #: The prompt a trained aggregator was trained with (its ``aft_sdk.json``), which a
+    #: graph uses unless its config sets another; ``None``: not a recorded aggregator.
+    trained_prompt: PromptConfig | None = None
 
     @property
     def label(self) -> str:

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from aft_sdk import errors
+from aft_sdk.aio import Channel
 from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
-from aft_sdk.config import EmbeddedBackendConfig, SamplingConfig, validate
+from aft_sdk.config import EmbeddedBackendConfig, PromptConfig, SamplingConfig, validate
 from aft_sdk.messages import for_backend
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,6 @@ BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # The AFT aggregator adapter for the bundled model (recipes/default_aggregator.py); it
 # ships only when it passes that recipe's bar against the untrained aggregator (README).
 BUNDLED_ADAPTER = Path(__file__).resolve().parent.parent / "adapters" / "smollm2-135m-aft.gguf"
-_SENTINEL = object()
 
 
 def bundled_model_path() -> Path:
@@ -117,6 +117,7 @@ class EmbeddedBackend(Backend):
         self.model_path = path
         self.model = path.stem
         self.lora_path = _check_adapter(cfg.lora_path) if cfg.lora_path else None
+        self.trained_prompt = PromptConfig.of_model(self.lora_path) if self.lora_path else None
         self.context_window = cfg.n_ctx
         self.sampling = sampling or SamplingConfig()
         self._cfg = cfg
@@ -225,8 +226,7 @@ class EmbeddedBackend(Backend):
         """Streams tokens from llama.cpp, then yields the final Generation."""
         sampling = sampling or self.sampling
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        channel = Channel()
         msgs = for_backend(messages, self.label)  # text only; developer -> system
         stop = threading.Event()  # set when the consumer leaves: the engine is freed
 
@@ -245,7 +245,7 @@ class EmbeddedBackend(Backend):
                         finish = ch.get("finish_reason") or finish
                         if piece:
                             pieces.append(piece)
-                            loop.call_soon_threadsafe(queue.put_nowait, piece)
+                            channel.put(piece)
                     if finish is None:
                         raise errors.BackendError(f"{self.label} ended a stream without a "
                                                   "finish reason", backend=self.label)
@@ -261,20 +261,17 @@ class EmbeddedBackend(Backend):
                         model=self.model,
                         backend=self.label,
                     )
-                loop.call_soon_threadsafe(queue.put_nowait, gen)
+                channel.put(gen)
             except ValueError as e:
-                loop.call_soon_threadsafe(queue.put_nowait, self._rejected(e))
+                channel.fail(self._rejected(e))
             except BaseException as e:
-                loop.call_soon_threadsafe(queue.put_nowait, e)
+                channel.fail(e)
             finally:
-                if not loop.is_closed():
-                    loop.call_soon_threadsafe(queue.put_nowait, _SENTINEL)
+                channel.end()
 
         threading.Thread(target=produce, name="aft-embedded-stream", daemon=True).start()
         try:
-            while (item := await queue.get()) is not _SENTINEL:
-                if isinstance(item, BaseException):
-                    raise item
+            async for item in channel:
                 yield item
         finally:
             stop.set()

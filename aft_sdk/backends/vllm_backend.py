@@ -25,7 +25,7 @@ from typing import Any
 from aft_sdk import errors
 from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n, is_greedy
 from aft_sdk.backends.vllm_engine import VLLMEngine
-from aft_sdk.config import SamplingConfig, VLLMBackendConfig, validate
+from aft_sdk.config import PromptConfig, SamplingConfig, VLLMBackendConfig, validate
 from aft_sdk.messages import for_backend
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,9 @@ class VLLMBackend(Backend):
         self._cfg = cfg
         self.engine = engine or VLLMEngine(cfg)
         self._lora = self.engine.register_adapter(cfg.lora_path) if cfg.lora_path else None
+        # An adapter's record wins; a merged AFT model's folder has its own.
+        trained = cfg.lora_path or (cfg.model if Path(cfg.model).is_dir() else None)
+        self.trained_prompt = PromptConfig.of_model(trained) if trained else None
 
     @classmethod
     def from_config(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aft_sdk import errors
+from aft_sdk.aio import Channel
 from aft_sdk.config import VLLMBackendConfig
 
 logger = logging.getLogger(__name__)
@@ -156,24 +157,20 @@ class VLLMEngine:
     async def relay(self, source: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """Iterates an engine-loop async iterator from the caller's loop."""
         assert self._loop is not None
-        caller = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        end = object()
+        channel = Channel()
 
         async def pump() -> None:
             try:
                 async for item in source:
-                    caller.call_soon_threadsafe(queue.put_nowait, item)
+                    channel.put(item)
             except BaseException as e:  # handed to the caller, raised there
-                caller.call_soon_threadsafe(queue.put_nowait, e)
+                channel.fail(e)
             finally:
-                caller.call_soon_threadsafe(queue.put_nowait, end)
+                channel.end()
 
         fut = asyncio.run_coroutine_threadsafe(pump(), self._loop)
         try:
-            while (item := await queue.get()) is not end:
-                if isinstance(item, BaseException):
-                    raise item
+            async for item in channel:
                 yield item
         finally:
             fut.cancel()

@@ -30,6 +30,36 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="base seed for proposers and aggregators")
 
 
+def add_prompt_args(g: Any) -> None:
+    """The aggregation prompt flags (one PromptConfig; unset: a trained aggregator's own)."""
+    g.add_argument("--preset", help="aggregation prompt preset: aft-v1, moa-v1, select-v1 "
+                                    "(default: the aggregator's trained prompt, else aft-v1)")
+    g.add_argument("--template-file", help="custom aggregation template (uses {proposals})")
+    g.add_argument("--item-format", help="how one draft is written ({index}, {text}, {model})")
+    g.add_argument("--separator", help="text between drafts (\\n for a newline)")
+    g.add_argument("--placement", choices=("system", "user"),
+                   help="where the drafts go: the system turn (AFT) or the user turn")
+
+
+def prompt_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The prompt fields the flags set (for ``GraphConfig.with_changes`` / ``PromptConfig``)."""
+    from pathlib import Path
+
+    from aft_sdk.errors import ConfigError
+
+    fields = {"preset": args.preset, "item_format": args.item_format,
+              "placement": args.placement,
+              "separator": None if args.separator is None
+              else args.separator.replace("\\n", "\n")}
+    if args.template_file:
+        try:
+            fields["template"] = Path(args.template_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+            raise ConfigError(f"--template-file {args.template_file}: {reason}") from e
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def add_graph_args(p: argparse.ArgumentParser) -> None:
     """Adds the graph shape, backend and prompt flags (and the sampling flags)."""
     g = p.add_argument_group("graph")
@@ -38,8 +68,7 @@ def add_graph_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--depth", type=int, help="aggregation layers (default 1)")
     g.add_argument("--proposer", action="append", metavar="SPEC", help=SPEC_HELP)
     g.add_argument("--aggregator", action="append", metavar="SPEC", help=SPEC_HELP)
-    g.add_argument("--preset", help="aggregation prompt preset: aft-v1, moa-v1, select-v1")
-    g.add_argument("--template-file", help="custom aggregation template (uses {proposals})")
+    add_prompt_args(g)
     g.add_argument("--shuffle", action="store_true", default=None,
                    help="shuffle proposal order per aggregator (seeded)")
     g.add_argument("--min-proposals", type=int, help="proposals that must succeed (default 1)")
@@ -57,35 +86,27 @@ def _sampling(args: argparse.Namespace, base: Any, *, aggregator: bool) -> Any:
     return base.merged(**over)
 
 
-def build_graph(args: argparse.Namespace) -> Any:
-    """An AggregateGraph from a YAML config (if any) and the command-line flags."""
-    from pathlib import Path
-
+def graph_config(args: argparse.Namespace) -> Any:
+    """The ``GraphConfig`` of a YAML config (if any) with the command-line flags on top."""
     from aft_sdk.config import GraphConfig, load_yaml
-    from aft_sdk.errors import ConfigError
-    from aft_sdk.graphs import AggregateGraph
+    from aft_sdk.graphs.plan import as_configs
 
     cfg = load_yaml(args.config, GraphConfig) if args.config else GraphConfig()
-    kwargs: dict[str, Any] = {
-        k: v for k, v in {
-            "width": args.width, "depth": args.depth, "preset": args.preset,
-            "shuffle": args.shuffle, "min_proposals": args.min_proposals,
-            "deadline_s": args.deadline,
-        }.items() if v is not None
-    }
-    if args.template_file:
-        try:
-            kwargs["template"] = Path(args.template_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-            raise ConfigError(f"--template-file {args.template_file}: {reason}") from e
-    if args.proposer:
-        kwargs["proposers"] = args.proposer
-    if args.aggregator:
-        kwargs["aggregator"] = args.aggregator
-    kwargs["proposer_sampling"] = _sampling(args, cfg.proposer_sampling, aggregator=False)
-    kwargs["aggregator_sampling"] = _sampling(args, cfg.aggregator_sampling, aggregator=True)
-    return AggregateGraph.from_config(cfg, **kwargs)
+    return cfg.with_changes(
+        width=args.width, depth=args.depth, shuffle=args.shuffle,
+        min_proposals=args.min_proposals, deadline_s=args.deadline, **prompt_fields(args),
+        proposers=as_configs(args.proposer, "--proposer") if args.proposer else None,
+        aggregator=as_configs(args.aggregator, "--aggregator") if args.aggregator else None,
+        proposer_sampling=_sampling(args, cfg.proposer_sampling, aggregator=False),
+        aggregator_sampling=_sampling(args, cfg.aggregator_sampling, aggregator=True),
+    )
+
+
+def build_graph(args: argparse.Namespace) -> Any:
+    """An AggregateGraph from :func:`graph_config`."""
+    from aft_sdk.graphs import AggregateGraph
+
+    return AggregateGraph.from_config(graph_config(args))
 
 
 @contextmanager
@@ -123,3 +144,12 @@ def describe(e: BaseException) -> str:
         return f"a file is not UTF-8 text ({e}); save it as UTF-8"
     text = " ".join(str(e).split())
     return text if isinstance(e, AftError) else f"{type(e).__name__}: {text}"
+
+
+def executor_of(args: argparse.Namespace) -> Any:
+    """The executor the ``--ray`` flags ask for (``None``: this process)."""
+    if not getattr(args, "ray", False):
+        return None
+    from aft_sdk.scale import RayExecutor
+
+    return RayExecutor(workers=args.workers, address=args.ray_address, num_gpus=args.ray_gpus)

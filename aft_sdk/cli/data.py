@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from aft_sdk.cli.args import SPEC_HELP
+from aft_sdk.cli.args import SPEC_HELP, add_prompt_args, executor_of
 from aft_sdk.runner import DEFAULT_CONCURRENCY
 
 
@@ -36,6 +36,9 @@ def register(sub: Any) -> None:
                    help="what the model should write (default: the reference)")
     b.add_argument("--teacher", metavar="SPEC", help="teacher backend for --target teacher. "
                    + SPEC_HELP)
+    add_prompt_args(b.add_argument_group(
+        "teacher prompt", "the aggregation prompt the teacher reads (use the flags you "
+        "will train and serve with)"))
     b.add_argument("--num-proposals", "-k", type=int, default=4, help="proposals per row")
     b.add_argument("--proposer", action="append", metavar="SPEC",
                    help="on-policy proposer(s); default: the embedded model")
@@ -59,7 +62,8 @@ def register(sub: Any) -> None:
 
 def cmd_data_build(args: argparse.Namespace) -> int:
     from aft_sdk.aio import run_sync
-    from aft_sdk.config import SamplingConfig
+    from aft_sdk.cli.args import prompt_fields
+    from aft_sdk.config import PromptConfig, SamplingConfig
     from aft_sdk.errors import ConfigError
     from aft_sdk import trainers
     from aft_sdk.outputs import check_output
@@ -97,17 +101,18 @@ def cmd_data_build(args: argparse.Namespace) -> int:
             prompt_field=args.prompt_field,
             reference_field=None if args.target == "teacher" else args.reference_field,
             teacher=args.teacher if args.target == "teacher" else None,
+            prompt=PromptConfig(**prompt_fields(args)),
             id_field=args.id_field, skip_bad=args.skip_bad, counter=counter, inputs=inputs,
             max_concurrency=args.concurrency,
-            progress=not args.no_progress, executor="ray" if args.ray else "local",
-            workers=args.workers, ray_address=args.ray_address, ray_gpus=args.ray_gpus,
+            progress=not args.no_progress, executor=executor_of(args),
         ))
         print(f"{stats['written']} rows written, {stats['skipped']} already there, "
               f"{stats['failed']} failed{_skipped(counter)} -> {args.output}", file=sys.stderr)
         return 0 if not stats["failed"] else 1
     if args.target == "teacher":
         stats = run_sync(trainers.abuild_teacher_targets(
-            rows, args.teacher, args.output, max_concurrency=args.concurrency,
+            rows, args.teacher, args.output, prompt=PromptConfig(**prompt_fields(args)),
+            max_concurrency=args.concurrency,
             progress=not args.no_progress, inputs=inputs))
         print(f"{stats['written']} rows with teacher targets -> {args.output}", file=sys.stderr)
         return 0 if not stats["failed"] else 1

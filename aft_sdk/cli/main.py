@@ -19,6 +19,8 @@ from aft_sdk.cli.args import (
     add_graph_args,
     add_sampling_args,
     build_graph,
+    executor_of,
+    graph_config,
     user_errors,
 )
 from aft_sdk.runner import DEFAULT_CONCURRENCY
@@ -86,11 +88,11 @@ class Waiting:
 def cmd_batch(args: argparse.Namespace) -> int:
     from aft_sdk.batch import run_batch
 
-    graph = build_graph(args)
+    # On Ray the graph is built in the workers only (a vLLM graph needs no vLLM here).
+    graph = graph_config(args) if args.ray else build_graph(args)
     s = run_batch(graph, args.input, args.output, errors_path=args.errors,
                   max_concurrency=args.concurrency, progress=not args.no_progress,
-                  executor="ray" if args.ray else "local", workers=args.workers,
-                  ray_address=args.ray_address, ray_gpus=args.ray_gpus)
+                  executor=executor_of(args))
     print(
         f"{s.written} written, {s.skipped} already done, {s.failed} failed, "
         f"{s.bad_rows} bad rows (of {s.total}); errors: {s.errors_path}",

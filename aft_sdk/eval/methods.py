@@ -43,7 +43,8 @@ class Method:
         depth: Aggregation layers (``propose_aggregate``), else 0.
         proposers: Backend(s) that sample.
         aggregator: Backend that aggregates or judges.
-        preset: Aggregation prompt preset for ``propose_aggregate``.
+        preset: Aggregation prompt preset for ``propose_aggregate`` (``None``: the
+            aggregator's trained prompt, else ``aft-v1``).
         graph_kwargs: More ``AggregateGraph`` arguments (sampling, shuffle, ...).
         verifier: For ``best_of_n`` without a judge: scores a candidate.
     """
@@ -54,7 +55,7 @@ class Method:
     depth: int = 0
     proposers: Any = None
     aggregator: Any = None
-    preset: str = "aft-v1"
+    preset: str | None = None
     graph_kwargs: dict[str, Any] = field(default_factory=dict)
     verifier: Callable[[dict[str, Any], str], float] | None = None
     _graph: AggregateGraph | None = field(default=None, repr=False)
@@ -80,9 +81,12 @@ class Method:
                                          depth=self.depth, preset=preset, **self.graph_kwargs)
         return self._graph
 
-    async def run(self, task: Any, item: dict[str, Any]) -> MethodRun:
-        """Runs the method on one item and returns its answer and cost."""
-        result: AggregateResult = await self.graph.ainvoke(task.prompt(item))
+    async def run(self, task: Any, item: dict[str, Any], runs: Any = None) -> MethodRun:
+        """Runs the method on one item and returns its answer and cost (on ``runs``, the
+        graph bound to an executor, when given)."""
+        messages = task.prompt(item)
+        result: AggregateResult = await (runs.run(messages) if runs is not None
+                                         else self.graph.ainvoke(messages))
         answer, detail = result.answer, {}
         if self.kind == "self_consistency":
             answer, detail = majority(result.proposals, task.answer_key)

@@ -22,6 +22,7 @@ from aft_sdk.errors import ConfigError
 from aft_sdk.eval.methods import Method
 from aft_sdk.eval.stats import bootstrap_interval
 from aft_sdk.jsonl import read_jsonl
+from aft_sdk.scale import as_executor
 from aft_sdk.runner import DEFAULT_CONCURRENCY, RunItem, run_resumable
 
 logger = logging.getLogger(__name__)
@@ -45,23 +46,28 @@ def run_path(out_dir: str | os.PathLike[str], method: str) -> Path:
 
 
 async def _run_method(task: Any, method: Method, path: Path, max_concurrency: int,
-                      progress: bool) -> int:
+                      progress: bool, executor: Any) -> int:
     """Runs ``method`` on the items not yet in ``path``; returns how many errored.
 
     An item whose run raised goes to ``path``'s error side file, not into ``path``: it
     is retried by the next run and left out of the averages until it succeeds.
     """
+    runs = as_executor(executor).bind(method.graph)
+
     async def work(item: RunItem) -> dict[str, Any]:
-        run = await method.run(task, item.payload)
+        run = await method.run(task, item.payload, runs)
         score = await task.score(item.payload, run.answer)
         return {"method": method.name, "answer": run.answer, "score": score.value,
                 "key": score.key, "tokens": run.tokens, "generations": run.generations,
                 "detail": {**run.detail, **score.detail}}
 
     items = [RunItem(str(it["id"]), it) for it in task.items]
-    summary = await run_resumable(items, work, path, max_concurrency=max_concurrency,
-                                  bad=getattr(task, "bad", ()), desc=method.name,
-                                  progress=progress)
+    try:
+        summary = await run_resumable(items, work, path, max_concurrency=max_concurrency,
+                                      bad=getattr(task, "bad", ()), desc=method.name,
+                                      progress=progress)
+    finally:
+        runs.close()
     return summary.failed + summary.bad_rows
 
 
@@ -84,9 +90,13 @@ def summarise(method: Method, rows: list[dict[str, Any]], errors: int = 0) -> di
 
 
 async def aevaluate(task: Any, methods: list[Method], out_dir: str | os.PathLike[str], *,
-                    max_concurrency: int = DEFAULT_CONCURRENCY, progress: bool = True, plots: bool = True
-                    ) -> list[dict[str, Any]]:
+                    max_concurrency: int = DEFAULT_CONCURRENCY, progress: bool = True, plots: bool = True,
+                    executor: Any = "local") -> list[dict[str, Any]]:
     """Evaluates every method on every item of ``task``; returns the table rows.
+
+    ``executor`` says where the methods' graphs run (``"local"``, ``"ray"``, or an
+    executor object from :mod:`aft_sdk.scale`; Ray needs methods whose backends are
+    specs or configs).
 
     Writes ``runs/*.jsonl``, ``table.json``, ``table.csv`` and (with ``plots``) PNG
     plots under ``out_dir``.
@@ -100,7 +110,7 @@ async def aevaluate(task: Any, methods: list[Method], out_dir: str | os.PathLike
     table = []
     for method in methods:
         path = run_path(out, method.name)
-        errors = await _run_method(task, method, path, max_concurrency, progress)
+        errors = await _run_method(task, method, path, max_concurrency, progress, executor)
         rows = [r for r in read_jsonl(path) if r["id"] in ids and "error" not in r]
         table.append(summarise(method, rows, errors))
     (out / "table.json").write_text(json.dumps({"task": task.name, "rows": table}, indent=2) + "\n")

@@ -9,13 +9,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
-from aft_sdk.aio import gather_all, run_sync, submit
+from aft_sdk.aio import gather_all, iterate_sync, run_sync, within
 from aft_sdk.backends.base import normalize_messages
 from aft_sdk.backends.factory import BackendLike
-from aft_sdk.config import GraphConfig, SamplingConfig, load_yaml, validate
+from aft_sdk.config import GraphConfig, PromptConfig, SamplingConfig, load_yaml, validate
 from aft_sdk.errors import AftError, ConfigError, GraphTimeoutError
 from aft_sdk.graphs.topology import compile_graph
-from aft_sdk.graphs.plan import build_plan, config_with
+from aft_sdk.graphs.context import RunContext
+from aft_sdk.graphs.plan import as_configs, build_plan, portable
 from aft_sdk.graphs.trace import AggregateResult, build_result
 from aft_sdk.runner import DEFAULT_CONCURRENCY
 
@@ -43,15 +44,11 @@ class AggregateGraph:
         aggregator_sampling: Sampling for aggregation layers (own ``max_tokens``).
         layers: Per-layer overrides ``{layer: {"backends": [...], "sampling": {...}}}``;
             layer 0 is the proposal layer.
-        preset: Aggregation prompt preset (``aft-v1``, ``moa-v1``, ``select-v1``).
-        template: Custom prompt template with ``{proposals}``; wins over ``preset``.
-        item_format: How one proposal is written (``{index}``, ``{text}``, ``{model}``);
-            with ``separator`` and ``placement`` a checkpoint's own prompt is rendered
-            byte for byte. ``None`` keeps the preset's.
-        separator: Between proposals (``None``: the preset's).
-        placement: ``system`` (AFT layout) or ``user`` (``None``: the preset's).
-        shuffle: Shuffle proposal order per aggregator slot (seeded by ``shuffle_seed``).
-        hide_models: Leave model names out of the aggregation prompt.
+        prompt: The aggregation prompt (:class:`~aft_sdk.config.PromptConfig`). Unset,
+            a trained aggregator's own prompt (its ``aft_sdk.json``) is used, so it
+            reads the bytes it was trained on; else ``aft-v1``.
+        preset, template, item_format, separator, placement, shuffle, shuffle_seed,
+            hide_models: The fields of ``prompt``, as keywords (``preset="moa"``).
         min_proposals: Proposals that must succeed for the run to go on.
         deadline_s: Bound on a whole run; branches still running then are cut off.
         layer_timeout_s: Bound on each branch; a slow branch is recorded as failed and
@@ -76,73 +73,90 @@ class AggregateGraph:
         proposer_sampling: SamplingConfig | Mapping[str, Any] | None = None,
         aggregator_sampling: SamplingConfig | Mapping[str, Any] | None = None,
         layers: Mapping[int, Mapping[str, Any]] | None = None,
-        preset: str = "aft-v1",
+        prompt: PromptConfig | Mapping[str, Any] | None = None,
+        preset: str | None = None,
         template: str | None = None,
         item_format: str | None = None,
         separator: str | None = None,
         placement: str | None = None,
-        shuffle: bool = False,
-        shuffle_seed: int = 0,
-        hide_models: bool = True,
+        shuffle: bool | None = None,
+        shuffle_seed: int | None = None,
+        hide_models: bool | None = None,
         min_proposals: int = 1,
         deadline_s: float | None = None,
         layer_timeout_s: float | None = None,
         checkpointer: Any = None,
         name: str | None = None,
     ) -> None:
+        # Keyword sugar: the arguments become one GraphConfig (validated once); backends
+        # given as specs or configs go into it, live backend objects beside it.
+        live: dict[str, Any] = {}
+        data: dict[str, Any] = dict(
+            name=name, width=width, depth=depth, proposer_sampling=proposer_sampling,
+            aggregator_sampling=aggregator_sampling, prompt=prompt, preset=preset,
+            template=template, item_format=item_format, separator=separator,
+            placement=placement, shuffle=shuffle, shuffle_seed=shuffle_seed,
+            hide_models=hide_models, min_proposals=min_proposals, deadline_s=deadline_s,
+            layer_timeout_s=layer_timeout_s)
+        for role, value in (("proposers", proposers), ("aggregator", aggregator)):
+            if value is not None:
+                if portable(value):
+                    data[role] = as_configs(value, role)
+                else:
+                    live[role] = value
+        data["layers"], live["layer_backends"] = _split_layers(layers or {})
+        config = GraphConfig().with_changes(**data)
+        self._setup(config, checkpointer, **live)
+
+    def _setup(self, config: GraphConfig, checkpointer: Any, proposers: Any = None,
+               aggregator: Any = None, layer_backends: Mapping[int, Any] | None = None) -> None:
         if type(checkpointer).__name__ == "SqliteSaver":
             raise ConfigError(
                 "the graph runs asynchronously, and SqliteSaver has no async methods: use "
                 "langgraph.checkpoint.sqlite.aio.AsyncSqliteSaver (same file format)"
             )
-        overrides = {k: dict(v or {}) for k, v in (layers or {}).items()}
-        settings = dict(
-            name=name, width=width, depth=depth, proposer_sampling=proposer_sampling,
-            aggregator_sampling=aggregator_sampling, preset=preset, template=template,
-            item_format=item_format, separator=separator, placement=placement,
-            shuffle=shuffle, shuffle_seed=shuffle_seed, hide_models=hide_models,
-            min_proposals=min_proposals, deadline_s=deadline_s,
-            layer_timeout_s=layer_timeout_s,
-            layers={k: {"sampling": v.get("sampling")} for k, v in overrides.items()},
-        )
-        # One source of truth: every setting is validated by GraphConfig.
-        self.config = validate(
-            GraphConfig, {k: v for k, v in settings.items() if v is not None},
-            source="AggregateGraph",
-        )
-        self.plan = build_plan(self.config, proposers, aggregator,
-                          {k: v.get("backends") for k, v in overrides.items()})
+        self.config = config
+        """The graph's whole description (backends given as objects are not in it)."""
+        self.portable = proposers is None and aggregator is None and not layer_backends
+        """Whether :attr:`config` describes every backend, so the graph can be rebuilt
+        from it elsewhere (Ray workers)."""
+        self.plan = build_plan(config, proposers, aggregator, layer_backends)
         self.graph = compile_graph(self.plan, checkpointer)
         """The compiled LangGraph graph, for checkpointers, subgraphs and drawing."""
-        self.source: GraphConfig | None = config_with(
-            self.config, {"proposers": proposers, "aggregator": aggregator, "layers": layers})
-        """The whole graph as data when its backends are specs or configs, so it can be
-        rebuilt elsewhere (Ray workers); ``None`` when it holds live backend objects."""
+
+    @property
+    def source(self) -> GraphConfig | None:
+        """:attr:`config` when it describes the whole graph (:attr:`portable`), else ``None``."""
+        return self.config if self.portable else None
 
     @classmethod
     def from_config(
-        cls, config: GraphConfig | Mapping[str, Any] | str | os.PathLike[str], **kwargs: Any
+        cls, config: GraphConfig | Mapping[str, Any] | str | os.PathLike[str], *,
+        proposers: Any = None, aggregator: Any = None, checkpointer: Any = None,
+        **changes: Any,
     ) -> AggregateGraph:
         """Builds a graph from a :class:`GraphConfig`, a dict, or a YAML file path.
 
-        Keyword arguments (e.g. ``checkpointer=``) are passed on and win over the file.
+        ``AggregateGraph.from_config(c).config == c``. ``proposers`` / ``aggregator``
+        replace the config's backends (specs and configs go into :attr:`config`; live
+        backend objects beside it); ``changes`` are config fields (``width=5``,
+        ``preset="moa"``) applied on top.
         """
         if isinstance(config, (str, os.PathLike)):
             config = load_yaml(config, GraphConfig)
         elif not isinstance(config, GraphConfig):
             config = validate(GraphConfig, dict(config), source="graph config")
-        args: dict[str, Any] = {
-            name: getattr(config, name) for name in GraphConfig.model_fields
-            if name not in ("proposers", "aggregator", "layers")
-        }
-        args["proposers"] = list(config.proposers) or None
-        args["aggregator"] = list(config.aggregator) or None
-        args["layers"] = {
-            k: {"backends": list(v.backends) if v.backends else None, "sampling": v.sampling}
-            for k, v in config.layers.items()
-        }
-        args.update(kwargs)
-        return cls(**args)
+        for role in ("proposers", "aggregator"):  # specs and configs are data
+            value = proposers if role == "proposers" else aggregator
+            if value is not None and portable(value):
+                changes[role] = as_configs(value, role)
+        proposers = None if "proposers" in changes else proposers
+        aggregator = None if "aggregator" in changes else aggregator
+        if changes:
+            config = config.with_changes(**changes)
+        graph = cls.__new__(cls)
+        graph._setup(config, checkpointer, proposers, aggregator)
+        return graph
 
     @property
     def width(self) -> int:
@@ -157,22 +171,22 @@ class AggregateGraph:
         """Generations one run makes: ``width * depth + 1`` (``width`` for depth 0)."""
         return self.plan.num_generations
 
-    def _config(self, thread_id: str | None, stream_tokens: bool = False,
-                final_sampling: SamplingConfig | Mapping[str, Any] | None = None
-                ) -> dict[str, Any]:
-        conf: dict[str, Any] = {"aft_stream_tokens": stream_tokens}
-        if final_sampling is not None:
-            # Validated now, so a bad value fails before any model is called.
-            last = self.plan.layers[-1].sampling
-            conf["aft_final_sampling"] = last.overlay(
-                final_sampling, source="final_sampling").model_dump()
-        if self.plan.deadline_s is not None:
-            conf["aft_deadline_at"] = time.monotonic() + self.plan.deadline_s
+    def _config(self, thread_id: str | None) -> dict[str, Any]:
+        conf: dict[str, Any] = {}
         if self.graph.checkpointer is not None:
             conf["thread_id"] = thread_id or uuid.uuid4().hex
         elif thread_id is not None:
             raise ConfigError("thread_id needs a checkpointer: AggregateGraph(..., checkpointer=...)")
         return {"configurable": conf, "max_concurrency": None}
+
+    def _context(self, stream_tokens: bool = False,
+                 final_sampling: SamplingConfig | Mapping[str, Any] | None = None) -> RunContext:
+        last = None
+        if final_sampling is not None:
+            # Validated now, so a bad value fails before any model is called.
+            last = self.plan.layers[-1].sampling.overlay(final_sampling, source="final_sampling")
+        return RunContext.starting_now(self.plan.deadline_s, final_sampling=last,
+                                       stream_tokens=stream_tokens)
 
     def _result(self, state: dict[str, Any], elapsed: float) -> AggregateResult:
         return build_result(
@@ -180,12 +194,24 @@ class AggregateGraph:
             elapsed_s=elapsed,
         )
 
-    async def _run(self, graph_input: Any, config: dict[str, Any]) -> AggregateResult:
+    async def _run(self, graph_input: Any, config: dict[str, Any],
+                   context: RunContext) -> AggregateResult:
         t0 = time.perf_counter()
-        limit = self.plan.deadline_s
-        state = await _with_deadline(self.graph.ainvoke(graph_input, config),
-                                     None if limit is None else _grace(limit), limit)
+        state = await within(self.graph.ainvoke(graph_input, config, context=context),
+                             self._backstop(), self._timed_out)
         return self._result(state, time.perf_counter() - t0)
+
+    def _backstop(self) -> float | None:
+        # Branches already stop at the deadline and record why, which keeps survivors
+        # and gives precise errors; this outer guard has a little grace, so it only
+        # fires if something outside a branch overruns.
+        limit = self.plan.deadline_s
+        return None if limit is None else limit * 1.05 + 0.5
+
+    def _timed_out(self) -> GraphTimeoutError:
+        return GraphTimeoutError(
+            f"the run passed its deadline of {self.plan.deadline_s}s; raise deadline_s or "
+            "set layer_timeout_s so slow branches are dropped instead")
 
     async def _fresh_input(self, messages: Any, config: dict[str, Any]) -> dict[str, Any]:
         """Graph input for a new run; refuses a thread that already holds a run."""
@@ -222,8 +248,9 @@ class AggregateGraph:
             GraphError: The final aggregation failed.
             GraphTimeoutError: The deadline passed.
         """
-        config = self._config(thread_id, final_sampling=final_sampling)
-        return await self._run(await self._fresh_input(messages, config), config)
+        config = self._config(thread_id)
+        context = self._context(final_sampling=final_sampling)
+        return await self._run(await self._fresh_input(messages, config), config, context)
 
     def invoke(
         self, messages: str | Sequence[Any], *, thread_id: str | None = None,
@@ -240,7 +267,7 @@ class AggregateGraph:
         config = self._config(thread_id)
         if not (await self.graph.aget_state(config)).values:
             raise ConfigError(f"no checkpoint for thread_id={thread_id!r}: nothing to resume")
-        return await self._run(None, config)
+        return await self._run(None, config, self._context())
 
     def resume(self, thread_id: str) -> AggregateResult:
         """Blocking twin of :meth:`aresume`."""
@@ -260,19 +287,20 @@ class AggregateGraph:
             GraphTimeoutError: The deadline passed (as in :meth:`ainvoke`).
         """
         t0 = time.perf_counter()
-        config = self._config(thread_id, stream_tokens=True, final_sampling=final_sampling)
+        config = self._config(thread_id)
+        context = self._context(stream_tokens=True, final_sampling=final_sampling)
         state_in = await self._fresh_input(messages, config)
         final: dict[str, Any] = {}
-        deadline = None if self.plan.deadline_s is None else time.monotonic() + _grace(
-            self.plan.deadline_s)
-        stream = self.graph.astream(state_in, config, stream_mode=["custom", "values"])
+        backstop = self._backstop()
+        deadline = None if backstop is None else time.monotonic() + backstop
+        stream = self.graph.astream(state_in, config, context=context,
+                                    stream_mode=["custom", "values"])
         streamed = False
         try:
             while True:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
-                    mode, chunk = await _with_deadline(stream.__anext__(), left,
-                                                       self.plan.deadline_s)
+                    mode, chunk = await within(stream.__anext__(), left, self._timed_out)
                 except StopAsyncIteration:
                     break
                 if mode == "values":
@@ -283,7 +311,7 @@ class AggregateGraph:
         finally:
             await asyncio.shield(stream.aclose())
         result = self._result(final, time.perf_counter() - t0)
-        if self.depth > 0:  # the final layer has no gather node to report it
+        if self.plan.is_final_aggregation(self.depth):  # no gather node reports it
             last = result.layers[-1].usage
             yield {"event": "layer", "layer": self.depth, "ok": last.generations,
                    "failed": last.failures}
@@ -301,29 +329,8 @@ class AggregateGraph:
 
         Leaving the loop early, or Ctrl-C while waiting, cancels the run.
         """
-        import queue
-
-        q: queue.Queue[Any] = queue.Queue()
-        done = object()
-
-        async def pump() -> None:
-            try:
-                async for event in self.astream(messages, thread_id=thread_id,
-                                                final_sampling=final_sampling):
-                    q.put(event)
-            except BaseException as e:
-                q.put(e)
-            finally:
-                q.put(done)
-
-        running = submit(pump())
-        try:
-            while (item := q.get()) is not done:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            running.cancel()
+        return iterate_sync(lambda: self.astream(messages, thread_id=thread_id,
+                                                 final_sampling=final_sampling))
 
     async def abatch(
         self, inputs: Sequence[str | Sequence[Any]], *, max_concurrency: int = DEFAULT_CONCURRENCY,
@@ -363,25 +370,17 @@ class AggregateGraph:
         return self.graph.get_graph().draw_mermaid()
 
 
-def _grace(seconds: float) -> float:
-    # Branches already stop at the deadline and record why, which keeps survivors and
-    # gives precise errors; the outer guard is a backstop with a little grace, so it
-    # only fires if something outside a branch overruns.
-    return seconds * 1.05 + 0.5
-
-
-async def _with_deadline(aw: Any, seconds: float | None, deadline_s: float | None) -> Any:
-    """Awaits ``aw`` in this task for at most ``seconds``, then raises
-    :class:`GraphTimeoutError`. (``asyncio.timeout``, not ``wait_for``: an async
-    generator's ``__anext__`` must not run in a task of its own, or closing the
-    generator later fails with "already running".)"""
-    if seconds is None:
-        return await aw
-    try:
-        async with asyncio.timeout(seconds):
-            return await aw
-    except TimeoutError as e:
-        raise GraphTimeoutError(
-            f"the run passed its deadline of {deadline_s}s; raise deadline_s or set "
-            "layer_timeout_s so slow branches are dropped instead"
-        ) from e
+def _split_layers(layers: Mapping[int, Mapping[str, Any]]) -> tuple[dict[int, Any], dict[int, Any]]:
+    """Per-layer overrides as config data, and the layers' live backend objects apart."""
+    data: dict[int, Any] = {}
+    live: dict[int, Any] = {}
+    for index, override in layers.items():
+        override = dict(override or {})
+        backends = override.pop("backends", None)
+        if backends is not None:
+            if portable(backends):
+                override["backends"] = as_configs(backends, f"layers[{index}].backends")
+            else:
+                live[index] = backends
+        data[index] = override
+    return data, live

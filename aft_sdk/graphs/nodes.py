@@ -24,13 +24,12 @@ from typing import Annotated, Any
 from typing_extensions import TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage
-from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_stream_writer
 from langgraph.graph.message import add_messages
+from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, Send
 
 from aft_sdk.backends.base import Generation
-from aft_sdk.config import SamplingConfig
 from aft_sdk.errors import (
     AftError,
     ConfigError,
@@ -39,6 +38,7 @@ from aft_sdk.errors import (
     InsufficientProposalsError,
     PartialGenerationError,
 )
+from aft_sdk.graphs.context import RunContext, context_of
 from aft_sdk.graphs.plan import GraphPlan
 from aft_sdk.graphs.trace import ANSWER_NAME, failure_record, final_record, ok_record
 from aft_sdk.messages import normalize_messages
@@ -80,20 +80,6 @@ def node_name(layer: int) -> str:
     return "propose" if layer == 0 else f"aggregate_{layer}"
 
 
-def deadline_at(config: RunnableConfig | None) -> float | None:
-    """The monotonic time the run must finish by, from the run's config."""
-    return ((config or {}).get("configurable") or {}).get("aft_deadline_at")
-
-
-def final_sampling(config: RunnableConfig | None) -> dict[str, Any] | None:
-    """The run's own sampling for its last layer (already merged), if it set one."""
-    return ((config or {}).get("configurable") or {}).get("aft_final_sampling")
-
-
-def wants_tokens(config: RunnableConfig | None) -> bool:
-    return bool(((config or {}).get("configurable") or {}).get("aft_stream_tokens"))
-
-
 class LayerBranch:
     """Runs one request of one layer: generates for its slots, records the outcome."""
 
@@ -102,18 +88,14 @@ class LayerBranch:
         self.layer = layer
         # The final aggregation has no fallback; a propose-only run (depth 0) keeps
         # the usual per-slot tolerance.
-        self.final = layer == plan.depth and layer > 0
+        self.final = plan.is_final_aggregation(layer)
 
-    def _timeout(self, config: RunnableConfig) -> float | None:
-        limits = []
-        if self.plan.layer_timeout_s is not None:
-            limits.append(self.plan.layer_timeout_s)
-        end = deadline_at(config)
-        if end is not None:
-            limits.append(max(0.0, end - time.monotonic()))
+    def _timeout(self, ctx: RunContext) -> float | None:
+        limits = [t for t in (self.plan.layer_timeout_s, ctx.time_left()) if t is not None]
         return min(limits) if limits else None
 
-    async def run(self, payload: BranchInput, config: RunnableConfig) -> dict[str, Any]:
+    async def run(self, payload: BranchInput, runtime: Runtime[RunContext]) -> dict[str, Any]:
+        ctx = context_of(runtime)
         lp = self.plan.layers[self.layer]
         slots = payload["slots"]
         backend = lp.backend_for(slots[0])
@@ -128,8 +110,8 @@ class LayerBranch:
         if not backend.keeps_developer and any(m["role"] == "developer" for m in messages):
             info = {**info, "developer_as": "system"}  # the backend's view, in the trace
         sampling = lp.sampling
-        if self.layer == self.plan.depth and final_sampling(config):
-            sampling = SamplingConfig(**final_sampling(config))
+        if self.layer == self.plan.depth and ctx.final_sampling is not None:
+            sampling = ctx.final_sampling
         if sampling.seed is not None and slots[0]:
             # Requests of one layer must not share a seed (identical samples otherwise);
             # within a request the backend offsets by output index, so slot s of a layer
@@ -137,8 +119,9 @@ class LayerBranch:
             sampling = sampling.model_copy(update={"seed": sampling.seed + slots[0]})
         t0 = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout(config)):
-                gens = await self._generate(backend, messages, len(slots), sampling, config)
+            async with asyncio.timeout(self._timeout(ctx)):
+                gens = await self._generate(backend, messages, len(slots), sampling,
+                                            ctx.stream_tokens)
             error: AftError | None = None
         except PartialGenerationError as e:  # keep what came back; the rest failed
             gens, error = list(e.generations), e
@@ -166,11 +149,11 @@ class LayerBranch:
 
     async def _generate(
         self, backend: Any, messages: list[dict[str, str]], n: int, sampling: Any,
-        config: RunnableConfig,
+        stream_tokens: bool,
     ) -> list[Generation]:
         # A selecting preset's raw output is an index, not the answer: it is not
         # streamed (the caller sends the chosen draft once it is known).
-        if not (self.final and wants_tokens(config)) or self.plan.template.selects:
+        if not (self.final and stream_tokens) or self.plan.template.selects:
             return await backend.generate(messages, n=n, sampling=sampling)
         write = get_stream_writer()
         final: Generation | None = None

@@ -6,6 +6,7 @@ read by the graph's nodes; it never enters graph state (backends are not data).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +16,10 @@ from pydantic import BaseModel
 from aft_sdk.backends.base import Backend, Message
 from aft_sdk.backends.factory import default_aggregator, default_backend, make_backend, parse_spec
 from aft_sdk.budget import fit_proposals
-from aft_sdk.config import GraphConfig, SamplingConfig, validate
+from aft_sdk.config import GraphConfig, PromptConfig, SamplingConfig
 from aft_sdk.errors import ConfigError
 from aft_sdk.messages import non_text_parts, text_view
-from aft_sdk.prompts import PromptTemplate, get_template, shuffled_order
+from aft_sdk.prompts import PromptTemplate, shuffled_order
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class GraphPlan:
 
     layers: tuple[LayerPlan, ...]
     template: PromptTemplate
+    prompt: PromptConfig
+    strategy: str
     shuffle: bool
     shuffle_seed: int
     min_proposals: int
@@ -67,6 +70,11 @@ class GraphPlan:
     @property
     def width(self) -> int:
         return self.layers[0].width
+
+    def is_final_aggregation(self, layer: int) -> bool:
+        """Whether ``layer`` writes the answer by aggregating (the last layer, depth > 0):
+        it has nothing to fall back on, and its tokens are the answer's."""
+        return layer == self.depth > 0
 
     @property
     def num_generations(self) -> int:
@@ -111,60 +119,64 @@ class GraphPlan:
 
 
 def _as_backends(value: Any, what: str, default: Any = default_backend) -> tuple[Backend, ...]:
-    if value is None:
+    if value is None or (isinstance(value, (list, tuple)) and not value):
         return (default(),)
     items = value if isinstance(value, (list, tuple)) else [value]
-    if not items:
-        raise ConfigError(f"{what} is an empty list: give at least one backend or leave it out")
     return tuple(make_backend(v) for v in items)
 
 
-def build_plan(cfg: GraphConfig, proposers: Any, aggregator: Any,
-          layer_backends: Mapping[int, Any]) -> GraphPlan:
+def portable(value: Any) -> bool:
+    """Whether backends given as ``value`` are data (specs or configs), not live objects."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return all(isinstance(v, (str, BaseModel)) for v in items)
+
+
+def as_configs(value: Any, what: str) -> list[Any]:
+    """Backend specs or configs as a list of configs (for a :class:`GraphConfig`)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        raise ConfigError(f"{what} is an empty list: give at least one backend or leave it out")
+    return [parse_spec(v) if isinstance(v, str) else v for v in items]
+
+
+def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
+               layer_backends: Mapping[int, Any] | None = None) -> GraphPlan:
     """The plan of a validated config: backends resolved per layer, settings from ``cfg``.
 
-    ``proposers`` / ``aggregator`` are backends, configs or specs (``None``: the embedded
-    model, and for the aggregator its shipped AFT adapter when the install has it);
-    ``layer_backends`` maps a layer to its own backends.
+    Backends come from ``cfg`` (configs); ``proposers`` / ``aggregator`` /
+    ``layer_backends`` are live backend objects that take their place where given. With
+    neither: the embedded model, and for the aggregator its shipped AFT adapter when the
+    install has it. The aggregation prompt is ``cfg.prompt``, or when that sets nothing,
+    the prompt the final aggregator was trained with (its ``aft_sdk.json``).
     """
-    prop = _as_backends(proposers, "proposers")
-    agg = _as_backends(aggregator, "aggregator", default_aggregator)
+    layer_backends = layer_backends or {}
+    prop = _as_backends(proposers if proposers is not None else list(cfg.proposers), "proposers")
+    agg = _as_backends(aggregator if aggregator is not None else list(cfg.aggregator),
+                       "aggregator", default_aggregator)
     depth = cfg.depth
     plans = []
     for index in range(depth + 1):
         backends = prop if index == 0 else (agg if index < depth else agg[:1])
-        if layer_backends.get(index):
-            backends = _as_backends(layer_backends[index], f"layers[{index}].backends")
+        own = layer_backends.get(index)
+        if own is None and index in cfg.layers and cfg.layers[index].backends:
+            own = list(cfg.layers[index].backends)
+        if own:
+            backends = _as_backends(own, f"layers[{index}].backends")
         plans.append(LayerPlan(index, cfg.width if index < depth or depth == 0 else 1,
                                backends, cfg.layer_sampling(index)))
-    tmpl = get_template(cfg.preset, cfg.template, item_format=cfg.item_format,
-                        separator=cfg.separator, placement=cfg.placement)
+    prompt = cfg.prompt
+    if depth > 0:
+        prompt, warning = prompt.for_aggregator(plans[-1].backends[0].trained_prompt)
+        if warning:
+            warnings.warn(f"{plans[-1].backends[0].label}: {warning}", UserWarning, stacklevel=3)
     return GraphPlan(
         layers=tuple(plans),
-        template=tmpl if cfg.hide_models else tmpl.with_models_shown(),
-        shuffle=cfg.shuffle,
-        shuffle_seed=cfg.shuffle_seed,
+        template=prompt.template_obj(),
+        prompt=prompt,
+        strategy=cfg.strategy,
+        shuffle=prompt.shuffle,
+        shuffle_seed=prompt.shuffle_seed,
         min_proposals=cfg.min_proposals,
         deadline_s=cfg.deadline_s,
         layer_timeout_s=cfg.layer_timeout_s,
     )
-
-
-def config_with(config: GraphConfig, overrides: Mapping[str, Any]) -> GraphConfig | None:
-    """``config`` with ``overrides`` folded in, or ``None`` if they hold live objects."""
-    data = config.model_dump()
-    for name, value in overrides.items():
-        if name not in GraphConfig.model_fields or value is None:
-            continue  # checkpointer and the like, or a default: nothing to fold in
-        if name in ("proposers", "aggregator") and value is not None:
-            items = value if isinstance(value, (list, tuple)) else [value]
-            if not all(isinstance(v, (str, BaseModel)) for v in items):
-                return None
-            value = [parse_spec(v) if isinstance(v, str) else v for v in items]
-        elif name == "layers" and value and any(
-                (v or {}).get("backends") and not all(isinstance(b, (str, BaseModel))
-                                                      for b in v["backends"])
-                for v in value.values()):
-            return None
-        data[name] = value
-    return validate(GraphConfig, data, source="graph config")

@@ -1,46 +1,18 @@
-"""Builds and compiles the LangGraph ``StateGraph`` for a :class:`GraphPlan`."""
+"""Builds and compiles the LangGraph ``StateGraph`` of a :class:`GraphPlan`'s strategy."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import StateGraph
 
-from aft_sdk.graphs.nodes import (
-    Gather,
-    GraphInput,
-    GraphState,
-    LayerBranch,
-    Router,
-    begin,
-    finish,
-    node_name,
-)
 from aft_sdk.graphs.plan import GraphPlan
+from aft_sdk.graphs.strategies import STRATEGIES
 
 
 def build_state_graph(plan: GraphPlan) -> StateGraph:
-    """The uncompiled graph: one branch node and one gather node per layer."""
-    # The state is the public output (messages, answer, outputs); input: messages.
-    g = StateGraph(GraphState, input_schema=GraphInput, output_schema=GraphState)
-    depth = plan.depth
-    for layer in range(depth + 1):
-        name = node_name(layer)
-        g.add_node(name, LayerBranch(plan, layer).run)
-        if layer < depth or depth == 0:
-            g.add_node(f"gather_{layer}", Gather(plan, layer).run)
-            g.add_edge(name, f"gather_{layer}")
-    g.add_node("finish", finish)
-    g.add_edge("gather_0" if depth == 0 else node_name(depth), "finish")
-    g.add_edge("finish", END)
-    g.add_node("begin", begin)
-    g.add_edge(START, "begin")
-    g.add_conditional_edges("begin", Router(plan, 0).route, [node_name(0)])
-    for layer in range(1, depth + 1):
-        g.add_conditional_edges(
-            f"gather_{layer - 1}", Router(plan, layer).route, [node_name(layer)]
-        )
-    return g
+    """The uncompiled graph of the plan's strategy (for embedding in larger graphs)."""
+    return STRATEGIES[plan.strategy](plan)
 
 
 def compile_graph(plan: GraphPlan, checkpointer: Any = None) -> Any:

@@ -103,9 +103,14 @@ class AggregateResult(BaseModel):
         return [r for layer in self.layers for r in layer.outputs if not r.ok]
 
     @property
+    def final_output(self) -> OutputRecord | None:
+        """The record that holds the answer (see :func:`final_record`)."""
+        return next((r for r in self.layers[-1].outputs if r.ok), None)
+
+    @property
     def finish_reason(self) -> str:
         """Why the generation that wrote the answer stopped (``stop``, ``length``, ...)."""
-        final = next((r for r in self.layers[-1].outputs if r.ok), None)
+        final = self.final_output
         return (final.finish_reason if final else None) or "stop"
 
     @property
@@ -157,7 +162,10 @@ ANSWER_NAME = "aft_aggregate"
 
 
 def final_record(outputs: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
-    """The record holding the answer: the first surviving slot of the last layer."""
+    """The record holding the answer: the first surviving slot of the last layer.
+
+    The one rule for "the answer" (the ``finish`` node, results, streams and servers
+    all read it from here or from :attr:`AggregateResult.final_output`)."""
     records = list(outputs)
     if not records:
         return None
@@ -176,10 +184,10 @@ def build_result(
         outs = sorted((r for r in records if r.layer == index), key=lambda r: r.slot)
         kind = "propose" if index == 0 else "aggregate"
         layers.append(LayerTrace(index=index, kind=kind, outputs=outs, usage=Usage.of(outs)))
-    final = next((r for r in layers[-1].outputs if r.ok), None)
+    final = final_record(state.get("outputs", []))
     messages = [m for m in state["messages"] if getattr(m, "name", None) != ANSWER_NAME]
     return AggregateResult(
-        answer=final.text if final else "",
+        answer=final["text"] if final else "",
         messages=as_dicts(messages),
         layers=layers,
         usage=Usage.of(records),

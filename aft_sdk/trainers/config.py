@@ -16,6 +16,7 @@ from pathlib import Path
 
 from trl import SFTConfig
 
+from aft_sdk.config import PromptConfig, validate
 from aft_sdk.errors import ConfigError
 
 @dataclass
@@ -47,7 +48,8 @@ class AggregatorConfig(SFTConfig):
     )
     preset: str = field(
         default="aft-v1",
-        metadata={"help": "Aggregation prompt preset; the graph must use the same one."},
+        metadata={"help": "Aggregation prompt preset. It is recorded in aft_sdk.json, and a "
+                          "graph whose aggregator is the trained model renders it."},
     )
     template_file: str | None = field(
         default=None,
@@ -134,9 +136,21 @@ class AggregatorConfig(SFTConfig):
                               "full fine-tune converts with llama.cpp's convert_hf_to_gguf.py)")
         if self.template_file and not Path(self.template_file).is_file():
             raise ConfigError(f"template_file not found: {self.template_file}")
+        self.prompt_config()  # a bad preset, item format or placement fails now
         if self.bf16 is None:  # TRL would turn None into True even on CPUs
             self.bf16 = _bf16_supported() and not self.fp16
         super().__post_init__()
+
+
+    def prompt_config(self) -> PromptConfig:
+        """The aggregation prompt as the one :class:`~aft_sdk.config.PromptConfig` the
+        graph and the data builders take (the flags here are its fields)."""
+        template = (Path(self.template_file).read_text(encoding="utf-8")
+                    if self.template_file else None)
+        return validate(PromptConfig, {
+            "preset": None if template else self.preset, "template": template,
+            "item_format": self.item_format, "separator": self.separator,
+            "placement": self.placement}, source="AggregatorConfig prompt")
 
 
 def check_data_paths(args: AggregatorConfig) -> None:

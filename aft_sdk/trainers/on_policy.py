@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aft_sdk.backends.factory import BackendLike, make_backend
-from aft_sdk.config import SamplingConfig
+from aft_sdk.config import PromptConfig, SamplingConfig
 from aft_sdk.errors import ConfigError
 from aft_sdk.runner import DEFAULT_CONCURRENCY, RunItem
 from aft_sdk.trainers.rows import (
@@ -24,7 +24,7 @@ from aft_sdk.trainers.rows import (
     skip_or_raise,
     validate_row,
 )
-from aft_sdk.trainers.teacher import awrite_target
+from aft_sdk.trainers.teacher import awrite_target, prompt_of
 
 
 async def abuild_on_policy(
@@ -38,7 +38,8 @@ async def abuild_on_policy(
     reference_field: str | None = "reference",
     teacher: BackendLike | None = None,
     teacher_sampling: SamplingConfig | None = None,
-    preset: str = "aft-v1",
+    prompt: PromptConfig | None = None,
+    preset: str | None = None,
     template: str | None = None,
     id_field: str = "id",
     skip_bad: bool = False,
@@ -46,10 +47,7 @@ async def abuild_on_policy(
     inputs: Sequence[str | os.PathLike[str]] = (),
     max_concurrency: int = DEFAULT_CONCURRENCY,
     progress: bool = True,
-    executor: str = "local",
-    workers: int = 2,
-    ray_address: str | None = None,
-    ray_gpus: float = 0,
+    executor: Any = "local",
 ) -> dict[str, int]:
     """Samples ``k`` proposals per prompt and writes AFT rows to ``out_path`` (JSONL).
 
@@ -57,9 +55,9 @@ async def abuild_on_policy(
     the teacher from the proposals. Proposals are sampled through the graph's propose
     step (``AggregateGraph(depth=0)``), so failures are tolerated per slot and usage is
     kept in each row's ``meta``. Resumable: ids already in ``out_path`` are skipped.
-    With ``executor="ray"`` the proposals are sampled in ``workers`` Ray actors (the
-    proposers must be specs or configs; keys come from the workers' environment); the
-    teacher, if any, and all writing stay on this process.
+    With ``executor="ray"`` (or a ``RayExecutor``) the proposals are sampled in Ray
+    actors (the proposers must be specs or configs; keys come from the workers'
+    environment); the teacher, if any, and all writing stay on this process.
 
     Returns:
         Counts: ``written``, ``skipped`` (already there), ``failed`` (see the
@@ -67,17 +65,14 @@ async def abuild_on_policy(
     """
     from aft_sdk.graphs import AggregateGraph, AggregateResult
 
+    prompt = prompt_of(prompt, preset, template)
+
     if teacher is None and not reference_field:
         raise ConfigError("give reference_field (targets from the data) or teacher= a backend")
     graph = AggregateGraph(proposers, width=k, depth=0, proposer_sampling=sampling)
-    from aft_sdk.scale import pool_for
+    from aft_sdk.scale import as_executor
 
-    pool = pool_for(graph, executor, workers=workers, address=ray_address, num_gpus=ray_gpus)
-
-    async def propose(messages: list[dict[str, str]]) -> AggregateResult:
-        if pool is None:
-            return await graph.ainvoke(messages)
-        return AggregateResult.model_validate((await pool.run(messages))["result"])
+    runs = as_executor(executor).bind(graph)
     teacher_backend = make_backend(teacher) if teacher is not None else None
     items = []
     for i, record in enumerate(prompts):
@@ -89,7 +84,7 @@ async def abuild_on_policy(
 
     async def work(item: RunItem) -> AftRow:
         messages, ref = item.payload
-        result = await propose(messages)
+        result: AggregateResult = await runs.run(messages)
         proposals = [p for p in result.proposals if p.strip()]
         empty = len(result.proposals) - len(proposals)
         if not proposals:
@@ -104,16 +99,15 @@ async def abuild_on_policy(
             },
         }, f"row {item.id}")
         if teacher_backend is not None:
-            row = await awrite_target(row, teacher_backend, preset=preset, template=template,
-                                        sampling=teacher_sampling)
+            row = await awrite_target(row, teacher_backend, prompt=prompt,
+                                      sampling=teacher_sampling)
         return row
 
     try:
         return await resumable_rows(items, out_path, work, max_concurrency=max_concurrency,
                                     desc="on-policy rows", progress=progress, inputs=inputs)
     finally:
-        if pool is not None:
-            pool.close()
+        runs.close()
 
 
 def _item(record: Any, i: int, prompt_field: str, reference_field: str | None, id_field: str,

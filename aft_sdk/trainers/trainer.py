@@ -18,7 +18,8 @@ from typing import Any
 from trl import SFTTrainer
 
 from aft_sdk.errors import ConfigError, TrainingError
-from aft_sdk.prompts import PromptTemplate, get_template
+from aft_sdk.config import METADATA_FILE
+from aft_sdk.prompts import PromptTemplate
 from aft_sdk.trainers.mixing import mix_sft, sft_rows
 from aft_sdk.trainers.config import AggregatorConfig
 from aft_sdk.trainers.formatting import FitReport, to_examples
@@ -26,7 +27,7 @@ from aft_sdk.trainers.rows import AftRow, RowCounter, load_records, validate_row
 
 logger = logging.getLogger(__name__)
 
-METADATA_FILE = "aft_sdk.json"
+
 
 
 def load_model_and_tokenizer(args: AggregatorConfig) -> tuple[Any, Any]:
@@ -73,12 +74,6 @@ def load_rows(path: str, args: AggregatorConfig, counter: RowCounter) -> list[Af
     return rows
 
 
-def _template(args: AggregatorConfig) -> PromptTemplate:
-    custom = Path(args.template_file).read_text(encoding="utf-8") if args.template_file else None
-    return get_template(args.preset, custom, item_format=args.item_format,
-                        separator=args.separator, placement=args.placement)  # type: ignore[arg-type]
-
-
 def _to_dataset(rows: list[AftRow], template: PromptTemplate, tokenizer: Any, max_length: int | None,
                 report: FitReport) -> Any:
     import datasets
@@ -123,7 +118,8 @@ class AggregatorTrainer(SFTTrainer):
             train_rows = load_rows(str(args.dataset_path), args, self.row_counter)
         if eval_rows is None and args.eval_dataset_path:
             eval_rows = load_rows(args.eval_dataset_path, args, self.row_counter)
-        self.template = _template(args)
+        self.prompt = args.prompt_config()
+        self.template = self.prompt.template_obj()
         self.fit_report = FitReport()
         self.data_sources = [s for s in (args.dataset_path, args.eval_dataset_path) if s]
         peft_config = None
@@ -182,11 +178,10 @@ class AggregatorTrainer(SFTTrainer):
         tokenizer.save_pretrained(out)
         meta = {
             "aft_sdk_version": _version(),
+            # Read back by backends loading this model (PromptConfig.of_model), so a
+            # graph renders the prompt it was trained on.
+            "prompt_config": self.prompt.model_dump(mode="json"),
             "preset": self.template.name,
-            "template": self.template.template if self.template.name == "custom" else None,
-            "prompt": {"item_format": self.template.item_format,
-                       "separator": self.template.separator,
-                       "placement": self.template.placement},
             "base_model": str(self.args.model_name_or_path),
             "data_sources": self.data_sources,
             "rows_skipped": self.row_counter.skipped,
@@ -195,7 +190,10 @@ class AggregatorTrainer(SFTTrainer):
             "lora": bool(self.args.use_lora),
             "config": self.args.to_dict(),  # TrainingArguments masks hub tokens here
         }
-        (out / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        record = json.dumps(meta, indent=2, default=str) + "\n"
+        (out / METADATA_FILE).write_text(record)
+        if self.args.use_lora:  # the adapter folder is loaded on its own (with_lora)
+            (out / "adapter" / METADATA_FILE).write_text(record)
         logger.info("saved aggregator to %s", out)
         return out
 

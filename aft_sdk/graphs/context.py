@@ -1,0 +1,65 @@
+"""Run-scoped settings, as LangGraph's typed run context (``context_schema``).
+
+Settings that belong to one run, not to the graph, travel here instead of in string
+keys of ``configurable``: :class:`AggregateGraph` fills it for each run; under LangGraph
+Server a run passes it as ``context`` (a JSON object with these field names).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from aft_sdk.config import SamplingConfig, validate
+from aft_sdk.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What one run adds to the graph's settings.
+
+    Attributes:
+        deadline_at: ``time.monotonic()`` value the run must finish by (from the graph's
+            ``deadline_s`` when the run started); ``None``: no deadline.
+        final_sampling: Sampling of the last layer for this run (already merged onto the
+            graph's), for example a request's ``temperature`` and ``max_tokens``.
+        stream_tokens: Stream the final answer's tokens (``custom`` stream events).
+    """
+
+    deadline_at: float | None = None
+    final_sampling: SamplingConfig | None = None
+    stream_tokens: bool = False
+
+    @classmethod
+    def starting_now(cls, deadline_s: float | None, **settings: Any) -> RunContext:
+        """The context of a run that starts now (its deadline counted from now)."""
+        at = None if deadline_s is None else time.monotonic() + deadline_s
+        return cls(deadline_at=at, **settings)
+
+    def time_left(self) -> float | None:
+        """Seconds to the deadline (never negative), or ``None`` without one."""
+        return None if self.deadline_at is None else max(0.0, self.deadline_at - time.monotonic())
+
+
+_NAMES = {f.name for f in fields(RunContext)}
+
+
+def context_of(runtime: Any) -> RunContext:
+    """The run's context from a node's ``runtime``: a :class:`RunContext`, a JSON object
+    with its fields (LangGraph Server), or nothing (defaults)."""
+    ctx = getattr(runtime, "context", None)
+    if ctx is None or isinstance(ctx, RunContext):
+        return ctx or RunContext()
+    if not isinstance(ctx, Mapping):
+        raise ConfigError(f"the run context must be an object with fields {sorted(_NAMES)}, "
+                          f"got {type(ctx).__name__}")
+    unknown = sorted(set(ctx) - _NAMES)
+    if unknown:
+        raise ConfigError(f"unknown run context fields {unknown}; known: {sorted(_NAMES)}")
+    data = dict(ctx)
+    if data.get("final_sampling") is not None:
+        data["final_sampling"] = validate(SamplingConfig, data["final_sampling"],
+                                          source="context.final_sampling")
+    return RunContext(**data)
