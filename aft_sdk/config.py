@@ -7,23 +7,28 @@ field instead of a setting that is silently ignored. Validation failures surface
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from aft_sdk.errors import ConfigError
-from aft_sdk.prompts import PromptTemplate, get_template
-from aft_sdk.validation import describe_validation_error, load_yaml, validate
+from aft_sdk.prompt_config import (
+    METADATA_FILE,
+    PROMPT_FIELDS,
+    RENDER_FIELDS,
+    PromptConfig,
+    same_bytes,
+)
+from aft_sdk.validation import Strict, describe_validation_error, load_yaml, validate
 
-__all__ = ["describe_validation_error", "load_yaml", "validate"]  # and the models below
+__all__ = [  # re-exported (and the models below)
+    "METADATA_FILE", "PROMPT_FIELDS", "RENDER_FIELDS", "PromptConfig", "describe_validation_error",
+    "load_yaml", "same_bytes", "validate",
+]
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = Strict
 
 
 class SamplingConfig(_Strict):
@@ -134,135 +139,74 @@ BackendConfig = Annotated[
 ]
 
 
-#: The record ``aft train`` writes beside a trained aggregator.
-METADATA_FILE = "aft_sdk.json"
-
-#: The fields of :class:`PromptConfig` that decide the bytes an aggregator reads.
-RENDER_FIELDS = ("preset", "template", "item_format", "separator", "placement", "hide_models")
-#: Every prompt field; a graph config also takes them at its top level (older YAML).
-PROMPT_FIELDS = (*RENDER_FIELDS, "shuffle", "shuffle_seed")
-
-
-class PromptConfig(_Strict):
-    """How drafts are shown to an aggregator: the one prompt format from training to serving.
-
-    :class:`GraphConfig` embeds it, the trainer's :class:`AggregatorConfig` builds it from
-    its flags, every data builder takes it, ``aft train`` writes it into the model's
-    ``aft_sdk.json``, and a backend loaded from a trained aggregator carries it (see
-    :meth:`for_aggregator`). Render fields left ``None`` mean "not set": a graph then
-    uses its aggregator's trained prompt if it has one, else the defaults below.
+class VoteConfig(_Strict):
+    """How drafts are compared (votes, agreement): the answer key each draft carries.
 
     Attributes:
-        preset: A preset name (``aft-v1``, ``moa-v1``, ``select-v1``); default ``aft-v1``.
-        template: A custom template with ``{proposals}``; wins over ``preset``.
-        item_format: How one draft is written (``{index}``, ``{text}``, ``{model}``);
-            default: the preset's.
-        separator: Between drafts; default: the preset's.
-        placement: ``system`` (AFT layout) or ``user``; default: the preset's.
-        hide_models: Leave model names out (default ``True``).
-        shuffle: Shuffle draft order per aggregator slot (a graph setting; training rows
-            keep their order).
-        shuffle_seed: Seed of that shuffle.
+        extractor: ``normalized`` (default), ``exact``, ``number``, ``math``,
+            ``regex:PATTERN`` or ``import:module:function`` (see :mod:`aft_sdk.answers`).
     """
 
-    preset: str | None = None
-    template: str | None = None
-    item_format: str | None = None
-    separator: str | None = None
-    placement: Literal["system", "user"] | None = None
-    hide_models: bool | None = None
-    shuffle: bool = False
-    shuffle_seed: int = 0
+    extractor: str = "normalized"
 
-    @model_validator(mode="after")
-    def _renders(self) -> PromptConfig:
-        self.template_obj()  # unknown presets and templates without {proposals} fail now
-        return self
-
-    @property
-    def is_set(self) -> bool:
-        """Whether any field that decides the rendered bytes was given."""
-        return any(getattr(self, name) is not None for name in RENDER_FIELDS)
-
-    def template_obj(self) -> PromptTemplate:
-        """The :class:`~aft_sdk.prompts.PromptTemplate` this config renders with."""
-        tmpl = get_template(self.preset or "aft-v1", self.template,
-                            item_format=self.item_format, separator=self.separator,
-                            placement=self.placement)
-        return tmpl if self.hide_models is not False else tmpl.with_models_shown()
-
-    def render_fields(self) -> dict[str, Any]:
-        """The fields that decide the bytes (what ``aft_sdk.json`` records)."""
-        return {name: getattr(self, name) for name in RENDER_FIELDS}
-
-    def for_aggregator(self, trained: PromptConfig | None) -> tuple[PromptConfig, str | None]:
-        """The prompt to use with an aggregator trained on ``trained``, and a warning.
-
-        A user's prompt (any render field set) wins over the trained one; the warning
-        says so when the two render different bytes. Unset, the trained prompt is used
-        (with this config's shuffle settings).
-        """
-        if trained is None:
-            return self, None
-        if not self.is_set:
-            return self.model_copy(update=trained.render_fields()), None
-        if same_bytes(self, trained):
-            return self, None
-        return self, (
-            "the aggregator was trained with the prompt "
-            f"{_describe(trained)} but this graph sets {_describe(self)}; the graph's is "
-            "used. Leave preset/template/item_format/separator/placement unset to use the "
-            "trained one")
-
+    @field_validator("extractor")
     @classmethod
-    def from_metadata(cls, meta: Mapping[str, Any]) -> PromptConfig | None:
-        """The prompt recorded in a trained model's ``aft_sdk.json`` (``None`` if none)."""
-        if isinstance(meta.get("prompt_config"), Mapping):
-            return validate(cls, dict(meta["prompt_config"]), source="aft_sdk.json prompt_config")
-        if "preset" not in meta:  # not written by aft train
-            return None
-        # Written before prompt_config existed: preset name, custom template, layout.
-        layout = meta.get("prompt") if isinstance(meta.get("prompt"), Mapping) else {}
-        preset = str(meta["preset"]).removesuffix("+custom")
-        return validate(cls, {
-            "preset": None if preset == "custom" else preset, "template": meta.get("template"),
-            **{k: layout.get(k) for k in ("item_format", "separator", "placement")},
-        }, source="aft_sdk.json")
+    def _known(cls, value: str) -> str:
+        from aft_sdk.answers import get_extractor
 
-    @classmethod
-    def of_model(cls, where: str | os.PathLike[str]) -> PromptConfig | None:
-        """The prompt a trained aggregator was trained with, or ``None`` if unrecorded.
-
-        ``where`` is a model or adapter folder (its ``aft_sdk.json``) or an adapter file
-        ``X.gguf`` (``X.aft_sdk.json`` beside it, else the folder's ``aft_sdk.json``, as
-        ``aft train --export_gguf`` leaves them).
-        """
-        p = Path(where)
-        found = [p / METADATA_FILE] if p.is_dir() else [
-            p.with_name(f"{p.stem}.{METADATA_FILE}"), p.with_name(METADATA_FILE)]
-        path = next((f for f in found if f.is_file()), None)
-        if path is None:
-            return None
-        try:
-            meta = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise ConfigError(f"{path} is not valid JSON ({e}); it should be the record "
-                              "aft train wrote beside the model") from e
-        return cls.from_metadata(meta) if isinstance(meta, Mapping) else None
+        get_extractor(value)  # unknown names, bad regexes, missing functions fail now
+        return value
 
 
-def same_bytes(a: PromptConfig, b: PromptConfig) -> bool:
-    """Whether two prompt configs render identical aggregation prompts."""
-    ta, tb = a.template_obj(), b.template_obj()
-    return (ta.template, ta.item_format, ta.separator, ta.placement, ta.selects) == (
-        tb.template, tb.item_format, tb.separator, tb.placement, tb.selects)
+class AdaptiveConfig(_Strict):
+    """Sample drafts in rounds and stop when they agree.
+
+    Rule: after each round, the most common answer key (``vote.extractor``) must hold
+    at least ``agreement`` of all drafts so far (drafts with no answer count against
+    it), with at least two votes. A fixed share, not a posterior: it is what a user can
+    predict and tune, and at small ``width`` (3 to 8) a Beta-posterior rule decides on
+    the same counts. Then ``vote`` answers with the majority, and ``propose-aggregate``
+    skips its aggregation and answers with the first agreeing draft.
+
+    Attributes:
+        round_size: Drafts per round (``None``: all ``width`` at once, one round).
+        agreement: The share that decides (0.75: 3 of 3 or 4, 5 of 6, ...).
+    """
+
+    round_size: int | None = Field(None, ge=1, strict=True)
+    agreement: float = Field(0.75, gt=0.5, le=1.0)
 
 
-def _describe(p: PromptConfig) -> str:
-    fields = {k: v for k, v in p.render_fields().items() if v is not None and k != "template"}
-    if p.template is not None:
-        fields["template"] = "custom"
-    return "{" + ", ".join(f"{k}={v!r}" for k, v in fields.items()) + "}" if fields else "(defaults)"
+class RSAConfig(_Strict):
+    """Recursive self-aggregation: a population of ``width`` candidates; each of
+    ``depth`` steps replaces every candidate by an aggregation of a random ``subset``
+    of the previous population (seeded by ``prompt.shuffle_seed``).
+
+    Attributes:
+        subset: Candidates each aggregation reads (K; at most ``width``).
+        final: ``vote`` (majority over the last population by ``vote.extractor``) or
+            ``aggregate`` (one last aggregation over the whole last population).
+    """
+
+    subset: int = Field(2, ge=1, strict=True)
+    final: Literal["vote", "aggregate"] = "vote"
+
+
+class BudgetConfig(_Strict):
+    """A cap on the work one question may cost, which every strategy respects.
+
+    Attributes:
+        generations: Outputs sampled (model calls' outputs; votes are free). A fixed
+            shape that needs more is refused when the graph is built; adaptive rounds
+            stop before a round that would pass it.
+        tokens: Prompt + completion tokens. Before each further round or layer, its
+            cost is estimated from the mean tokens per generation so far; when it would
+            pass the cap, no more work is started and the answer is a vote over the
+            latest layer (``rule: budget`` in the trace).
+    """
+
+    generations: int | None = Field(None, ge=1, strict=True)
+    tokens: int | None = Field(None, ge=1, strict=True)
 
 
 class LayerOverride(_Strict):
@@ -282,7 +226,7 @@ class GraphConfig(_Strict):
     """
 
     name: str | None = Field(None, min_length=1, max_length=128)
-    strategy: Literal["propose-aggregate"] = "propose-aggregate"
+    strategy: Literal["propose-aggregate", "vote", "rsa"] = "propose-aggregate"
     width: int = Field(3, ge=1, le=256, strict=True)
     depth: int = Field(1, ge=0, le=32, strict=True)
     proposers: list[BackendConfig] = Field(default_factory=list)
@@ -291,7 +235,12 @@ class GraphConfig(_Strict):
     aggregator_sampling: SamplingConfig = AGGREGATOR_SAMPLING
     layers: dict[int, LayerOverride] = Field(default_factory=dict)
     prompt: PromptConfig = Field(default_factory=lambda: PromptConfig())
+    vote: VoteConfig = Field(default_factory=lambda: VoteConfig())
+    adaptive: AdaptiveConfig | None = None
+    rsa: RSAConfig = Field(default_factory=lambda: RSAConfig())
     min_proposals: int = Field(1, ge=1, strict=True)
+    quorum: int | None = Field(None, ge=1, strict=True)
+    budget: BudgetConfig | None = None
     deadline_s: float | None = Field(None, gt=0)
     layer_timeout_s: float | None = Field(None, gt=0)
 
@@ -322,10 +271,40 @@ class GraphConfig(_Strict):
                 f"min_proposals={self.min_proposals} exceeds width={self.width}: the graph "
                 "could never gather that many proposals; lower min_proposals or raise width"
             )
+        if self.strategy == "vote" and self.depth > 1:
+            raise ValueError(f"strategy vote samples and votes (no aggregation layers; depth 0 "
+                             f"or 1 is the vote): got depth={self.depth}")
+        if self.strategy == "rsa" and self.rsa.subset > self.width:
+            raise ValueError(f"rsa.subset={self.rsa.subset} exceeds width={self.width} (the "
+                             "population): lower subset or raise width")
+        if self.quorum is not None and not self.min_proposals <= self.quorum <= self.width:
+            raise ValueError(f"quorum={self.quorum} must be between min_proposals="
+                             f"{self.min_proposals} and width={self.width}")
+        if self.budget and self.budget.generations is not None:
+            least = self.least_generations()
+            if least > self.budget.generations:
+                raise ValueError(
+                    f"budget.generations={self.budget.generations} is below the {least} "
+                    "generations this shape needs at least; lower width/depth (or use "
+                    "adaptive rounds) or raise the budget")
+        if self.adaptive and self.strategy == "rsa":
+            raise ValueError("adaptive applies to strategies vote and propose-aggregate")
         unknown = sorted(k for k in self.layers if not 0 <= k <= self.depth)
         if unknown:
             raise ValueError(f"layers has keys {unknown} outside 0..depth={self.depth}")
         return self
+
+    def least_generations(self) -> int:
+        """Generations a run makes at least: the first round of drafts (all ``width``
+        without ``adaptive``; with it, skipped aggregations are not counted) and every
+        fixed layer after them."""
+        first = min(self.width, (self.adaptive.round_size or self.width)) if self.adaptive \
+            else self.width
+        if self.strategy == "vote" or self.adaptive:
+            return first
+        if self.strategy == "rsa":
+            return first + self.width * self.depth + (self.rsa.final == "aggregate")
+        return first + (self.width * (self.depth - 1) + 1 if self.depth else 0)
 
     def with_changes(self, **changes: Any) -> GraphConfig:
         """A validated copy with ``changes`` applied (``None`` values are ignored).

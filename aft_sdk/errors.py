@@ -154,3 +154,8 @@ class GraphTimeoutError(GraphError):
 
 class TrainingError(AftError):
     """Building training data or fine-tuning the aggregator failed."""
+
+
+class QuorumReachedError(AftError):
+    """Recorded (never raised) for a slot whose request was cancelled because a quorum
+    of its layer had already answered: a straggler, not a failure of its backend."""

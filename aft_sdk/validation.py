@@ -13,11 +13,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from aft_sdk.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    """Base of every config: unknown keys are errors (a typo names its field), and
+    configs are frozen (shared safely, compared by value)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 _SECRET_NAME = re.compile(r"key|token|secret|passw|auth|credential|cookie", re.IGNORECASE)

@@ -197,3 +197,14 @@ def test_on_policy_rows_on_ray_match_one_process(cluster, fault, tmp_path) -> No
     for row_id, row in runs["local"].items():
         assert row["proposals"] == runs["ray"][row_id]["proposals"]
         assert row["meta"]["usage"]["total_tokens"] == runs["ray"][row_id]["meta"]["usage"]["total_tokens"]
+
+
+def test_a_strategy_runs_on_ray_from_its_config(cluster, fault, tmp_path) -> None:
+    path = config(tmp_path, fault.base_url, extra="strategy: rsa\nrsa: {subset: 2}\n")
+    summary = run_batch(path, rows_file(tmp_path, 4), tmp_path / "rsa.jsonl", progress=False,
+                        executor=RayExecutor(workers=1))
+    assert summary.written == 4
+    for row in read_jsonl(tmp_path / "rsa.jsonl"):
+        kinds = [layer["kind"] for layer in row["result"]["layers"]]
+        assert kinds == ["propose", "aggregate", "majority"]
+        assert row["result"]["usage"]["generations"] == 6  # N + N x T with N=3, T=1

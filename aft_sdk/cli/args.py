@@ -72,6 +72,22 @@ def add_graph_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shuffle", action="store_true", default=None,
                    help="shuffle proposal order per aggregator (seeded)")
     g.add_argument("--min-proposals", type=int, help="proposals that must succeed (default 1)")
+    g.add_argument("--quorum", type=int, help="go on once this many outputs of a layer are "
+                                                "in, cancelling the rest")
+    g.add_argument("--strategy", choices=("propose-aggregate", "vote", "rsa"),
+                   help="propose-aggregate (default), vote (self-consistency) or rsa "
+                        "(recursive self-aggregation: --width population, --depth steps)")
+    g.add_argument("--extractor", help="answer key for votes and agreement: normalized "
+                                       "(default), exact, number, math, regex:PATTERN, "
+                                       "import:module:function")
+    g.add_argument("--adaptive", action="store_true", default=None,
+                   help="draft in rounds and stop when drafts agree (propose-aggregate then "
+                        "skips its aggregation)")
+    g.add_argument("--round-size", type=int, help="drafts per adaptive round (default: width)")
+    g.add_argument("--agreement", type=float, help="share of drafts that must agree (0.75)")
+    g.add_argument("--subset", type=int, help="rsa: candidates each aggregation reads (2)")
+    g.add_argument("--rsa-final", choices=("vote", "aggregate"),
+                   help="rsa: answer by a vote over the last population, or one aggregation")
     g.add_argument("--deadline", type=float, help="seconds a whole run may take")
     add_sampling_args(p)
 
@@ -95,11 +111,27 @@ def graph_config(args: argparse.Namespace) -> Any:
     return cfg.with_changes(
         width=args.width, depth=args.depth, shuffle=args.shuffle,
         min_proposals=args.min_proposals, deadline_s=args.deadline, **prompt_fields(args),
+        **_strategy_changes(args, cfg),
         proposers=as_configs(args.proposer, "--proposer") if args.proposer else None,
         aggregator=as_configs(args.aggregator, "--aggregator") if args.aggregator else None,
         proposer_sampling=_sampling(args, cfg.proposer_sampling, aggregator=False),
         aggregator_sampling=_sampling(args, cfg.aggregator_sampling, aggregator=True),
     )
+
+
+def _strategy_changes(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
+    """The strategy flags as config changes (each group merged onto the file's)."""
+    changes: dict[str, Any] = {"strategy": args.strategy, "quorum": args.quorum}
+    if args.extractor:
+        changes["vote"] = {**cfg.vote.model_dump(), "extractor": args.extractor}
+    adaptive = {k: v for k, v in (("round_size", args.round_size),
+                                  ("agreement", args.agreement)) if v is not None}
+    if args.adaptive or adaptive:
+        changes["adaptive"] = {**(cfg.adaptive.model_dump() if cfg.adaptive else {}), **adaptive}
+    rsa = {k: v for k, v in (("subset", args.subset), ("final", args.rsa_final)) if v is not None}
+    if rsa:
+        changes["rsa"] = {**cfg.rsa.model_dump(), **rsa}
+    return changes
 
 
 def build_graph(args: argparse.Namespace) -> Any:

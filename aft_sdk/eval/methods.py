@@ -38,7 +38,9 @@ class Method:
 
     Attributes:
         name: Label in tables and plots (unique within an evaluation).
-        kind: ``single``, ``self_consistency``, ``best_of_n`` or ``propose_aggregate``.
+        kind: ``single``, ``self_consistency``, ``best_of_n``, ``propose_aggregate``, or
+            ``graph``: any strategy from a graph config (``graph_kwargs={"config": ...}``,
+            a ``GraphConfig``, dict or YAML path); its answer is the graph's.
         width: Samples (proposals).
         depth: Aggregation layers (``propose_aggregate``), else 0.
         proposers: Backend(s) that sample.
@@ -61,7 +63,7 @@ class Method:
     _graph: AggregateGraph | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        kinds = ("single", "self_consistency", "best_of_n", "propose_aggregate")
+        kinds = ("single", "self_consistency", "best_of_n", "propose_aggregate", "graph")
         if self.kind not in kinds:
             raise ConfigError(f"method kind must be one of {kinds}, got {self.kind!r}")
         if self.kind == "single":
@@ -75,6 +77,9 @@ class Method:
 
     @property
     def graph(self) -> AggregateGraph:
+        if self._graph is None and self.kind == "graph":  # any strategy, from its config
+            self._graph = AggregateGraph.from_config(
+                self.graph_kwargs["config"], proposers=self.proposers, aggregator=self.aggregator)
         if self._graph is None:
             preset = "select-v1" if self.kind == "best_of_n" else self.preset
             self._graph = AggregateGraph(self.proposers, self.aggregator, width=self.width,
@@ -114,10 +119,17 @@ def majority(texts: list[str], key: Callable[[str], str | None]) -> tuple[str, d
 
 def parse_method(spec: str, *, proposers: Any = None, aggregator: Any = None,
                  **graph_kwargs: Any) -> Method:
-    """A method from a short spec: ``single``, ``sc:N``, ``bon:N``, ``pa:WIDTHxDEPTH``."""
+    """A method from a short spec: ``single``, ``sc:N``, ``bon:N``, ``pa:WIDTHxDEPTH``, or
+    ``config:PATH`` (a graph YAML: any strategy)."""
     common = dict(proposers=proposers, aggregator=aggregator, graph_kwargs=graph_kwargs)
     if spec == "single":
         return Method("single", "single", **common)
+    if spec.startswith("config:"):
+        from aft_sdk.config import load_yaml
+
+        cfg = load_yaml(spec[len("config:"):], GraphConfig).with_changes(**graph_kwargs)
+        return Method(spec, "graph", width=cfg.width, depth=cfg.depth, proposers=proposers,
+                      aggregator=aggregator, graph_kwargs={"config": cfg})
     match = _SPEC.fullmatch(spec)
     if match is None:
         raise ConfigError(f"bad method spec {spec!r}: {METHOD_FORMS}")
@@ -137,5 +149,6 @@ def parse_method(spec: str, *, proposers: Any = None, aggregator: Any = None,
 
 #: What ``parse_method`` accepts, for error messages and ``--help``.
 METHOD_FORMS = ("use single, sc:N (self-consistency over N samples), bon:N (a judge picks "
-                "one of N) or pa:W or pa:WxD (width W, depth D), with N, W, D >= 1")
+                "one of N), pa:W or pa:WxD (width W, depth D), with N, W, D >= 1, or "
+                "config:PATH (a graph YAML, any strategy)")
 _SPEC = re.compile(r"(?P<kind>sc|bon|pa):(?P<width>\d+)(?:x(?P<depth>\d+))?")

@@ -16,7 +16,7 @@ from aft_sdk.config import GraphConfig, PromptConfig, SamplingConfig, load_yaml,
 from aft_sdk.errors import AftError, ConfigError, GraphTimeoutError
 from aft_sdk.graphs.topology import compile_graph
 from aft_sdk.graphs.context import RunContext
-from aft_sdk.graphs.plan import as_configs, build_plan, portable
+from aft_sdk.graphs.plan import as_configs, build_plan, portable, split_layers
 from aft_sdk.graphs.trace import AggregateResult, build_result
 from aft_sdk.runner import DEFAULT_CONCURRENCY
 
@@ -54,6 +54,13 @@ class AggregateGraph:
         layer_timeout_s: Bound on each branch; a slow branch is recorded as failed and
             the survivors go on.
         name: A label for the graph (``aft serve`` lists it as a model id).
+        strategy: ``propose-aggregate`` (default), ``vote`` or ``rsa``; with ``vote``
+            (answer keys), ``adaptive`` (rounds that stop at agreement) and ``rsa``
+            (subset, final): see :class:`~aft_sdk.config.GraphConfig`.
+        quorum: A layer goes on once this many of its outputs are in; the others are
+            cancelled (stragglers cost latency, not quality, when it is close to width).
+        budget: ``{"generations": N, "tokens": T}`` per question (see
+            :class:`~aft_sdk.config.BudgetConfig`).
         checkpointer: A LangGraph checkpointer (``InMemorySaver``, ``AsyncSqliteSaver``)
             so a failed run resumes without redoing finished branches. A thread holds
             one run: invoking again on a ``thread_id`` that already has a checkpoint is
@@ -87,6 +94,12 @@ class AggregateGraph:
         layer_timeout_s: float | None = None,
         checkpointer: Any = None,
         name: str | None = None,
+        strategy: str | None = None,
+        vote: Mapping[str, Any] | None = None,
+        adaptive: Mapping[str, Any] | None = None,
+        rsa: Mapping[str, Any] | None = None,
+        quorum: int | None = None,
+        budget: Mapping[str, Any] | None = None,
     ) -> None:
         # Keyword sugar: the arguments become one GraphConfig (validated once); backends
         # given as specs or configs go into it, live backend objects beside it.
@@ -97,14 +110,15 @@ class AggregateGraph:
             template=template, item_format=item_format, separator=separator,
             placement=placement, shuffle=shuffle, shuffle_seed=shuffle_seed,
             hide_models=hide_models, min_proposals=min_proposals, deadline_s=deadline_s,
-            layer_timeout_s=layer_timeout_s)
+            layer_timeout_s=layer_timeout_s, strategy=strategy, vote=vote, adaptive=adaptive,
+            rsa=rsa, quorum=quorum, budget=budget)
         for role, value in (("proposers", proposers), ("aggregator", aggregator)):
             if value is not None:
                 if portable(value):
                     data[role] = as_configs(value, role)
                 else:
                     live[role] = value
-        data["layers"], live["layer_backends"] = _split_layers(layers or {})
+        data["layers"], live["layer_backends"] = split_layers(layers or {})
         config = GraphConfig().with_changes(**data)
         self._setup(config, checkpointer, **live)
 
@@ -168,7 +182,8 @@ class AggregateGraph:
 
     @property
     def num_generations(self) -> int:
-        """Generations one run makes: ``width * depth + 1`` (``width`` for depth 0)."""
+        """Generations one run makes at most: ``width * depth + 1`` for propose-aggregate
+        (``width`` for depth 0); adaptive rounds, agreements and budgets may make fewer."""
         return self.plan.num_generations
 
     def _config(self, thread_id: str | None) -> dict[str, Any]:
@@ -191,7 +206,8 @@ class AggregateGraph:
     def _result(self, state: dict[str, Any], elapsed: float) -> AggregateResult:
         return build_result(
             state, width=self.width, depth=self.depth, preset=self.plan.template.name,
-            elapsed_s=elapsed,
+            elapsed_s=elapsed, strategy=self.plan.strategy,
+            budget=self.plan.budget.model_dump() if self.plan.budget else None,
         )
 
     async def _run(self, graph_input: Any, config: dict[str, Any],
@@ -368,19 +384,3 @@ class AggregateGraph:
     def draw_mermaid(self) -> str:
         """Mermaid source of the compiled graph's topology."""
         return self.graph.get_graph().draw_mermaid()
-
-
-def _split_layers(layers: Mapping[int, Mapping[str, Any]]) -> tuple[dict[int, Any], dict[int, Any]]:
-    """Per-layer overrides as config data, and the layers' live backend objects apart."""
-    data: dict[int, Any] = {}
-    live: dict[int, Any] = {}
-    for index, override in layers.items():
-        override = dict(override or {})
-        backends = override.pop("backends", None)
-        if backends is not None:
-            if portable(backends):
-                override["backends"] = as_configs(backends, f"layers[{index}].backends")
-            else:
-                live[index] = backends
-        data[index] = override
-    return data, live

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import random
 import time
 from typing import Annotated, Any
 
@@ -37,9 +38,11 @@ from aft_sdk.errors import (
     GraphTimeoutError,
     InsufficientProposalsError,
     PartialGenerationError,
+    QuorumReachedError,
 )
 from aft_sdk.graphs.context import RunContext, context_of
 from aft_sdk.graphs.plan import GraphPlan
+from aft_sdk.graphs.rounds import more_rounds, survivors
 from aft_sdk.graphs.trace import ANSWER_NAME, failure_record, final_record, ok_record
 from aft_sdk.messages import normalize_messages
 from aft_sdk.prompts import parse_selection
@@ -96,6 +99,34 @@ class LayerBranch:
 
     async def run(self, payload: BranchInput, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = context_of(runtime)
+        if self.plan.quorum_for(self.layer) and len(payload["slots"]) > 1:
+            return {"outputs": await self._quorum(payload, ctx)}
+        return {"outputs": await self._records(payload, ctx)}
+
+    async def _quorum(self, payload: BranchInput, ctx: RunContext) -> list[dict[str, Any]]:
+        """Every slot as its own request; once ``quorum`` have succeeded the rest are
+        cancelled (their requests aborted) and recorded as not needed."""
+        need = self.plan.quorum or 0
+        tasks = [asyncio.ensure_future(self._records({**payload, "slots": [s]}, ctx))
+                 for s in payload["slots"]]
+        records: list[dict[str, Any]] = []
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                records += await next_done
+                if sum(r["ok"] for r in records) >= need:
+                    break
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        done = {r["slot"] for r in records}
+        lp = self.plan.layers[self.layer]
+        reached = QuorumReachedError(f"cancelled: {need} of {len(tasks)} outputs of layer "
+                                     f"{self.layer} were in (quorum)")
+        return records + [failure_record(self.layer, s, lp.backend_for(s).label, reached, 0.0)
+                          for s in payload["slots"] if s not in done]
+
+    async def _records(self, payload: BranchInput, ctx: RunContext) -> list[dict[str, Any]]:
         lp = self.plan.layers[self.layer]
         slots = payload["slots"]
         backend = lp.backend_for(slots[0])
@@ -145,7 +176,7 @@ class LayerBranch:
         elapsed = time.perf_counter() - t0
         records += [failure_record(self.layer, s, backend.label, error, elapsed)
                     for s in slots[len(gens):]]
-        return {"outputs": records}
+        return records
 
     async def _generate(
         self, backend: Any, messages: list[dict[str, str]], n: int, sampling: Any,
@@ -185,6 +216,9 @@ class Gather:
 
     def run(self, state: GraphState) -> dict[str, Any]:
         mine = [r for r in state.get("outputs", []) if r["layer"] == self.layer]
+        if self.layer == 0 and len(mine) < self.plan.layers[0].width and \
+                more_rounds(self.plan, state):
+            return {}  # another round of drafts follows: judge survivors after it
         ok = [r for r in mine if r["ok"]]
         failed = [r for r in mine if not r["ok"]]
         need = self.plan.min_proposals if self.layer == 0 else 1
@@ -213,19 +247,27 @@ class Router:
         self.plan = plan
         self.layer = layer
 
-    def route(self, state: GraphState) -> list[Send]:
-        prev = sorted(
-            (r for r in state.get("outputs", []) if r["layer"] == self.layer - 1 and r["ok"]),
-            key=lambda r: r["slot"],
-        )
-        inputs = [{"text": r["text"], "model": r["model"]} for r in prev]
+    def route(self, state: GraphState, slots: range | None = None) -> list[Send]:
+        """Sends for the layer's slots (default: all; a round of drafts: some)."""
+        if self.layer == 0 and slots is None:
+            slots = range(self.plan.round_size())
+        prev = survivors(state, self.layer - 1)
+        inputs = [{"text": r["text"], "model": r["model"], "slot": r["slot"]} for r in prev]
         target = node_name(self.layer)
         messages = normalize_messages(state["messages"])
         return [
-            Send(target, BranchInput(messages=messages, layer=self.layer,
-                                     slots=slots, inputs=inputs))
-            for slots in self.plan.groups(self.layer)
+            Send(target, BranchInput(messages=messages, layer=self.layer, slots=group,
+                                     inputs=self._read(inputs, group[0])))
+            for group in self.plan.groups(self.layer, slots)
         ]
+
+    def _read(self, inputs: list[dict[str, Any]], slot: int) -> list[dict[str, Any]]:
+        if not self.plan.reads_subset(self.layer) or len(inputs) <= (self.plan.subset or 0):
+            return inputs
+        # RSA: each slot reads its own seeded random subset of the previous population.
+        rng = random.Random(f"{self.plan.shuffle_seed}:rsa:{self.layer}:{slot}")
+        picked = sorted(rng.sample(range(len(inputs)), self.plan.subset or 0))
+        return [inputs[i] for i in picked]
 
 
 def begin(state: GraphState) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from pydantic import BaseModel
 from aft_sdk.backends.base import Backend, Message
 from aft_sdk.backends.factory import default_aggregator, default_backend, make_backend, parse_spec
 from aft_sdk.budget import fit_proposals
-from aft_sdk.config import GraphConfig, PromptConfig, SamplingConfig
+from aft_sdk.answers import Extractor, get_extractor
+from aft_sdk.config import AdaptiveConfig, BudgetConfig, GraphConfig, PromptConfig, SamplingConfig
 from aft_sdk.errors import ConfigError
 from aft_sdk.messages import non_text_parts, text_view
 from aft_sdk.prompts import PromptTemplate, shuffled_order
@@ -34,13 +35,15 @@ class LayerPlan:
     def backend_for(self, slot: int) -> Backend:
         return self.backends[slot % len(self.backends)]
 
-    def branches(self, group_native_n: bool) -> list[list[int]]:
-        """Slots grouped into requests: one group per backend with native ``n``."""
+    def branches(self, group_native_n: bool, slots: range | None = None) -> list[list[int]]:
+        """Slots (default: all) grouped into requests: one group per backend with native
+        ``n``."""
+        slots = range(self.width) if slots is None else slots
         if not group_native_n:
-            return [[s] for s in range(self.width)]
+            return [[s] for s in slots]
         groups: dict[int, list[int]] = {}
         singles: list[list[int]] = []
-        for s in range(self.width):
+        for s in slots:
             b = self.backend_for(s)
             if b.native_n:
                 groups.setdefault(id(b), []).append(s)
@@ -57,6 +60,20 @@ class GraphPlan:
     template: PromptTemplate
     prompt: PromptConfig
     strategy: str
+    #: How the answer is chosen: ``first`` surviving draft (depth 0), the final
+    #: ``aggregate``, or a ``vote`` over the last layer.
+    answer_by: str
+    #: Answer keys for votes and agreement (``GraphConfig.vote.extractor``).
+    extractor: Extractor
+    extractor_name: str
+    #: Rounds of drafts that stop when they agree (``None``: one round of ``width``).
+    adaptive: AdaptiveConfig | None
+    #: Candidates each aggregation reads (RSA); ``None``: all of the previous layer.
+    subset: int | None
+    #: Outputs a layer waits for before going on (the rest are cancelled); ``None``: all.
+    quorum: int | None
+    #: The cap on generations / tokens per question (``None``: none).
+    budget: BudgetConfig | None
     shuffle: bool
     shuffle_seed: int
     min_proposals: int
@@ -74,16 +91,32 @@ class GraphPlan:
     def is_final_aggregation(self, layer: int) -> bool:
         """Whether ``layer`` writes the answer by aggregating (the last layer, depth > 0):
         it has nothing to fall back on, and its tokens are the answer's."""
-        return layer == self.depth > 0
+        return self.answer_by == "aggregate" and layer == self.depth > 0
+
+    def quorum_for(self, layer: int) -> bool:
+        """Whether ``layer`` goes on after ``quorum`` outputs (it has more slots)."""
+        return self.quorum is not None and self.layers[layer].width > self.quorum
+
+    def reads_subset(self, layer: int) -> bool:
+        """Whether each slot of ``layer`` reads its own random subset (RSA steps)."""
+        return self.subset is not None and 0 < layer and not self.is_final_aggregation(layer)
+
+    def round_size(self) -> int:
+        """Drafts per round of layer 0."""
+        width = self.layers[0].width
+        return min(width, self.adaptive.round_size or width) if self.adaptive else width
 
     @property
     def num_generations(self) -> int:
         return sum(layer.width for layer in self.layers)
 
-    def groups(self, layer: int) -> list[list[int]]:
-        """Request groups for a layer. Shuffled aggregation prompts differ per slot,
-        so they cannot share one ``n`` request."""
-        return self.layers[layer].branches(group_native_n=not (layer > 0 and self.shuffle))
+    def groups(self, layer: int, slots: range | None = None) -> list[list[int]]:
+        """Request groups for a layer (or some of its ``slots``). Shuffled or subset
+        aggregation prompts differ per slot, so they cannot share one ``n`` request."""
+        if self.quorum_for(layer):  # one branch runs the layer's requests, to cancel them
+            return [list(range(self.layers[layer].width) if slots is None else slots)]
+        separate = layer > 0 and (self.shuffle or self.reads_subset(layer))
+        return self.layers[layer].branches(group_native_n=not separate, slots=slots)
 
     def aggregation_prompt(
         self, messages: Sequence[Message], inputs: Sequence[dict[str, Any]], layer: int, slot: int
@@ -102,6 +135,8 @@ class GraphPlan:
         lp = self.layers[layer]
         backend = lp.backend_for(slot)
         info: dict[str, Any] = {"order": order}
+        if self.reads_subset(layer):  # which candidates of the population it read
+            info["read"] = [inputs[i].get("slot") for i in range(len(inputs))]
         if backend.context_window:
             texts, trims = fit_proposals(
                 self.template, messages, texts, backend.count_tokens,
@@ -153,17 +188,18 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
     prop = _as_backends(proposers if proposers is not None else list(cfg.proposers), "proposers")
     agg = _as_backends(aggregator if aggregator is not None else list(cfg.aggregator),
                        "aggregator", default_aggregator)
-    depth = cfg.depth
+    depth, answer_by = _shape(cfg)
     plans = []
     for index in range(depth + 1):
-        backends = prop if index == 0 else (agg if index < depth else agg[:1])
+        final = answer_by == "aggregate" and index == depth
+        backends = prop if index == 0 else (agg[:1] if final else agg)
         own = layer_backends.get(index)
         if own is None and index in cfg.layers and cfg.layers[index].backends:
             own = list(cfg.layers[index].backends)
         if own:
             backends = _as_backends(own, f"layers[{index}].backends")
-        plans.append(LayerPlan(index, cfg.width if index < depth or depth == 0 else 1,
-                               backends, cfg.layer_sampling(index)))
+        plans.append(LayerPlan(index, 1 if final else cfg.width, backends,
+                               cfg.layer_sampling(min(index, max(cfg.depth, 1)))))
     prompt = cfg.prompt
     if depth > 0:
         prompt, warning = prompt.for_aggregator(plans[-1].backends[0].trained_prompt)
@@ -174,9 +210,42 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
         template=prompt.template_obj(),
         prompt=prompt,
         strategy=cfg.strategy,
+        answer_by=answer_by,
+        extractor=get_extractor(cfg.vote.extractor),
+        extractor_name=cfg.vote.extractor,
+        adaptive=cfg.adaptive,
+        subset=cfg.rsa.subset if cfg.strategy == "rsa" else None,
+        quorum=cfg.quorum,
+        budget=cfg.budget,
         shuffle=prompt.shuffle,
         shuffle_seed=prompt.shuffle_seed,
         min_proposals=cfg.min_proposals,
         deadline_s=cfg.deadline_s,
         layer_timeout_s=cfg.layer_timeout_s,
     )
+
+
+def _shape(cfg: GraphConfig) -> tuple[int, str]:
+    """The plan's depth (layers after the drafts) and how its answer is chosen."""
+    if cfg.strategy == "vote":
+        return 0, "vote"
+    if cfg.strategy == "rsa":  # steps, then a vote or one last aggregation
+        final = cfg.rsa.final
+        return cfg.depth + (final == "aggregate"), final
+    return cfg.depth, "aggregate" if cfg.depth else "first"
+
+
+def split_layers(layers: Mapping[int, Mapping[str, Any]]) -> tuple[dict[int, Any], dict[int, Any]]:
+    """Per-layer overrides as config data, and the layers' live backend objects apart."""
+    data: dict[int, Any] = {}
+    live: dict[int, Any] = {}
+    for index, override in layers.items():
+        override = dict(override or {})
+        backends = override.pop("backends", None)
+        if backends is not None:
+            if portable(backends):
+                override["backends"] = as_configs(backends, f"layers[{index}].backends")
+            else:
+                live[index] = backends
+        data[index] = override
+    return data, live

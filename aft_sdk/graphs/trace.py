@@ -33,6 +33,8 @@ class Usage(BaseModel):
     def of(cls, records: Iterable[OutputRecord]) -> Usage:
         u = cls()
         for r in records:
+            if r.derived:  # a vote or an agreed draft: no model was called
+                continue
             u.generations += int(r.ok)
             u.failures += int(not r.ok)
             u.prompt_tokens += r.prompt_tokens
@@ -48,8 +50,13 @@ class OutputRecord(BaseModel):
         slot: Position within the layer.
         ok: Whether the slot produced text.
         text: The output (empty on failure).
-        prompt: How the aggregation prompt was built: proposal ``order`` shown and any
-            ``trimmed`` proposals (index -> [tokens before, tokens kept]).
+        prompt: How the aggregation prompt was built: proposal ``order`` shown, any
+            ``trimmed`` proposals (index -> [tokens before, tokens kept]), and ``read``
+            (the previous layer's slots it read, when it read a subset). For a derived
+            record, the decision: ``rule`` (``majority`` or ``agreement``), the drafts'
+            ``keys``, ``votes``, ``top``, ``tie``, ``share``, ``picked`` (the slot).
+        derived: Not a model call: the answer chosen by a vote, or the agreed draft that
+            took the place of a skipped aggregation (copied from ``picked``).
         error: ``{"type", "message"}`` on failure.
     """
 
@@ -64,6 +71,7 @@ class OutputRecord(BaseModel):
     model: str = ""
     backend: str = ""
     prompt: dict[str, Any] = Field(default_factory=dict)
+    derived: bool = False
     error: dict[str, str] | None = None
 
 
@@ -84,7 +92,8 @@ class AggregateResult(BaseModel):
         messages: The conversation that was answered.
         layers: Layer 0 (proposals) then each aggregation layer.
         usage: Totals over every generation of the run.
-        width, depth, preset: The shape that produced it.
+        width, depth, preset, strategy: The shape that produced it.
+        budget: The cap it ran under (``generations``, ``tokens``), beside ``usage``.
         elapsed_s: Wall time of the run.
     """
 
@@ -95,6 +104,8 @@ class AggregateResult(BaseModel):
     width: int
     depth: int
     preset: str
+    strategy: str = "propose-aggregate"
+    budget: dict[str, int | None] | None = None
     elapsed_s: float = 0.0
 
     @property
@@ -174,15 +185,27 @@ def final_record(outputs: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
                  if r["layer"] == last and r["ok"]), None)
 
 
+def derived_record(layer: int, picked: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+    """The record of an answer chosen without a model call (a vote, an agreement)."""
+    return OutputRecord(
+        layer=layer, slot=0, ok=True, text=picked["text"], finish_reason=picked["finish_reason"],
+        model=picked["model"], backend=picked["backend"], derived=True,
+        prompt={**decision, "picked": picked["slot"]},
+    ).model_dump()
+
+
 def build_result(
-    state: dict[str, Any], *, width: int, depth: int, preset: str, elapsed_s: float
+    state: dict[str, Any], *, width: int, depth: int, preset: str, elapsed_s: float,
+    strategy: str = "propose-aggregate", budget: dict[str, int | None] | None = None,
 ) -> AggregateResult:
     """Builds the typed result from the graph's final state."""
     records = [OutputRecord.model_validate(r) for r in state.get("outputs", [])]
     layers = []
-    for index in range(depth + 1):
+    for index in range(max([depth, *(r.layer for r in records)]) + 1):
         outs = sorted((r for r in records if r.layer == index), key=lambda r: r.slot)
         kind = "propose" if index == 0 else "aggregate"
+        if outs and all(r.derived for r in outs):
+            kind = outs[0].prompt.get("rule", "derived")
         layers.append(LayerTrace(index=index, kind=kind, outputs=outs, usage=Usage.of(outs)))
     final = final_record(state.get("outputs", []))
     messages = [m for m in state["messages"] if getattr(m, "name", None) != ANSWER_NAME]
@@ -194,5 +217,7 @@ def build_result(
         width=width,
         depth=depth,
         preset=preset,
+        strategy=strategy,
+        budget=budget,
         elapsed_s=elapsed_s,
     )

@@ -4,7 +4,8 @@ A strategy reuses the shared pieces (:mod:`aft_sdk.graphs.nodes`: branches that 
 aggregate and record every output, gather barriers, ``begin`` and ``finish``) and so
 returns the same state, result and trace type (:mod:`aft_sdk.graphs.trace`). Adding one:
 
-1. write ``strategies/NAME.py`` with ``build(plan: GraphPlan) -> StateGraph``;
+1. write ``strategies/NAME.py`` with ``build(plan: GraphPlan) -> StateGraph`` (or, for a
+   new layered shape, teach ``plan._shape`` and ``layered.build`` about it);
 2. register it in :data:`STRATEGIES` below and add its name to
    ``GraphConfig.strategy`` (``aft_sdk/config.py``), with any settings it needs as a
    config embedded in ``GraphConfig``;
@@ -19,9 +20,12 @@ from collections.abc import Callable
 from langgraph.graph import StateGraph
 
 from aft_sdk.graphs.plan import GraphPlan
-from aft_sdk.graphs.strategies import propose_aggregate
+from aft_sdk.graphs.strategies import layered
 
-#: Strategy name -> builder of its uncompiled graph.
+#: Strategy name -> builder of its uncompiled graph. The three layered strategies share
+#: one builder; what differs is in their plan (``graphs/plan.py: _shape``).
 STRATEGIES: dict[str, Callable[[GraphPlan], StateGraph]] = {
-    "propose-aggregate": propose_aggregate.build,
+    "propose-aggregate": layered.build,
+    "vote": layered.build,
+    "rsa": layered.build,
 }

@@ -1,0 +1,100 @@
+"""Deciding without a model: rounds of drafts that stop when they agree, and votes.
+
+Used by the strategies that compare drafts by their answer keys (``GraphPlan.extractor``,
+see :mod:`aft_sdk.answers`): ``vote`` answers with the majority; ``adaptive`` samples in
+rounds and stops at agreement (``propose-aggregate`` then skips its aggregation); RSA may
+end with a vote over its last population. A decision is written as a derived record (no
+model call, no usage), so "the answer" stays the final record and the trace shows why.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aft_sdk.answers import Tally, tally
+from aft_sdk.graphs.plan import GraphPlan
+from aft_sdk.graphs.trace import derived_record
+
+
+def survivors(state: Any, layer: int) -> list[dict[str, Any]]:
+    """The successful records of ``layer``, in slot order."""
+    return sorted((r for r in state.get("outputs", []) if r["layer"] == layer and r["ok"]),
+                  key=lambda r: r["slot"])
+
+
+def drafts_tally(plan: GraphPlan, state: Any, layer: int = 0) -> tuple[list[dict[str, Any]], Tally]:
+    """The layer's surviving records and their vote."""
+    records = survivors(state, layer)
+    return records, tally([r["text"] for r in records], plan.extractor)
+
+
+def agreed(plan: GraphPlan, state: Any) -> bool:
+    """Whether the drafts so far meet the adaptive rule (enough of them, in agreement)."""
+    if plan.adaptive is None:
+        return False
+    records, votes = drafts_tally(plan, state)
+    return (len(records) >= plan.min_proposals and votes.top is not None
+            and votes.votes[votes.top] >= 2 and votes.share >= plan.adaptive.agreement)
+
+
+def more_rounds(plan: GraphPlan, state: Any) -> bool:
+    """Whether another round of drafts goes out: adaptive, room left, no agreement yet,
+    and the round (with the layers after it) within the budget."""
+    if plan.adaptive is None:
+        return False
+    sent = sum(1 for r in state.get("outputs", []) if r["layer"] == 0)
+    later = sum(layer.width for layer in plan.layers[1:])
+    return (sent < plan.layers[0].width and not agreed(plan, state)
+            and fits(plan, state, len(next_round(plan, state)) + later))
+
+
+def fits(plan: GraphPlan, state: Any, planned: int) -> bool:
+    """Whether ``planned`` more generations stay within the budget (tokens estimated
+    from the mean per generation so far)."""
+    if plan.budget is None:
+        return True
+    done = [r for r in state.get("outputs", []) if r["ok"] and not r.get("derived")]
+    if plan.budget.generations is not None and len(done) + planned > plan.budget.generations:
+        return False
+    if plan.budget.tokens is not None and done:
+        used = sum(r["prompt_tokens"] + r["completion_tokens"] for r in done)
+        if used + used / len(done) * planned > plan.budget.tokens:
+            return False
+    return True
+
+
+def next_round(plan: GraphPlan, state: Any) -> range:
+    """The slots of the next round of drafts."""
+    sent = sum(1 for r in state.get("outputs", []) if r["layer"] == 0)
+    return range(sent, min(sent + plan.round_size(), plan.layers[0].width))
+
+
+class Decide:
+    """A node that answers with a draft chosen without a model call.
+
+    ``rule="majority"``: the most common answer among the last layer's survivors (a tie
+    goes to the answer whose first draft came first; drafts without an answer do not
+    vote; if none has one, the first draft). ``rule="agreement"``: the drafts agreed,
+    so the aggregation is skipped and the first agreeing draft answers.
+    ``rule="budget"``: the next layer would pass the budget, so the latest layer votes.
+    """
+
+    def __init__(self, plan: GraphPlan, rule: str) -> None:
+        self.plan = plan
+        self.rule = rule
+
+    def run(self, state: Any) -> dict[str, Any]:
+        if self.rule == "agreement":
+            read, layer = 0, self.plan.depth
+        elif self.rule == "budget":  # the latest layer that has outputs
+            read = max((r["layer"] for r in state.get("outputs", []) if r["ok"]), default=0)
+            layer = read + 1
+        else:
+            read, layer = self.plan.depth, self.plan.depth + 1
+        records, votes = drafts_tally(self.plan, state, read)
+        decision = {"rule": self.rule, "extractor": self.plan.extractor_name, **votes.record()}
+        if self.rule == "agreement":
+            decision["skipped"] = "aggregation"
+        if self.rule == "budget":
+            decision["stopped"] = "budget"
+        return {"outputs": [derived_record(layer, records[votes.winner], decision)]}
