@@ -78,6 +78,19 @@ def _regex(pattern: str) -> Extractor:
     return extract
 
 
+def get_verifier(spec: str) -> Callable[[str, str], float]:
+    """A verifier for best-of-N: ``import:module:function``, called as
+    ``function(question, draft) -> float`` (higher is better).
+
+    Raises:
+        ConfigError: Not an ``import:`` spec, or the function cannot be imported.
+    """
+    if not spec.startswith("import:"):
+        raise ConfigError(f"verifier {spec!r}: give import:module:function, a function "
+                          "(question, draft) -> score")
+    return _imported(spec[len("import:"):])
+
+
 def _imported(path: str) -> Extractor:
     module, _, name = path.partition(":")
     try:

@@ -145,9 +145,13 @@ class VoteConfig(_Strict):
     Attributes:
         extractor: ``normalized`` (default), ``exact``, ``number``, ``math``,
             ``regex:PATTERN`` or ``import:module:function`` (see :mod:`aft_sdk.answers`).
+        verifier: For ``best-of-n``: ``import:module:function``, called as
+            ``function(question, draft) -> float``; the best-scoring draft answers
+            (without it, a judge model picks: an aggregation with the ``select-v1`` preset).
     """
 
     extractor: str = "normalized"
+    verifier: str | None = None
 
     @field_validator("extractor")
     @classmethod
@@ -155,6 +159,15 @@ class VoteConfig(_Strict):
         from aft_sdk.answers import get_extractor
 
         get_extractor(value)  # unknown names, bad regexes, missing functions fail now
+        return value
+
+    @field_validator("verifier")
+    @classmethod
+    def _importable(cls, value: str | None) -> str | None:
+        from aft_sdk.answers import get_verifier
+
+        if value is not None:
+            get_verifier(value)
         return value
 
 
@@ -226,7 +239,7 @@ class GraphConfig(_Strict):
     """
 
     name: str | None = Field(None, min_length=1, max_length=128)
-    strategy: Literal["propose-aggregate", "vote", "rsa"] = "propose-aggregate"
+    strategy: Literal["propose-aggregate", "vote", "best-of-n", "rsa"] = "propose-aggregate"
     width: int = Field(3, ge=1, le=256, strict=True)
     depth: int = Field(1, ge=0, le=32, strict=True)
     proposers: list[BackendConfig] = Field(default_factory=list)
@@ -271,9 +284,9 @@ class GraphConfig(_Strict):
                 f"min_proposals={self.min_proposals} exceeds width={self.width}: the graph "
                 "could never gather that many proposals; lower min_proposals or raise width"
             )
-        if self.strategy == "vote" and self.depth > 1:
-            raise ValueError(f"strategy vote samples and votes (no aggregation layers; depth 0 "
-                             f"or 1 is the vote): got depth={self.depth}")
+        if self.strategy in ("vote", "best-of-n") and self.depth > 1:
+            raise ValueError(f"strategy {self.strategy} samples and picks one draft (depth 0 "
+                             f"or 1 is the pick): got depth={self.depth}")
         if self.strategy == "rsa" and self.rsa.subset > self.width:
             raise ValueError(f"rsa.subset={self.rsa.subset} exceeds width={self.width} (the "
                              "population): lower subset or raise width")
@@ -302,6 +315,8 @@ class GraphConfig(_Strict):
             else self.width
         if self.strategy == "vote" or self.adaptive:
             return first
+        if self.strategy == "best-of-n":
+            return first + (self.vote.verifier is None)
         if self.strategy == "rsa":
             return first + self.width * self.depth + (self.rsa.final == "aggregate")
         return first + (self.width * (self.depth - 1) + 1 if self.depth else 0)

@@ -61,31 +61,27 @@ async def run_ours(server: LocalServer, items: list[dict], passes: int) -> dict[
     task = KeywordTask(items)
     stats: dict[str, dict[str, list[float]]] = {
         n: {"latency": [], "score": [], "generations": [], "tokens": []} for n in graphs}
-    itshub = _its_hub(server)
-    if itshub is not None:
-        stats["its-hub SC (budget 4)"] = {"latency": [], "score": [], "generations": [],
-                                          "tokens": []}
+    peers = _its_hub(server)
+    for name in peers:
+        stats[name] = {"latency": [], "score": [], "generations": [], "tokens": []}
     await graphs["single"].ainvoke("Warm up.")
-    order = list(graphs)
+    order = [*graphs, *peers]
     for p in range(passes):
         for i, item in enumerate(items):
             random.Random(f"{p}:{i}").shuffle(order)  # no strategy always goes first
             for name in order:
                 t0 = time.perf_counter()
-                result = await graphs[name].ainvoke(task.prompt(item))
                 s = stats[name]
-                s["latency"].append(time.perf_counter() - t0)
-                s["score"].append((await task.score(item, result.answer)).value)
-                s["generations"].append(result.usage.generations)
-                s["tokens"].append(result.usage.total_tokens)
-            if itshub is not None:
-                t0 = time.perf_counter()
-                answer = await asyncio.to_thread(itshub, item["question"])
-                s = stats["its-hub SC (budget 4)"]
+                if name in peers:  # its calls and tokens are not reported to us
+                    answer, calls, tokens = await peers[name](task.prompt(item)), 0, 0
+                else:
+                    result = await graphs[name].ainvoke(task.prompt(item))
+                    answer = result.answer
+                    calls, tokens = result.usage.generations, result.usage.total_tokens
                 s["latency"].append(time.perf_counter() - t0)
                 s["score"].append((await task.score(item, answer)).value)
-                s["generations"].append(4)
-                s["tokens"].append(0)
+                s["generations"].append(calls)
+                s["tokens"].append(tokens)
             print(f"pass {p + 1}/{passes}, question {i + 1}/{len(items)}", flush=True)
     return {name: {"median_s": round(statistics.median(s["latency"]), 3),
                    "p95_s": round(pct(s["latency"], 0.95), 3),
@@ -96,21 +92,27 @@ async def run_ours(server: LocalServer, items: list[dict], passes: int) -> dict[
             for name, s in stats.items()}
 
 
-def _its_hub(server: LocalServer) -> Any:
-    """its-hub's self-consistency against the same server, or ``None`` if not installed."""
+def _its_hub(server: LocalServer) -> dict[str, Any]:
+    """its-hub's self-consistency and adaptive self-consistency (budget 4) against the
+    same server, with our proposers' default sampling; empty if not installed (run
+    with ``--its-hub-python`` pointing at an environment that has it, or install it)."""
     try:
-        from its_hub.algorithms import SelfConsistency
-        from its_hub.lms import OpenAICompatibleLanguageModel
+        from its_hub.core.algorithms.adaptive_self_consistency import AdaptiveSelfConsistency
+        from its_hub.core.algorithms.self_consistency import SelfConsistency
+        from its_hub.core.lms.openai_lm import OpenAICompatibleLanguageModel
     except ImportError:
-        return None
+        return {}
     lm = OpenAICompatibleLanguageModel(endpoint=server.base_url, api_key="none",
-                                       model_name=server.model)
-    sc = SelfConsistency()
+                                       model_name=server.model, temperature=0.7, max_tokens=512)
 
-    def ask(question: str) -> str:
-        return str(sc.infer(lm, question, budget=4))
+    def runner(algorithm: Any) -> Any:
+        async def ask(messages: list[dict[str, str]]) -> str:
+            reply = await algorithm.ainfer(lm, messages, budget=4)
+            return str(reply.get("content") or "") if isinstance(reply, dict) else str(reply)
+        return ask
 
-    return ask
+    return {"its-hub SC (budget 4)": runner(SelfConsistency()),
+            "its-hub adaptive SC (budget 4)": runner(AdaptiveSelfConsistency())}
 
 
 async def tail_latency(rounds: int, slow_share: float, slow_s: float) -> dict[str, Any]:
@@ -153,7 +155,8 @@ def plot(table: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, row in table.items():
         ax.scatter(row["median_s"], row["accuracy"], s=30 + 20 * row["generations"])
-        ax.annotate(f"{name} ({row['generations']:g} calls)", (row["median_s"], row["accuracy"]),
+        calls = f" ({row['generations']:g} calls)" if row["generations"] else ""
+        ax.annotate(f"{name}{calls}", (row["median_s"], row["accuracy"]),
                     fontsize=8, xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("median seconds per answer (llama.cpp, 2 CPU cores)")
     ax.set_ylabel("accuracy (keywords)")
@@ -176,7 +179,10 @@ def main() -> None:
     out = {"strategies": table, "tail_latency": tail,
            "setup": {"questions": len(items), "passes": args.passes, "model": "SmolLM2-135M Q4_1",
                      "server": "llama-cpp-python", "python": platform.python_version(),
-                     "defaults": "each strategy with its defaults (role sampling, no seed)"}}
+                     "defaults": "each strategy with its defaults (role sampling, no seed)",
+                     "its_hub": "its-hub 1.2.0 in its own venv; it imports backoff without "
+                                "declaring it (pip install backoff); its calls and tokens "
+                                "are not reported, so they read 0"}}
     (RESULTS / "strategies.json").write_text(json.dumps(out, indent=2) + "\n")
     plot(table, RESULTS / "strategies.png")
     print(json.dumps(out, indent=2))

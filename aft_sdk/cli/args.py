@@ -74,9 +74,12 @@ def add_graph_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-proposals", type=int, help="proposals that must succeed (default 1)")
     g.add_argument("--quorum", type=int, help="go on once this many outputs of a layer are "
                                                 "in, cancelling the rest")
-    g.add_argument("--strategy", choices=("propose-aggregate", "vote", "rsa"),
-                   help="propose-aggregate (default), vote (self-consistency) or rsa "
-                        "(recursive self-aggregation: --width population, --depth steps)")
+    g.add_argument("--strategy", choices=("propose-aggregate", "vote", "best-of-n", "rsa"),
+                   help="propose-aggregate (default), vote (self-consistency), best-of-n (a "
+                        "judge model or --verifier picks) or rsa (recursive self-aggregation: "
+                        "--width population, --depth steps)")
+    g.add_argument("--verifier", help="best-of-n: import:module:function (question, draft) "
+                                      "-> score")
     g.add_argument("--extractor", help="answer key for votes and agreement: normalized "
                                        "(default), exact, number, math, regex:PATTERN, "
                                        "import:module:function")
@@ -122,8 +125,10 @@ def graph_config(args: argparse.Namespace) -> Any:
 def _strategy_changes(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
     """The strategy flags as config changes (each group merged onto the file's)."""
     changes: dict[str, Any] = {"strategy": args.strategy, "quorum": args.quorum}
-    if args.extractor:
-        changes["vote"] = {**cfg.vote.model_dump(), "extractor": args.extractor}
+    vote = {k: v for k, v in (("extractor", args.extractor), ("verifier", args.verifier))
+            if v is not None}
+    if vote:
+        changes["vote"] = {**cfg.vote.model_dump(), **vote}
     adaptive = {k: v for k, v in (("round_size", args.round_size),
                                   ("agreement", args.agreement)) if v is not None}
     if args.adaptive or adaptive:

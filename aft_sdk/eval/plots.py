@@ -90,7 +90,8 @@ def plot_splits(tables: dict[str, list[dict[str, Any]]], path: Path, title: str 
                              sharey=True, squeeze=False)
     methods = list(dict.fromkeys(r["method"] for table in tables.values() for r in table))
     colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
-    markers = {"single": "o", "self_consistency": "s", "best_of_n": "^", "propose_aggregate": "D"}
+    markers = {"single": "o", "self_consistency": "s", "best_of_n": "^", "propose_aggregate": "D",
+               "graph": "P"}
     for ax, (split, table) in zip(axes[0], tables.items()):
         for r in table:
             low, high = r.get("score_low", r["score"]), r.get("score_high", r["score"])

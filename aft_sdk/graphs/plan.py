@@ -7,7 +7,7 @@ read by the graph's nodes; it never enters graph state (backends are not data).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from aft_sdk.backends.base import Backend, Message
 from aft_sdk.backends.factory import default_aggregator, default_backend, make_backend, parse_spec
 from aft_sdk.budget import fit_proposals
-from aft_sdk.answers import Extractor, get_extractor
+from aft_sdk.answers import Extractor, get_extractor, get_verifier
 from aft_sdk.config import AdaptiveConfig, BudgetConfig, GraphConfig, PromptConfig, SamplingConfig
 from aft_sdk.errors import ConfigError
 from aft_sdk.messages import non_text_parts, text_view
@@ -66,6 +66,8 @@ class GraphPlan:
     #: Answer keys for votes and agreement (``GraphConfig.vote.extractor``).
     extractor: Extractor
     extractor_name: str
+    #: Scores drafts for best-of-N (``question, draft -> float``); ``None``: vote by key.
+    verifier: Callable[[str, str], float] | None
     #: Rounds of drafts that stop when they agree (``None``: one round of ``width``).
     adaptive: AdaptiveConfig | None
     #: Candidates each aggregation reads (RSA); ``None``: all of the previous layer.
@@ -201,6 +203,8 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
         plans.append(LayerPlan(index, 1 if final else cfg.width, backends,
                                cfg.layer_sampling(min(index, max(cfg.depth, 1)))))
     prompt = cfg.prompt
+    if cfg.strategy == "best-of-n" and not prompt.is_set:
+        prompt = prompt.model_copy(update={"preset": "select-v1"})
     if depth > 0:
         prompt, warning = prompt.for_aggregator(plans[-1].backends[0].trained_prompt)
         if warning:
@@ -213,6 +217,7 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
         answer_by=answer_by,
         extractor=get_extractor(cfg.vote.extractor),
         extractor_name=cfg.vote.extractor,
+        verifier=get_verifier(cfg.vote.verifier) if cfg.vote.verifier else None,
         adaptive=cfg.adaptive,
         subset=cfg.rsa.subset if cfg.strategy == "rsa" else None,
         quorum=cfg.quorum,
@@ -227,8 +232,10 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
 
 def _shape(cfg: GraphConfig) -> tuple[int, str]:
     """The plan's depth (layers after the drafts) and how its answer is chosen."""
-    if cfg.strategy == "vote":
+    if cfg.strategy == "vote" or (cfg.strategy == "best-of-n" and cfg.vote.verifier):
         return 0, "vote"
+    if cfg.strategy == "best-of-n":  # a judge model picks (select-v1)
+        return 1, "aggregate"
     if cfg.strategy == "rsa":  # steps, then a vote or one last aggregation
         final = cfg.rsa.final
         return cfg.depth + (final == "aggregate"), final

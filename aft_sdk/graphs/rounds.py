@@ -9,11 +9,20 @@ model call, no usage), so "the answer" stays the final record and the trace show
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aft_sdk.answers import Tally, tally
 from aft_sdk.graphs.plan import GraphPlan
 from aft_sdk.graphs.trace import derived_record
+from aft_sdk.messages import normalize_messages, text_of
+
+logger = logging.getLogger(__name__)
+
+
+def _question(state: Any) -> str:
+    messages = normalize_messages(state["messages"])
+    return next((text_of(m["content"]) for m in reversed(messages) if m["role"] == "user"), "")
 
 
 def survivors(state: Any, layer: int) -> list[dict[str, Any]]:
@@ -91,6 +100,8 @@ class Decide:
             layer = read + 1
         else:
             read, layer = self.plan.depth, self.plan.depth + 1
+        if self.rule == "majority" and self.plan.verifier is not None:
+            return {"outputs": [self._verified(state, read, layer)]}
         records, votes = drafts_tally(self.plan, state, read)
         decision = {"rule": self.rule, "extractor": self.plan.extractor_name, **votes.record()}
         if self.rule == "agreement":
@@ -98,3 +109,18 @@ class Decide:
         if self.rule == "budget":
             decision["stopped"] = "budget"
         return {"outputs": [derived_record(layer, records[votes.winner], decision)]}
+
+    def _verified(self, state: Any, read: int, layer: int) -> dict[str, Any]:
+        """Best-of-N by the verifier: the highest score answers (ties: the first)."""
+        records = survivors(state, read)
+        question = _question(state)
+        scores: list[float | None] = []
+        for r in records:
+            try:
+                scores.append(float(self.plan.verifier(question, r["text"])))  # type: ignore[misc]
+            except Exception as e:  # a verifier failing on one draft: that draft loses
+                scores.append(None)
+                logger.warning("verifier failed on slot %s: %s", r["slot"], e)
+        ranked = [s if s is not None else float("-inf") for s in scores]
+        best = max(range(len(records)), key=lambda i: (ranked[i], -i))
+        return derived_record(layer, records[best], {"rule": "verifier", "scores": scores})

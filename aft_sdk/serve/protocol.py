@@ -97,7 +97,7 @@ def trace_of(result: AggregateResult) -> dict[str, Any]:
     """The ``aft`` extension field: per-layer usage and failures."""
     return {
         "width": result.width, "depth": result.depth, "preset": result.preset,
-        "elapsed_s": round(result.elapsed_s, 4),
+        "strategy": result.strategy, "elapsed_s": round(result.elapsed_s, 4),
         "layers": [{"index": layer.index, "kind": layer.kind,
                     "usage": layer.usage.model_dump(),
                     "failures": [{"slot": r.slot, "backend": r.backend, **(r.error or {})}

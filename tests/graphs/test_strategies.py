@@ -213,3 +213,47 @@ async def test_eval_and_the_chat_model_run_a_strategy_from_config(fault, tmp_pat
     model = AggregateChatModel(graph=AggregateGraph.from_config(path))
     reply = await model.ainvoke("hi")
     assert reply.content.startswith("answer 0 from p")
+
+
+async def test_best_of_n_by_a_verifier_or_a_judge(fault, tmp_path, monkeypatch) -> None:
+    (tmp_path / "my_checks.py").write_text(
+        "def prefers_p2(question, draft):\n"
+        "    assert question == 'pick one'\n"
+        "    return 1.0 if 'from p2' in draft else 0.0\n"
+        "def broken(question, draft):\n"
+        "    raise RuntimeError('nope')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    graph = AggregateGraph.from_config(cfg(fault, ["p1", "p2", "p3"], strategy="best-of-n",
+                                           width=3, vote={"verifier": "import:my_checks:prefers_p2"}))
+    result = await graph.ainvoke("pick one")
+    assert fault.count() == 3 and result.answer.startswith("answer 0 from p2")
+    decision = result.layers[-1].outputs[0].prompt
+    assert decision["rule"] == "verifier" and decision["scores"] == [0.0, 1.0, 0.0]
+    broken = AggregateGraph.from_config(cfg(fault, ["p1", "p2"], strategy="best-of-n", width=2,
+                                            vote={"verifier": "import:my_checks:broken"}))
+    result = await broken.ainvoke("pick one")  # a failing verifier loses, never crashes
+    assert result.layers[-1].outputs[0].prompt["scores"] == [None, None]
+    # Without a verifier a judge model picks, with the select-v1 preset.
+    fault.reset()
+    fault.script("a", ["say:2"])
+    judged = AggregateGraph.from_config(cfg(fault, ["p1", "p2", "p3"], strategy="best-of-n",
+                                            width=3))
+    result = await judged.ainvoke("pick one")
+    assert judged.plan.template.name == "select-v1" and fault.count("a") == 1
+    assert result.answer.startswith("answer 0 from p2")
+
+
+async def test_strategies_checkpoint_and_resume(fault) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    graph = AggregateGraph.from_config(cfg(fault, strategy="rsa", width=3, depth=1,
+                                           rsa={"subset": 2, "final": "aggregate"}),
+                                       checkpointer=InMemorySaver())
+    # The step's three aggregations answer; the final one fails (3 tries): the run stops.
+    fault.script("a", ["ok"] * 3 + ["500"] * 3)
+    with pytest.raises(Exception, match="the final aggregation"):
+        await graph.ainvoke("hi", thread_id="t1")
+    assert (fault.count("p"), fault.count("a")) == (3, 6)
+    result = await graph.aresume("t1")  # drafts and the step are kept; only the end is redone
+    assert (fault.count("p"), fault.count("a")) == (3, 7)
+    assert [layer.kind for layer in result.layers] == ["propose", "aggregate", "aggregate"]

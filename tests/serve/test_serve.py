@@ -36,7 +36,8 @@ def _config(folder: Path, name: str, base_url: str, **extra: object) -> Path:
 def served(fault_server, tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve")
     configs = [_config(folder, "pa", fault_server.base_url),
-               _config(folder, "strict", fault_server.base_url, min_proposals=3)]
+               _config(folder, "strict", fault_server.base_url, min_proposals=3),
+               _config(folder, "agree", fault_server.base_url, adaptive="{}")]
     server = LocalServer.aft_serve(
         configs, env={"AFT_TEST_KEYS": f"{KEY},other-key"},
         extra_args=["--api-key-env", "AFT_TEST_KEYS", "--max-concurrent-runs", "2",
@@ -49,9 +50,22 @@ def client(served, **kw) -> openai.OpenAI:
     return openai.OpenAI(base_url=served.base_url, api_key=KEY, max_retries=0, **kw)
 
 
+def test_a_config_names_its_strategy(served, fault) -> None:
+    # Adaptive propose-and-aggregate: the drafts agree, so no aggregation call is made.
+    c = client(served)
+    r = c.chat.completions.create(model="agree", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content.startswith("answer 0 from p")
+    assert [layer["kind"] for layer in r.model_extra["aft"]["layers"]] == ["propose", "agreement"]
+    assert fault.count("a") == 0
+    pieces = [ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+        model="agree", messages=[{"role": "user", "content": "hi"}], stream=True)
+        if ch.choices]
+    assert "".join(pieces).startswith("answer 0 from p")
+
+
 def test_models_health_and_a_completion_with_usage_over_every_layer(served, fault) -> None:
     c = client(served)
-    assert [m.id for m in c.models.list().data] == ["pa", "strict"]
+    assert [m.id for m in c.models.list().data] == ["pa", "strict", "agree"]
     with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/health") as r:
         assert json.loads(r.read())["status"] == "ok"  # no key needed for health
     r = c.chat.completions.create(model="pa", messages=[{"role": "user", "content": "hi"}],

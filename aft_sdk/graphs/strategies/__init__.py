@@ -27,5 +27,6 @@ from aft_sdk.graphs.strategies import layered
 STRATEGIES: dict[str, Callable[[GraphPlan], StateGraph]] = {
     "propose-aggregate": layered.build,
     "vote": layered.build,
+    "best-of-n": layered.build,
     "rsa": layered.build,
 }
