@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     size = dict(FULL)
     stage = Stages()
-    sampling = SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=size["proposal_tokens"],
-                              seed=args.seed)
+    # No per-request seed: vllm-cpu's engine dies on seeded requests in one batch ("CPU
+    # Generator does not use offset"); the engine's own seed makes runs repeat.
+    sampling = SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=size["proposal_tokens"])
     agg = SamplingConfig(temperature=0.0, max_tokens=size["proposal_tokens"] + 16)
     with stage("1. the bundled model as a Hugging Face folder"):
         if not (work / "base-hf" / "config.json").is_file():

@@ -25,7 +25,7 @@ from typing import Annotated, Any
 from typing_extensions import TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage
-from langgraph.config import get_stream_writer
+from langgraph.config import get_config, get_stream_writer
 from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, Send
@@ -40,6 +40,7 @@ from aft_sdk.errors import (
     PartialGenerationError,
     QuorumReachedError,
 )
+from aft_sdk.graphs.chat_shim import final_call
 from aft_sdk.graphs.context import RunContext, context_of
 from aft_sdk.graphs.plan import GraphPlan
 from aft_sdk.graphs.rounds import more_rounds, survivors
@@ -98,7 +99,7 @@ class LayerBranch:
         return min(limits) if limits else None
 
     async def run(self, payload: BranchInput, runtime: Runtime[RunContext]) -> dict[str, Any]:
-        ctx = context_of(runtime)
+        ctx = context_of(runtime, self.plan.deadline_s)
         if self.plan.quorum_for(self.layer) and len(payload["slots"]) > 1:
             return {"outputs": await self._quorum(payload, ctx)}
         return {"outputs": await self._records(payload, ctx)}
@@ -149,10 +150,11 @@ class LayerBranch:
             # uses seed + s either way.
             sampling = sampling.model_copy(update={"seed": sampling.seed + slots[0]})
         t0 = time.perf_counter()
+        message_id = None
         try:
             async with asyncio.timeout(self._timeout(ctx)):
-                gens = await self._generate(backend, messages, len(slots), sampling,
-                                            ctx.stream_tokens)
+                gens, message_id = await self._generate(backend, messages, len(slots),
+                                                        sampling, ctx.stream_tokens)
             error: AftError | None = None
         except PartialGenerationError as e:  # keep what came back; the rest failed
             gens, error = list(e.generations), e
@@ -172,7 +174,7 @@ class LayerBranch:
             ) from error
         if self.plan.template.selects and self.layer > 0:
             gens = [self._selected(g, payload["inputs"], info) for g in gens]
-        records = [ok_record(self.layer, s, g, info) for s, g in zip(slots, gens)]
+        records = [ok_record(self.layer, s, g, info, message_id) for s, g in zip(slots, gens)]
         elapsed = time.perf_counter() - t0
         records += [failure_record(self.layer, s, backend.label, error, elapsed)
                     for s in slots[len(gens):]]
@@ -181,20 +183,19 @@ class LayerBranch:
     async def _generate(
         self, backend: Any, messages: list[dict[str, str]], n: int, sampling: Any,
         stream_tokens: bool,
-    ) -> list[Generation]:
+    ) -> tuple[list[Generation], str | None]:
+        """The generations, and the id of the message LangGraph streamed (answer only)."""
         # A selecting preset's raw output is an index, not the answer: it is not
         # streamed (the caller sends the chosen draft once it is known).
-        if not (self.final and stream_tokens) or self.plan.template.selects:
-            return await backend.generate(messages, n=n, sampling=sampling)
-        write = get_stream_writer()
-        final: Generation | None = None
-        async for piece in backend.stream(messages, sampling=sampling):
-            if isinstance(piece, Generation):
-                final = piece
-            else:
-                write({"event": "token", "layer": self.layer, "text": piece})
-        assert final is not None  # every Backend.stream ends with a Generation
-        return [final]
+        if not self.final or self.plan.template.selects:
+            return await backend.generate(messages, n=n, sampling=sampling), None
+        # The answer's own call goes through LangChain, so LangGraph's messages mode
+        # streams its tokens; custom token events when the run asked for them.
+        write = get_stream_writer() if stream_tokens else None
+        on_token = None if write is None else (
+            lambda piece: write({"event": "token", "layer": self.layer, "text": piece}))
+        gen, message_id = await final_call(backend, messages, sampling, get_config(), on_token)
+        return [gen], message_id
 
     @staticmethod
     def _selected(gen: Generation, inputs: list[dict[str, Any]], info: dict[str, Any]) -> Generation:
@@ -270,9 +271,11 @@ class Router:
         return [inputs[i] for i in picked]
 
 
-def begin(state: GraphState) -> dict[str, Any]:
+def begin(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """First node: a new run starts with no records, even on a thread that had runs
-    (LangGraph Server threads, a parent graph's checkpointed subgraph)."""
+    (LangGraph Server threads, a parent graph's checkpointed subgraph); the run's clock
+    starts here for a deadline its context does not carry."""
+    context_of(runtime, 0.0)
     if not state.get("messages"):
         raise ConfigError("the input has no messages: send {'messages': [{'role': 'user', "
                           "'content': 'your question'}]}")
@@ -283,4 +286,7 @@ def finish(state: GraphState) -> dict[str, Any]:
     """Last node: the answer goes into state and, as an assistant message, the chat."""
     record = final_record(state.get("outputs", []))
     answer = record["text"] if record else ""
-    return {"answer": answer, "messages": [AIMessage(content=answer, name=ANSWER_NAME)]}
+    # The id of the message LangGraph already streamed, so messages mode shows it once.
+    message_id = (record or {}).get("message_id")
+    return {"answer": answer,
+            "messages": [AIMessage(content=answer, name=ANSWER_NAME, id=message_id)]}

@@ -57,6 +57,7 @@ class OutputRecord(BaseModel):
             ``keys``, ``votes``, ``top``, ``tie``, ``share``, ``picked`` (the slot).
         derived: Not a model call: the answer chosen by a vote, or the agreed draft that
             took the place of a skipped aggregation (copied from ``picked``).
+        message_id: For the answer's own call, the id of the message LangGraph streamed.
         error: ``{"type", "message"}`` on failure.
     """
 
@@ -72,6 +73,7 @@ class OutputRecord(BaseModel):
     backend: str = ""
     prompt: dict[str, Any] = Field(default_factory=dict)
     derived: bool = False
+    message_id: str | None = None
     error: dict[str, str] | None = None
 
 
@@ -148,12 +150,14 @@ class AggregateResult(BaseModel):
         return "\n".join(lines)
 
 
-def ok_record(layer: int, slot: int, gen: Generation, prompt: dict[str, Any]) -> dict[str, Any]:
+def ok_record(layer: int, slot: int, gen: Generation, prompt: dict[str, Any],
+              message_id: str | None = None) -> dict[str, Any]:
     """Plain-dict record of a successful generation."""
     return OutputRecord(
         layer=layer, slot=slot, ok=True, text=gen.text, finish_reason=gen.finish_reason,
         prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
         latency_s=gen.latency_s, model=gen.model, backend=gen.backend, prompt=prompt,
+        message_id=message_id,
     ).model_dump()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from aft_sdk.integrations.langgraph_server import make_graph
@@ -65,3 +66,48 @@ async def test_a_server_thread_runs_turn_after_turn(fault, tmp_path, monkeypatch
     last_prompts = [r["messages"] for r in fault.requests if r["model"] == "p"][-1]
     assert last_prompts[-1] == {"role": "user", "content": "second question"}
     assert len(last_prompts) == 3  # the earlier turn is part of the conversation
+
+
+async def test_the_deadline_holds_when_the_server_calls_the_compiled_graph(fault) -> None:
+    # LangGraph Server runs the compiled graph with a run id and no aft context: the
+    # graph's own deadline_s must still cut a hanging proposer (before this, the run
+    # waited for the backend's own timeout).
+    import uuid
+
+    from aft_sdk.errors import GraphTimeoutError
+    from aft_sdk.graphs import AggregateGraph
+
+    fault.script("slow", ["hang:5"])
+    graph = AggregateGraph([f"{fault.base_url}#p", f"{fault.base_url}#slow"],
+                           f"{fault.base_url}#a", width=2, deadline_s=1.0)
+    with pytest.raises(GraphTimeoutError, match="within the layer timeout/deadline"):
+        await graph.graph.ainvoke({"messages": [{"role": "user", "content": "hi"}]},
+                                  {"run_id": uuid.uuid4()})
+    # The hanging proposer was cut at the deadline and recorded; the aggregation had no
+    # time left. With room for it, the survivor is aggregated.
+    fault.script("slow", ["hang:5"])
+    roomy = AggregateGraph([f"{fault.base_url}#p", f"{fault.base_url}#slow"],
+                           f"{fault.base_url}#a", width=2, deadline_s=3.0, layer_timeout_s=1.0)
+    state = await roomy.graph.ainvoke({"messages": [{"role": "user", "content": "hi"}]},
+                                      {"run_id": uuid.uuid4()})
+    failed = [r for r in state["outputs"] if not r["ok"]]
+    assert [(r["slot"], r["error"]["type"]) for r in failed] == [(1, "GraphTimeoutError")]
+
+
+async def test_answer_tokens_stream_in_messages_mode_once(fault) -> None:
+    from aft_sdk.graphs import AggregateGraph
+
+    graph = AggregateGraph(f"{fault.base_url}#p", f"{fault.base_url}#a", width=2)
+    chunks, whole = [], []
+    async for message, meta in graph.graph.astream(
+            {"messages": [{"role": "user", "content": "hi"}]}, stream_mode="messages"):
+        if meta["langgraph_node"] == "aggregate_1":
+            chunks.append(message)
+        elif meta["langgraph_node"] == "finish":
+            whole.append(message)
+    text = "".join(c.content for c in chunks)
+    assert text.startswith("answer 0 from a") and len([c for c in chunks if c.content]) > 3
+    assert whole == []  # the answer message is not sent again after its tokens
+    assert [r for r in fault.requests if r["model"] == "a"][0]["stream"] is True
+    state = await graph.graph.ainvoke({"messages": [{"role": "user", "content": "hi"}]})
+    assert state["messages"][-1].content == state["answer"] == text
