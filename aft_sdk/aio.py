@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import queue
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
@@ -47,8 +48,12 @@ class _LoopThread:
         return cls._thread is not None and threading.current_thread() is cls._thread
 
 
-def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+def submit(coro: Coroutine[Any, Any, T],
+           context: contextvars.Context | None = None) -> concurrent.futures.Future[T]:
     """Schedules ``coro`` on aft-sdk's loop thread; cancel the future to cancel it.
+
+    ``context`` runs it in the caller's context variables (LangGraph's config and stream
+    writer, when a sync node runs async code); by default it gets the loop's own.
 
     Raises:
         ConfigError: Called from aft-sdk's loop thread itself (see :func:`run_sync`).
@@ -60,29 +65,67 @@ def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
             "from a coroutine on aft-sdk's event loop, where it would wait for itself "
             "forever: await its async twin instead (ainvoke, generate, arun_batch, ...)"
         )
-    return asyncio.run_coroutine_threadsafe(coro, _LoopThread.loop())
+    loop = _LoopThread.loop()
+    if context is None:
+        return asyncio.run_coroutine_threadsafe(coro, loop)
+    fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def start() -> None:
+        if not fut.set_running_or_notify_cancel():  # cancelled before it started
+            coro.close()
+            return
+        task = loop.create_task(coro, context=context)
+
+        def settle(t: asyncio.Task[T]) -> None:
+            if t.cancelled():
+                fut.set_exception(concurrent.futures.CancelledError())
+            elif t.exception() is not None:
+                fut.set_exception(t.exception())  # type: ignore[arg-type]
+            else:
+                fut.set_result(t.result())
+
+        task.add_done_callback(settle)
+        _tasks[fut] = task
+
+    loop.call_soon_threadsafe(start)
+    return fut
 
 
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+#: Tasks started with a caller's context, by their future (to cancel them from it).
+_tasks: dict[concurrent.futures.Future[Any], asyncio.Task[Any]] = {}
+
+
+def _cancel(fut: concurrent.futures.Future[Any]) -> None:
+    task = _tasks.pop(fut, None)
+    if task is not None:
+        _LoopThread.loop().call_soon_threadsafe(task.cancel)
+    else:
+        fut.cancel()
+
+
+def run_sync(coro: Coroutine[Any, Any, T], context: contextvars.Context | None = None) -> T:
     """Runs a coroutine to completion from synchronous code and returns its result.
 
     On ``KeyboardInterrupt`` (or any other exception while waiting) the coroutine is
-    cancelled and given a moment to unwind before the exception propagates.
+    cancelled and given a moment to unwind before the exception propagates. ``context``:
+    see :func:`submit`.
 
     Raises:
         ConfigError: Called from code already running on aft-sdk's loop thread (a
             sync twin inside a coroutine, which would wait for itself forever).
     """
-    fut = submit(coro)
+    fut = submit(coro, context)
     try:
         return fut.result()
     except BaseException:
-        fut.cancel()
+        _cancel(fut)
         try:  # let the task run its cancellation (close connections, stop writers)
             fut.result(timeout=5)
         except (concurrent.futures.CancelledError, concurrent.futures.TimeoutError, Exception):
             pass
         raise
+    finally:
+        _tasks.pop(fut, None)
 
 
 async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:

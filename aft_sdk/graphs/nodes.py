@@ -15,6 +15,7 @@ then resumes from the finished layers.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import operator
 import random
 import time
@@ -25,11 +26,13 @@ from typing import Annotated, Any
 from typing_extensions import TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.runnables import RunnableLambda
 from langgraph.config import get_config, get_stream_writer
 from langgraph.graph.message import add_messages
-from langgraph.runtime import Runtime
+from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Overwrite, Send
 
+from aft_sdk.aio import run_sync
 from aft_sdk.backends.base import Generation
 from aft_sdk.errors import (
     AftError,
@@ -97,6 +100,18 @@ class LayerBranch:
     def _timeout(self, ctx: RunContext) -> float | None:
         limits = [t for t in (self.plan.layer_timeout_s, ctx.time_left()) if t is not None]
         return min(limits) if limits else None
+
+    def runnable(self) -> RunnableLambda:
+        """The node in both forms, so ``graph.invoke`` works as well as ``ainvoke``: the
+        sync form runs the same coroutine on aft-sdk's loop thread, in the caller's
+        context (LangGraph's config, stream writer and runtime)."""
+        async def arun(payload: BranchInput) -> dict[str, Any]:
+            return await self.run(payload, get_runtime())
+
+        def run(payload: BranchInput) -> dict[str, Any]:
+            return run_sync(self.run(payload, get_runtime()), contextvars.copy_context())
+
+        return RunnableLambda(run, afunc=arun, name=node_name(self.layer))
 
     async def run(self, payload: BranchInput, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = context_of(runtime, self.plan.deadline_s)
@@ -214,6 +229,15 @@ class Gather:
     def __init__(self, plan: GraphPlan, layer: int) -> None:
         self.plan = plan
         self.layer = layer
+
+    def runnable(self) -> RunnableLambda:
+        """Both forms, like the branches. The async one writes its progress event on the
+        loop itself: written from an executor thread (a sync node in an async run), the
+        event could be lost under load."""
+        async def arun(state: GraphState) -> dict[str, Any]:
+            return self.run(state)
+
+        return RunnableLambda(self.run, afunc=arun, name=f"gather_{self.layer}")
 
     def run(self, state: GraphState) -> dict[str, Any]:
         mine = [r for r in state.get("outputs", []) if r["layer"] == self.layer]

@@ -135,7 +135,7 @@ class FaultServer:
     def count(self, model: str | None = None) -> int:
         """Requests received so far, for one model or all."""
         with self._lock:
-            return sum(1 for r in self.requests if model is None or r["model"] == model)
+            return sum(1 for r in self.requests if model is None or r.get("model") == model)
 
     # -- used by the handler -------------------------------------------------------
 

@@ -111,3 +111,24 @@ async def test_answer_tokens_stream_in_messages_mode_once(fault) -> None:
     assert [r for r in fault.requests if r["model"] == "a"][0]["stream"] is True
     state = await graph.graph.ainvoke({"messages": [{"role": "user", "content": "hi"}]})
     assert state["messages"][-1].content == state["answer"] == text
+
+
+def test_the_compiled_graph_runs_synchronously_too(fault) -> None:
+    # graph.graph.invoke / stream, and the graph as a node of a sync parent graph.
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    from aft_sdk.graphs import AggregateGraph
+
+    graph = AggregateGraph(f"{fault.base_url}#p", f"{fault.base_url}#a", width=2)
+    state = graph.graph.invoke({"messages": [{"role": "user", "content": "hi"}]})
+    assert state["answer"].startswith("answer 0 from a") and len(state["outputs"]) == 3
+    tokens = [m.content for m, meta in graph.graph.stream(
+        {"messages": [{"role": "user", "content": "hi"}]}, stream_mode="messages")
+        if meta["langgraph_node"] == "aggregate_1"]
+    assert "".join(tokens) == state["answer"]
+    parent = StateGraph(MessagesState)
+    parent.add_node("aft", graph.graph)
+    parent.add_edge(START, "aft")
+    parent.add_edge("aft", END)
+    out = parent.compile().invoke({"messages": [{"role": "user", "content": "hi"}]})
+    assert out["messages"][-1].content == state["answer"]

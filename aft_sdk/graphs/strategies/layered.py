@@ -43,9 +43,9 @@ def build(plan: GraphPlan) -> StateGraph:
     depth = plan.depth
     for layer in range(depth + 1):
         name = node_name(layer)
-        g.add_node(name, LayerBranch(plan, layer).run)
+        g.add_node(name, LayerBranch(plan, layer).runnable())
         if not plan.is_final_aggregation(layer):
-            g.add_node(f"gather_{layer}", Gather(plan, layer).run)
+            g.add_node(f"gather_{layer}", Gather(plan, layer).runnable())
             g.add_edge(name, f"gather_{layer}")
     last = node_name(depth) if plan.is_final_aggregation(depth) else f"gather_{depth}"
     g.add_node("finish", finish)
