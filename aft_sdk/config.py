@@ -119,6 +119,7 @@ class VLLMBackendConfig(_Strict):
     tensor_parallel_size: int = Field(1, ge=1)
     seed: int = Field(0, ge=0)
     trust_remote_code: bool = False
+    tool_parser: str | None = None
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -222,6 +223,37 @@ class BudgetConfig(_Strict):
     tokens: int | None = Field(None, ge=1, strict=True)
 
 
+class ToolsConfig(_Strict):
+    """How drafts that call tools become the answer's call (see ``docs/AGENTS.md``).
+
+    Attributes:
+        policy: ``vote`` (default): the most common call set wins (calls compared by name
+            and canonical JSON arguments; parallel calls as a set) with no model call; a
+            tie goes to the aggregator, offered the same tools. ``aggregate``: the
+            aggregator always decides, reading the candidate calls.
+        after_result: ``auto`` (default): a turn that ends with tool results is answered
+            with the request's tool choice; ``answer``: such a turn is answered in text
+            (tools offered, calls off), which stops small models from calling again.
+    """
+
+    policy: Literal["vote", "aggregate"] = "vote"
+    after_result: Literal["auto", "answer"] = "auto"
+
+
+class StructuredConfig(_Strict):
+    """Structured output (a request's ``response_format``).
+
+    Attributes:
+        drafts: ``constrained`` (default): drafts are decoded under the schema too;
+            ``free``: drafts are free text and only the final layer is constrained.
+        retries: Further tries of the final layer when its answer fails the schema,
+            before :class:`~aft_sdk.errors.StructuredOutputError`.
+    """
+
+    drafts: Literal["constrained", "free"] = "constrained"
+    retries: int = Field(1, ge=0, le=5, strict=True)
+
+
 class LayerOverride(_Strict):
     """Per-layer settings; layer 0 is the proposal layer, 1..depth the aggregations."""
 
@@ -254,6 +286,8 @@ class GraphConfig(_Strict):
     min_proposals: int = Field(1, ge=1, strict=True)
     quorum: int | None = Field(None, ge=1, strict=True)
     budget: BudgetConfig | None = None
+    tools: ToolsConfig = Field(default_factory=lambda: ToolsConfig())
+    structured: StructuredConfig = Field(default_factory=lambda: StructuredConfig())
     deadline_s: float | None = Field(None, gt=0)
     layer_timeout_s: float | None = Field(None, gt=0)
 

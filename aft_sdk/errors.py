@@ -159,3 +159,15 @@ class TrainingError(AftError):
 class QuorumReachedError(AftError):
     """Recorded (never raised) for a slot whose request was cancelled because a quorum
     of its layer had already answered: a straggler, not a failure of its backend."""
+
+
+class StructuredOutputError(GraphError):
+    """The answer did not meet the requested JSON schema after the configured retries.
+
+    Attributes:
+        field: The dotted path of the first failing field (``None``: not JSON at all).
+    """
+
+    def __init__(self, message: str, *, field: str | None) -> None:
+        super().__init__(message)
+        self.field = field

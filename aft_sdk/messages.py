@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from aft_sdk.errors import BadRequestError, ConfigError
+from aft_sdk.tools import check_tool_calls, openai_call
 
 Message = dict[str, Any]
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -54,7 +55,15 @@ def _message(m: Any, i: int) -> Message:
     role, content, extra = _parts_of(m)
     if role not in ROLES:
         raise ConfigError(f"messages[{i}].role must be one of {ROLES}, got {role!r}")
-    out: Message = {"role": role, "content": _content(content, f"messages[{i}]")}
+    calls = extra.get("tool_calls") if role == "assistant" else None
+    if calls:  # an assistant turn that called tools: OpenAI's format, passed on as is
+        out: Message = {"role": role, "content": content if isinstance(content, str) and
+                        content else None,
+                        "tool_calls": check_tool_calls(calls, f"messages[{i}].tool_calls")}
+        if content and not isinstance(content, str):
+            out["content"] = _content(content, f"messages[{i}]")
+        return out
+    out = {"role": role, "content": _content(content, f"messages[{i}]")}
     name = extra.get("name")
     if name is not None:
         if not isinstance(name, str) or not name:
@@ -121,7 +130,8 @@ def _parts_of(m: Any) -> tuple[Any, Any, dict[str, Any]]:
     kind = getattr(m, "type", None)  # LangChain BaseMessage
     if kind is not None:
         extra = {"name": getattr(m, "name", None),
-                 "tool_call_id": getattr(m, "tool_call_id", None)}
+                 "tool_call_id": getattr(m, "tool_call_id", None),
+                 "tool_calls": [openai_call(c) for c in getattr(m, "tool_calls", None) or []]}
         if kind == "system" and (getattr(m, "additional_kwargs", None) or {}).get(
                 "__openai_role__") == "developer":
             kind = "developer"
@@ -129,15 +139,20 @@ def _parts_of(m: Any) -> tuple[Any, Any, dict[str, Any]]:
     raise ConfigError(f"unsupported message type {type(m).__name__}: use dicts")
 
 
-def text_of(content: str | list[dict[str, Any]]) -> str:
+def text_of(content: str | list[dict[str, Any]] | None) -> str:
     """The text of a message's content (text parts joined by newlines)."""
+    if content is None:
+        return ""
     if isinstance(content, str):
         return content
     return "\n".join(p["text"] for p in content if p.get("type") == "text")
 
 
-def content_tokens(content: str | list[dict[str, Any]], count: Callable[[str], int]) -> int:
+def content_tokens(content: str | list[dict[str, Any]] | None,
+                   count: Callable[[str], int]) -> int:
     """Tokens of a message's content: text counted, other parts :data:`PART_TOKENS` each."""
+    if content is None:
+        return 0
     if isinstance(content, str):
         return count(content)
     return sum(count(p["text"]) if p.get("type") == "text" else PART_TOKENS for p in content)
@@ -162,6 +177,8 @@ def for_backend(messages: Sequence[Message], label: str, *, developer: bool = Fa
         if m["role"] == "developer" and not developer:
             m["role"] = "system"
         content = m["content"]
+        if content is None:  # an assistant turn of tool calls only: servers such as
+            del m["content"]  # llama.cpp refuse null content, and OpenAI allows it unset
         if isinstance(content, list):
             other = [p["type"] for p in content if p.get("type") != "text"]
             refused = [t for t in other if t not in parts]
@@ -199,11 +216,47 @@ def text_view(messages: Sequence[Message], parts: Sequence[str] = ()) -> list[Me
     return out
 
 
+def tool_view(messages: Sequence[Message]) -> list[Message]:
+    """``messages`` for a chat template without a ``tool`` role: each tool result becomes
+    a user turn that names the tool and call it answers (``Result of add (call_1): 5``)."""
+    names = {c["id"]: c["function"]["name"] for m in messages
+             for c in m.get("tool_calls") or []}
+    out = []
+    for m in messages:
+        if m["role"] == "tool":
+            name = names.get(m["tool_call_id"], "a tool")
+            m = {"role": "user", "content": f"Result of {name} ({m['tool_call_id']}): "
+                 f"{text_of(m['content'])}"}
+        out.append(m)
+    return out
+
+
+def calls_as_text(messages: Sequence[Message]) -> list[Message]:
+    """``messages`` for a chat template that knows neither tool calls nor results: an
+    assistant's calls written as text, tool results as user turns (:func:`tool_view`)."""
+    if not any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
+        return list(messages)
+    out = []
+    for m in tool_view(messages):
+        if m.get("tool_calls"):
+            calls = "\n".join(f"[calls tool] {c['function']['name']}"
+                              f"({c['function']['arguments']})" for c in m["tool_calls"])
+            text = text_of(m.get("content"))
+            m = {"role": "assistant", "content": f"{text}\n{calls}" if text else calls}
+        out.append(m)
+    return out
+
+
 def as_dicts(messages: Sequence[Any]) -> list[Message]:
     """Role/content dicts for dicts or LangChain messages, without checking the turn order."""
     out = []
     for m in messages:
-        role, content, _ = _parts_of(m)
-        out.append({"role": str(role), "content": content if isinstance(content, (str, list))
-                    else str(content)})
+        role, content, extra = _parts_of(m)
+        d: Message = {"role": str(role), "content": content if isinstance(content, (str, list))
+                      or (content is None and extra.get("tool_calls")) else str(content)}
+        if extra.get("tool_calls"):
+            d["tool_calls"] = list(extra["tool_calls"])
+        if role == "tool" and extra.get("tool_call_id"):
+            d["tool_call_id"] = extra["tool_call_id"]
+        out.append(d)
     return out

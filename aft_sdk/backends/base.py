@@ -13,16 +13,18 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from aft_sdk.aio import run_sync
 from aft_sdk.config import PromptConfig, SamplingConfig
-from aft_sdk.errors import AftError, ConfigError, PartialGenerationError
+from aft_sdk.errors import AftError, BadRequestError, ConfigError, PartialGenerationError
 from aft_sdk.messages import Message, normalize_messages
+from aft_sdk.tools import CallOptions
 
-__all__ = ["Backend", "Generation", "Message", "check_n", "emulate_n", "normalize_messages",
-           "run_sync"]
+__all__ = ["Backend", "Generation", "Message", "ToolCallChunk", "check_n", "emulate_n",
+           "normalize_messages", "run_sync"]
 
 
 class Generation(BaseModel):
@@ -37,6 +39,7 @@ class Generation(BaseModel):
             request (native ``n``) share it.
         model: The model id that wrote it.
         backend: Which backend produced it (kind and endpoint; never a key).
+        tool_calls: The tool calls it made, in OpenAI's format (``None``: none).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -48,6 +51,17 @@ class Generation(BaseModel):
     latency_s: float = 0.0
     model: str = ""
     backend: str = ""
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ToolCallChunk(BaseModel):
+    """A piece of a streamed tool call (OpenAI's delta: the first piece of a call has
+    its ``id`` and ``name``, later ones more ``arguments``)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 class Backend(abc.ABC):
@@ -75,6 +89,9 @@ class Backend(abc.ABC):
     #: The prompt a trained aggregator was trained with (its ``aft_sdk.json``), which a
     #: graph uses unless its config sets another; ``None``: not a recorded aggregator.
     trained_prompt: PromptConfig | None = None
+    #: What it can honour of :class:`~aft_sdk.tools.CallOptions` (``tools``,
+    #: ``response_format``); a request for anything else is refused by name.
+    handles: frozenset[str] = frozenset()
 
     @property
     def label(self) -> str:
@@ -83,7 +100,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def generate(
-        self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None
+        self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None,
+        options: CallOptions | None = None,
     ) -> list[Generation]:
         """Samples ``n`` outputs for one conversation.
 
@@ -91,21 +109,42 @@ class Backend(abc.ABC):
             messages: Chat messages (``role``/``content`` dicts).
             n: Number of outputs wanted; exactly ``n`` are returned.
             sampling: Sampling parameters; backend defaults when ``None``.
+            options: Tools and response format (backends that take them list them in
+                :attr:`handles`; the graph passes it only when a request sets it).
 
         Raises:
             BackendError: The request failed after the backend's own retries.
         """
 
     async def stream(
-        self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None
-    ) -> AsyncIterator[str | Generation]:
-        """Yields text pieces as they arrive, then one final :class:`Generation`.
+        self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None,
+        options: CallOptions | None = None,
+    ) -> AsyncIterator[str | ToolCallChunk | Generation]:
+        """Yields text pieces (and :class:`ToolCallChunk` pieces of tool calls) as they
+        arrive, then one final :class:`Generation`.
 
         The default generates in one piece; streaming backends override it.
         """
-        (gen,) = await self.generate(messages, n=1, sampling=sampling)
-        yield gen.text
+        kw = {"options": options} if options is not None else {}
+        (gen,) = await self.generate(messages, n=1, sampling=sampling, **kw)
+        if gen.text:
+            yield gen.text
+        for chunk in call_chunks(gen.tool_calls):
+            yield chunk
         yield gen
+
+    def check_options(self, options: CallOptions | None) -> None:
+        """Refuses tools or a response format this backend cannot honour, by name."""
+        if options is None:
+            return
+        asked = [name for name, wanted in (("tools", options.tools),
+                                           ("response_format", options.response_format))
+                 if wanted and name not in self.handles]
+        if asked:
+            raise BadRequestError(
+                f"{self.label} cannot honour {' or '.join(asked)}; send the request to a "
+                "backend that can (OpenAI-compatible, vLLM, embedded llama.cpp, LangChain)",
+                status_code=400, backend=self.label)
 
     def count_tokens(self, text: str) -> int:
         """Tokens in ``text``; backends without a tokenizer estimate conservatively."""
@@ -114,10 +153,12 @@ class Backend(abc.ABC):
         return max(1, len(text) // 3)
 
     def generate_sync(
-        self, messages: Sequence[Message] | str, *, n: int = 1, sampling: SamplingConfig | None = None
+        self, messages: Sequence[Message] | str, *, n: int = 1, sampling: SamplingConfig | None = None,
+        options: CallOptions | None = None,
     ) -> list[Generation]:
         """Blocking twin of :meth:`generate` for scripts."""
-        return run_sync(self.generate(normalize_messages(messages), n=n, sampling=sampling))
+        kw = {"options": options} if options is not None else {}
+        return run_sync(self.generate(normalize_messages(messages), n=n, sampling=sampling, **kw))
 
     async def aclose(self) -> None:
         """Releases connections or engines held by the backend."""
@@ -156,6 +197,12 @@ async def emulate_n(
         f"failed, the first with {type(failed[0]).__name__}: {failed[0]}",
         generations=gens, wanted=wanted, backend=label,
     ) from failed[0]
+
+
+def call_chunks(calls: Sequence[dict[str, Any]] | None) -> list[ToolCallChunk]:
+    """Whole tool calls as stream pieces (one per call)."""
+    return [ToolCallChunk(index=i, id=c["id"], name=c["function"]["name"],
+                          arguments=c["function"]["arguments"]) for i, c in enumerate(calls or [])]
 
 
 def is_greedy(sampling: SamplingConfig) -> bool:

@@ -21,9 +21,10 @@ from typing import Any
 
 from aft_sdk import errors
 from aft_sdk.aio import Channel
-from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
+from aft_sdk.backends.base import Backend, Generation, Message, ToolCallChunk, check_n, emulate_n
 from aft_sdk.config import EmbeddedBackendConfig, PromptConfig, SamplingConfig, validate
-from aft_sdk.messages import for_backend
+from aft_sdk.messages import calls_as_text, for_backend, tool_view
+from aft_sdk.tools import CallOptions
 
 logger = logging.getLogger(__name__)
 
@@ -177,18 +178,28 @@ class EmbeddedBackend(Backend):
             seed=seed,
         )
 
-    def _complete(self, messages: list[Message], sampling: SamplingConfig, seed: int) -> Generation:
+    handles = frozenset({"tools", "response_format"})
+
+    def _complete(self, messages: list[Message], sampling: SamplingConfig, seed: int,
+                  options: CallOptions | None = None) -> Generation:
         with self._lock:
             t0 = time.perf_counter()
             try:
-                out = self.llama.create_chat_completion(
-                    messages=messages, **self._kwargs(sampling, seed)
-                )
+                if options is not None and options.wants_tools:
+                    out = self._with_tools(messages, sampling, seed, options)
+                else:
+                    fmt = _grammar_format(options)
+                    out = self.llama.create_chat_completion(
+                        messages=calls_as_text(messages), **self._kwargs(sampling, seed),
+                        **({"response_format": fmt} if fmt else {}))
             except ValueError as e:
                 raise self._rejected(e) from e
             latency = time.perf_counter() - t0
         choice = out["choices"][0]
         usage = out.get("usage") or {}
+        calls = choice["message"].get("tool_calls") or None
+        if calls and options is not None and options.parallel_tool_calls is False:
+            calls = calls[:1]  # one call per answer, as the request asked
         return Generation(
             text=choice["message"].get("content") or "",
             finish_reason=choice.get("finish_reason"),
@@ -197,7 +208,38 @@ class EmbeddedBackend(Backend):
             latency_s=latency,
             model=self.model,
             backend=self.label,
+            tool_calls=None if not calls else [
+                {"id": c["id"], "type": "function", "function": dict(c["function"])}
+                for c in calls],
         )
+
+    def _with_tools(self, messages: list[Message], sampling: SamplingConfig, seed: int,
+                    options: CallOptions) -> Any:
+        """A tool request through llama-cpp-python's ChatML function-calling handler
+        (a grammar picks a tool or a message, then the tool's JSON schema constrains
+        the arguments). It renders ChatML, so it is refused for other chat templates."""
+        from llama_cpp.llama_chat_format import chatml_function_calling
+
+        unescape_chatml_tools()
+        template = self.llama.metadata.get("tokenizer.chat_template") or ""
+        if "<|im_start|>" not in template:
+            raise errors.BadRequestError(
+                f"{self.label} can call tools only for ChatML models (its function-calling "
+                "handler writes ChatML); serve this model through an OpenAI-compatible "
+                "server with a tool parser instead", status_code=400, backend=self.label)
+        choice = options.effective_choice()
+        if choice == "required":
+            if len(options.tool_names) != 1:
+                raise errors.BadRequestError(
+                    f"{self.label} cannot force a call among several tools "
+                    "(tool_choice='required'); name the tool in tool_choice, or use 'auto'",
+                    status_code=400, backend=self.label)
+            choice = {"type": "function", "function": {"name": options.tool_names[0]}}
+        kwargs = self._kwargs(sampling, seed)
+        return chatml_function_calling(
+            llama=self.llama, messages=chatml_tool_messages(messages), tools=options.tools,
+            tool_choice=choice, temperature=kwargs["temperature"], top_p=kwargs["top_p"],
+            max_tokens=kwargs["max_tokens"], stop=kwargs["stop"])
 
     def _rejected(self, e: ValueError) -> errors.BadRequestError:
         """llama.cpp raises ``ValueError`` when the prompt overflows the context."""
@@ -206,7 +248,8 @@ class EmbeddedBackend(Backend):
             status_code=400, backend=self.label)
 
     async def generate(
-        self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None
+        self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None,
+        options: CallOptions | None = None,
     ) -> list[Generation]:
         """Samples ``n`` outputs (seeds ``seed``, ``seed+1``, ...); the engine runs them
         one at a time."""
@@ -216,14 +259,20 @@ class EmbeddedBackend(Backend):
         msgs = for_backend(messages, self.label)  # text only; developer -> system
 
         async def one(seed: int | None) -> Generation:
-            return await asyncio.to_thread(self._complete, msgs, sampling, seed)
+            return await asyncio.to_thread(self._complete, msgs, sampling, seed, options)
 
         return await emulate_n(one, n, seed=base, label=self.label)
 
     async def stream(
-        self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None
-    ) -> AsyncIterator[str | Generation]:
-        """Streams tokens from llama.cpp, then yields the final Generation."""
+        self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None,
+        options: CallOptions | None = None,
+    ) -> AsyncIterator[str | ToolCallChunk | Generation]:
+        """Streams tokens from llama.cpp, then yields the final Generation. With tools
+        or a response format the answer is generated whole, then yielded in pieces."""
+        if options is not None:
+            async for piece in super().stream(messages, sampling=sampling, options=options):
+                yield piece
+            return
         sampling = sampling or self.sampling
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
         channel = Channel()
@@ -236,7 +285,7 @@ class EmbeddedBackend(Backend):
                     t0 = time.perf_counter()
                     pieces, finish = [], None
                     for chunk in self.llama.create_chat_completion(
-                        messages=msgs, stream=True, **self._kwargs(sampling, seed)
+                        messages=calls_as_text(msgs), stream=True, **self._kwargs(sampling, seed)
                     ):
                         if stop.is_set():
                             return
@@ -293,3 +342,48 @@ class EmbeddedBackend(Backend):
         if self._chat_template is None:
             return "".join(m["content"] for m in messages)
         return self._chat_template.render(messages=messages, add_generation_prompt=True)
+
+
+def _grammar_format(options: CallOptions | None) -> dict[str, Any] | None:
+    """llama-cpp-python's form of a response format: ``json_object`` with an optional
+    ``schema`` (it compiles the schema to a grammar)."""
+    if options is None or not options.json_mode:
+        return None
+    schema = options.schema
+    return {"type": "json_object", **({"schema": schema} if schema is not None else {})}
+
+
+#: The system turn a tool request gets when it has none: llama-cpp-python's ChatML
+#: function-calling template lists the tools inside the system turn only.
+TOOL_SYSTEM = "You are a helpful assistant. Call a function when it helps answer."
+
+
+def chatml_tool_messages(messages: list[Message]) -> list[Message]:
+    """Messages as the ChatML function-calling handler needs them: tool results as user
+    turns (its template has no ``tool`` role) and a system turn to list the tools in."""
+    out = [{**m, "content": m.get("content") or ""} for m in tool_view(messages)]
+    if not any(m["role"] == "system" for m in out):
+        out = [{"role": "system", "content": TOOL_SYSTEM}, *out]
+    return out
+
+
+def unescape_chatml_tools() -> None:
+    """llama-cpp-python (0.3.x) compiles its ChatML function-calling template with HTML
+    autoescaping, so quotes in questions and call arguments reach the model as
+    ``&#34;``. Its other chat templates are compiled without escaping; this makes that
+    one so too (idempotent; the module's environment class is replaced by a subclass
+    that never escapes)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from llama_cpp import llama_chat_format
+
+    if getattr(llama_chat_format.ImmutableSandboxedEnvironment, "aft_unescaped", False):
+        return
+
+    class Unescaped(ImmutableSandboxedEnvironment):
+        aft_unescaped = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["autoescape"] = False
+            super().__init__(*args, **kwargs)
+
+    llama_chat_format.ImmutableSandboxedEnvironment = Unescaped  # type: ignore[misc]

@@ -19,13 +19,22 @@ import openai
 from openai._constants import DEFAULT_CONNECTION_LIMITS
 
 from aft_sdk import errors
-from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n, is_greedy
+from aft_sdk.backends.base import (
+    Backend,
+    Generation,
+    Message,
+    ToolCallChunk,
+    check_n,
+    emulate_n,
+    is_greedy,
+)
 from aft_sdk.backends.credentials import is_openai_endpoint, resolve_api_key, scrub_ambient_headers
 from aft_sdk.backends.http_errors import MALFORMED, map_upstream_error
 from aft_sdk.backends.limiter import AdaptiveLimiter, LimitedTransport, httpx
 from aft_sdk.config import OpenAIBackendConfig, SamplingConfig, validate
 from aft_sdk.messages import PART_TYPES, content_tokens, for_backend
 from aft_sdk.redact import RedactURLs, redact_url
+from aft_sdk.tools import CallOptions
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +149,10 @@ class OpenAIBackend(Backend):
             self._per_loop[loop] = pair
         return pair
 
-    def _params(self, sampling: SamplingConfig, n: int, seed: int | None) -> dict[str, Any]:
+    handles = frozenset({"tools", "response_format"})  # the server says if it cannot
+
+    def _params(self, sampling: SamplingConfig, n: int, seed: int | None,
+                options: CallOptions | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": self.model,
             "temperature": sampling.temperature,
@@ -153,16 +165,19 @@ class OpenAIBackend(Backend):
             params["seed"] = seed
         if sampling.stop:
             params["stop"] = sampling.stop
+        if options is not None:
+            params.update(options.request_fields())
         return params
 
     async def _request(
-        self, messages: Sequence[Message], sampling: SamplingConfig, n: int, seed: int | None
+        self, messages: Sequence[Message], sampling: SamplingConfig, n: int, seed: int | None,
+        options: CallOptions | None = None,
     ) -> list[Generation]:
         client, _ = self._client()
         t0 = time.perf_counter()
         try:
             resp = await client.chat.completions.create(
-                messages=self._view(messages), **self._params(sampling, n, seed)
+                messages=self._view(messages), **self._params(sampling, n, seed, options)
             )
             return self._parse(resp, time.perf_counter() - t0)
         except (openai.OpenAIError, *MALFORMED) as e:
@@ -211,7 +226,11 @@ class OpenAIBackend(Backend):
         model = self._field(resp, "model", str, "") or self.model
         out = []
         for i, ch in enumerate(choices):
-            text = self._field(getattr(ch, "message", None), "content", str, f"choices[{i}].message.")
+            message = getattr(ch, "message", None)
+            text = self._field(message, "content", str, f"choices[{i}].message.")
+            calls = self._calls(message, f"choices[{i}].message.")
+            if text is None and calls:
+                text = ""
             if text is None:
                 raise errors.MalformedResponseError(
                     f"{self.label} returned choice {i} without message content",
@@ -231,12 +250,31 @@ class OpenAIBackend(Backend):
                     latency_s=latency,
                     model=model,
                     backend=self.label,
+                    tool_calls=calls,
                 )
             )
         return out
 
+    def _calls(self, message: Any, where: str) -> list[dict[str, Any]] | None:
+        """A message's tool calls in OpenAI's format, checked (arguments are a string)."""
+        calls = self._field(message, "tool_calls", list, where)
+        if not calls:
+            return None
+        out = []
+        for j, call in enumerate(calls):
+            fn = getattr(call, "function", None)
+            name = self._field(fn, "name", str, f"{where}tool_calls[{j}].function.")
+            if not name:
+                raise self._malformed(f"{where}tool_calls[{j}] has no function name")
+            out.append({"id": self._field(call, "id", str, f"{where}tool_calls[{j}].") or
+                        f"call_{j}", "type": "function",
+                        "function": {"name": name, "arguments": self._field(
+                            fn, "arguments", str, f"{where}tool_calls[{j}].function.") or "{}"}})
+        return out
+
     async def generate(
-        self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None
+        self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None,
+        options: CallOptions | None = None,
     ) -> list[Generation]:
         """Samples exactly ``n`` outputs, emulating ``n`` where the server ignores it.
 
@@ -246,8 +284,8 @@ class OpenAIBackend(Backend):
         check_n(n)
         sampling = sampling or self.sampling
         if n == 1 or is_greedy(sampling) or (self._n_known and not self.native_n):
-            return await self._parallel_singles(messages, sampling, n)
-        gens = await self._request(messages, sampling, n, sampling.seed)
+            return await self._parallel_singles(messages, sampling, n, options=options)
+        gens = await self._request(messages, sampling, n, sampling.seed, options)
         if not self._n_known:
             self.native_n = len(gens) >= n
             self._n_known = True
@@ -255,24 +293,28 @@ class OpenAIBackend(Backend):
                 logger.info("%s ignores n; emulating it with parallel calls", self.label)
         if len(gens) >= n:
             return gens[:n]
-        return await self._parallel_singles(messages, sampling, n - len(gens), kept=gens)
+        return await self._parallel_singles(messages, sampling, n - len(gens), kept=gens,
+                                            options=options)
 
     async def _parallel_singles(
         self, messages: Sequence[Message], sampling: SamplingConfig, count: int,
-        kept: Sequence[Generation] = (),
+        kept: Sequence[Generation] = (), options: CallOptions | None = None,
     ) -> list[Generation]:
         async def one(seed: int | None) -> Generation:
-            return (await self._request(messages, sampling, 1, seed))[0]
+            return (await self._request(messages, sampling, 1, seed, options))[0]
 
         return await emulate_n(one, count, seed=sampling.seed, label=self.label, kept=kept)
 
     async def stream(
-        self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None
-    ) -> AsyncIterator[str | Generation]:
-        """Streams one completion; yields text pieces, then the final Generation."""
+        self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None,
+        options: CallOptions | None = None,
+    ) -> AsyncIterator[str | ToolCallChunk | Generation]:
+        """Streams one completion; yields text pieces and tool-call pieces, then the
+        final Generation."""
         sampling = sampling or self.sampling
         client, _ = self._client()
         pieces: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
         finish = None
         usage = None
         model = self.model
@@ -282,7 +324,7 @@ class OpenAIBackend(Backend):
                 messages=self._view(messages),
                 stream=True,
                 stream_options={"include_usage": True},
-                **self._params(sampling, 1, sampling.seed),
+                **self._params(sampling, 1, sampling.seed, options),
             )
             async for chunk in stream:
                 usage = getattr(chunk, "usage", None) or usage
@@ -296,6 +338,8 @@ class OpenAIBackend(Backend):
                     if delta:
                         pieces.append(delta)
                         yield delta
+                    for piece in self._call_deltas(getattr(ch, "delta", None), calls):
+                        yield piece
                     finish = self._field(ch, "finish_reason", str, "stream chunk ") or finish
             if finish is None:
                 raise self._malformed(
@@ -322,7 +366,30 @@ class OpenAIBackend(Backend):
             latency_s=latency,
             model=model,
             backend=self.label,
+            tool_calls=[{"id": c["id"] or f"call_{i}", "type": "function",
+                         "function": {"name": c["name"], "arguments": c["arguments"] or "{}"}}
+                        for i, c in sorted(calls.items())] or None,
         )
+
+    def _call_deltas(self, delta: Any, calls: dict[int, dict[str, Any]]
+                     ) -> list[ToolCallChunk]:
+        """A chunk's tool-call deltas, merged into ``calls`` (by index) and passed on."""
+        out = []
+        for j, d in enumerate(self._field(delta, "tool_calls", list, "stream chunk delta.") or []):
+            index = self._field(d, "index", int, "stream tool call ")
+            index = j if index is None else index
+            fn = getattr(d, "function", None)
+            name = self._field(fn, "name", str, "stream tool call function.")
+            args = self._field(fn, "arguments", str, "stream tool call function.") or ""
+            call_id = self._field(d, "id", str, "stream tool call ")
+            call = calls.setdefault(index, {"id": None, "name": None, "arguments": ""})
+            call["id"] = call["id"] or call_id
+            call["name"] = call["name"] or name
+            call["arguments"] += args
+            if call["name"] is None:
+                raise self._malformed(f"tool call {index} streamed without a name")
+            out.append(ToolCallChunk(index=index, id=call_id, name=name, arguments=args))
+        return out
 
     async def aclose(self) -> None:
         for client, _ in list(self._per_loop.values()):

@@ -23,10 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from aft_sdk import errors
-from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n, is_greedy
+from aft_sdk.backends import vllm_tools
+from aft_sdk.backends.base import (
+    Backend,
+    Generation,
+    Message,
+    ToolCallChunk,
+    check_n,
+    emulate_n,
+    is_greedy,
+)
 from aft_sdk.backends.vllm_engine import VLLMEngine
 from aft_sdk.config import PromptConfig, SamplingConfig, VLLMBackendConfig, validate
 from aft_sdk.messages import for_backend
+from aft_sdk.tools import CallOptions
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +57,16 @@ class VLLMBackend(Backend):
         tensor_parallel_size: GPUs to shard the model over.
         seed: Engine seed.
         trust_remote_code: Allow model code from the model folder. Off unless asked.
+        tool_parser: vLLM's parser for the calls the model writes (``hermes``,
+            ``llama3_json``, ...), needed for ``tool_choice="auto"``; a forced tool and a
+            response format use structured decoding (see :mod:`.vllm_tools`).
         engine_kwargs: Further keyword arguments for ``vllm.AsyncEngineArgs``.
         sampling: Default sampling for calls that pass none.
         engine: Share another backend's engine (see :meth:`with_lora`).
     """
 
     native_n = True
+    handles = frozenset({"tools", "response_format"})
 
     def __init__(
         self,
@@ -67,6 +81,7 @@ class VLLMBackend(Backend):
         tensor_parallel_size: int = 1,
         seed: int = 0,
         trust_remote_code: bool = False,
+        tool_parser: str | None = None,
         engine_kwargs: dict[str, Any] | None = None,
         sampling: SamplingConfig | None = None,
         engine: VLLMEngine | None = None,
@@ -78,7 +93,8 @@ class VLLMBackend(Backend):
                 enforce_eager=enforce_eager, enable_prefix_caching=enable_prefix_caching,
                 gpu_memory_utilization=gpu_memory_utilization,
                 tensor_parallel_size=tensor_parallel_size, seed=seed,
-                trust_remote_code=trust_remote_code, engine_kwargs=engine_kwargs or {},
+                trust_remote_code=trust_remote_code, tool_parser=tool_parser,
+                engine_kwargs=engine_kwargs or {},
             ),
             source="VLLMBackend",
         )
@@ -141,19 +157,22 @@ class VLLMBackend(Backend):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def _prompt_ids(self, messages: list[Message]) -> list[int]:
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                 tokenize=True)
+    def _prompt_ids(self, messages: list[Message], tools: Any = None) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(
+            vllm_tools.template_messages(messages), add_generation_prompt=True,
+            tokenize=True, **({"tools": tools} if tools else {}))
         if hasattr(ids, "keys"):  # BatchEncoding in newer transformers
             ids = ids["input_ids"]
         return list(ids)
 
-    async def _prepare(self, messages: Sequence[Message]) -> list[int]:
+    async def _prepare(self, messages: Sequence[Message],
+                       options: CallOptions | None = None) -> list[int]:
         if not self.engine.started:
             await asyncio.to_thread(self.engine.start)  # seconds to minutes: off the loop
         self.engine.check_alive(self.label)
         # Text only (the chat template renders strings); developer becomes system.
-        ids = await asyncio.to_thread(self._prompt_ids, for_backend(messages, self.label))
+        tools = options.tools if options is not None and options.wants_tools else None
+        ids = await asyncio.to_thread(self._prompt_ids, for_backend(messages, self.label), tools)
         limit = self.engine.max_model_len
         if limit is not None and len(ids) >= limit:
             raise errors.BadRequestError(
@@ -163,14 +182,17 @@ class VLLMBackend(Backend):
             )
         return ids
 
-    def _params(self, sampling: SamplingConfig, n: int, *, stream: bool) -> Any:
+    def _params(self, sampling: SamplingConfig, n: int, *, stream: bool,
+                options: CallOptions | None = None) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
+        guided = vllm_tools.structured(options, self.label, self._cfg.tool_parser)
         return SamplingParams(
             n=n, temperature=sampling.temperature, top_p=sampling.top_p,
             max_tokens=sampling.max_tokens, seed=sampling.seed, stop=sampling.stop,
             output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
+            **({"structured_outputs": guided} if guided is not None else {}),
         )
 
     def _requests(self, ids: list[int], params: Any) -> AsyncIterator[Any]:
@@ -189,7 +211,8 @@ class VLLMBackend(Backend):
         return last
 
     async def generate(
-        self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None
+        self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None,
+        options: CallOptions | None = None,
     ) -> list[Generation]:
         """Samples ``n`` outputs natively; the request joins the engine's running batch.
 
@@ -198,39 +221,49 @@ class VLLMBackend(Backend):
         """
         check_n(n)
         sampling = sampling or self.sampling
-        ids = await self._prepare(messages)
+        ids = await self._prepare(messages, options)
         if n > 1 and is_greedy(sampling):
             async def one(seed: int | None) -> Generation:
-                return (await self._native(ids, sampling, 1))[0]
+                return (await self._native(ids, sampling, 1, options))[0]
 
             return await emulate_n(one, n, seed=None, label=self.label)
-        return await self._native(ids, sampling, n)
+        return await self._native(ids, sampling, n, options)
 
-    async def _native(self, ids: list[int], sampling: SamplingConfig, n: int) -> list[Generation]:
+    async def _native(self, ids: list[int], sampling: SamplingConfig, n: int,
+                      options: CallOptions | None = None) -> list[Generation]:
+        params = self._params(sampling, n, stream=False, options=options)
         t0 = time.perf_counter()
         try:
-            out = await self.engine.call(self._last(ids, self._params(sampling, n, stream=False)))
+            out = await self.engine.call(self._last(ids, params))
         except (errors.AftError, asyncio.CancelledError):
             raise
         except Exception as e:  # noqa: BLE001 - vLLM's error types vary by version
             raise self._map(e) from e
         latency = time.perf_counter() - t0
         prompt_tokens = len(out.prompt_token_ids or ids)
-        return [
-            Generation(
-                text=c.text, finish_reason=c.finish_reason,
+        gens = []
+        for i, c in enumerate(out.outputs):
+            text, calls = vllm_tools.calls_of(c.text, options, self.tokenizer,
+                                              self._cfg.tool_parser, self.label)
+            gens.append(Generation(
+                text=text, finish_reason="tool_calls" if calls else c.finish_reason,
                 # One prefill serves all n outputs; count the prompt once.
                 prompt_tokens=prompt_tokens if i == 0 else 0,
                 completion_tokens=len(c.token_ids), latency_s=latency,
-                model=self.model, backend=self.label,
-            )
-            for i, c in enumerate(out.outputs)
-        ]
+                model=self.model, backend=self.label, tool_calls=calls,
+            ))
+        return gens
 
     async def stream(
-        self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None
-    ) -> AsyncIterator[str | Generation]:
-        """Yields text as the engine produces it, then the final Generation."""
+        self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None,
+        options: CallOptions | None = None,
+    ) -> AsyncIterator[str | ToolCallChunk | Generation]:
+        """Yields text as the engine produces it, then the final Generation. With tools
+        or a response format the answer is generated whole, then yielded in pieces."""
+        if options is not None:
+            async for piece in super().stream(messages, sampling=sampling, options=options):
+                yield piece
+            return
         sampling = sampling or self.sampling
         ids = await self._prepare(messages)
         t0 = time.perf_counter()

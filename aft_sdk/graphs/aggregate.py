@@ -19,6 +19,7 @@ from aft_sdk.graphs.context import RunContext
 from aft_sdk.graphs.plan import as_configs, build_plan, portable, split_layers
 from aft_sdk.graphs.trace import AggregateResult, build_result
 from aft_sdk.runner import DEFAULT_CONCURRENCY
+from aft_sdk.tools import CallOptions, call_options
 
 
 class AggregateGraph:
@@ -61,6 +62,9 @@ class AggregateGraph:
             cancelled (stragglers cost latency, not quality, when it is close to width).
         budget: ``{"generations": N, "tokens": T}`` per question (see
             :class:`~aft_sdk.config.BudgetConfig`).
+        tools, structured: How drafts' tool calls decide the answer's call, and how a
+            response format applies (:class:`~aft_sdk.config.ToolsConfig`,
+            :class:`~aft_sdk.config.StructuredConfig`).
         checkpointer: A LangGraph checkpointer (``InMemorySaver``, ``AsyncSqliteSaver``)
             so a failed run resumes without redoing finished branches. A thread holds
             one run: invoking again on a ``thread_id`` that already has a checkpoint is
@@ -100,6 +104,8 @@ class AggregateGraph:
         rsa: Mapping[str, Any] | None = None,
         quorum: int | None = None,
         budget: Mapping[str, Any] | None = None,
+        tools: Mapping[str, Any] | None = None,
+        structured: Mapping[str, Any] | None = None,
     ) -> None:
         # Keyword sugar: the arguments become one GraphConfig (validated once); backends
         # given as specs or configs go into it, live backend objects beside it.
@@ -111,7 +117,7 @@ class AggregateGraph:
             placement=placement, shuffle=shuffle, shuffle_seed=shuffle_seed,
             hide_models=hide_models, min_proposals=min_proposals, deadline_s=deadline_s,
             layer_timeout_s=layer_timeout_s, strategy=strategy, vote=vote, adaptive=adaptive,
-            rsa=rsa, quorum=quorum, budget=budget)
+            rsa=rsa, quorum=quorum, budget=budget, tools=tools, structured=structured)
         for role, value in (("proposers", proposers), ("aggregator", aggregator)):
             if value is not None:
                 if portable(value):
@@ -195,13 +201,14 @@ class AggregateGraph:
         return {"configurable": conf, "max_concurrency": None}
 
     def _context(self, stream_tokens: bool = False,
-                 final_sampling: SamplingConfig | Mapping[str, Any] | None = None) -> RunContext:
+                 final_sampling: SamplingConfig | Mapping[str, Any] | None = None,
+                 call: CallOptions | Mapping[str, Any] | None = None) -> RunContext:
         last = None
         if final_sampling is not None:
             # Validated now, so a bad value fails before any model is called.
             last = self.plan.layers[-1].sampling.overlay(final_sampling, source="final_sampling")
         return RunContext.starting_now(self.plan.deadline_s, final_sampling=last,
-                                       stream_tokens=stream_tokens)
+                                       stream_tokens=stream_tokens, call=call_options(call))
 
     def _result(self, state: dict[str, Any], elapsed: float) -> AggregateResult:
         return build_result(
@@ -246,7 +253,7 @@ class AggregateGraph:
 
     async def ainvoke(
         self, messages: str | Sequence[Any], *, thread_id: str | None = None,
-        final_sampling: SamplingConfig | Mapping[str, Any] | None = None,
+        final_sampling: SamplingConfig | Mapping[str, Any] | None = None, call: Any = None,
     ) -> AggregateResult:
         """Runs propose-and-aggregate on a question or a conversation.
 
@@ -257,6 +264,8 @@ class AggregateGraph:
             final_sampling: Sampling fields for this run's last layer (the final
                 aggregation), on top of the graph's own (for example a request's
                 ``temperature`` and ``max_tokens``).
+            call: Tools, ``tool_choice``, ``parallel_tool_calls`` and ``response_format``
+                (:class:`~aft_sdk.tools.CallOptions` or a dict); see ``docs/AGENTS.md``.
 
         Raises:
             ConfigError: Bad messages, or ``thread_id`` already holds a run.
@@ -265,16 +274,16 @@ class AggregateGraph:
             GraphTimeoutError: The deadline passed.
         """
         config = self._config(thread_id)
-        context = self._context(final_sampling=final_sampling)
+        context = self._context(final_sampling=final_sampling, call=call)
         return await self._run(await self._fresh_input(messages, config), config, context)
 
     def invoke(
         self, messages: str | Sequence[Any], *, thread_id: str | None = None,
-        final_sampling: SamplingConfig | Mapping[str, Any] | None = None,
+        final_sampling: SamplingConfig | Mapping[str, Any] | None = None, call: Any = None,
     ) -> AggregateResult:
         """Blocking twin of :meth:`ainvoke`."""
         return run_sync(self.ainvoke(messages, thread_id=thread_id,
-                                     final_sampling=final_sampling))
+                                     final_sampling=final_sampling, call=call))
 
     async def aresume(self, thread_id: str) -> AggregateResult:
         """Continues a failed or interrupted checkpointed run; finished branches are kept."""
@@ -291,7 +300,7 @@ class AggregateGraph:
 
     async def astream(
         self, messages: str | Sequence[Any], *, thread_id: str | None = None,
-        final_sampling: SamplingConfig | Mapping[str, Any] | None = None,
+        final_sampling: SamplingConfig | Mapping[str, Any] | None = None, call: Any = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Yields progress events, the final aggregation's tokens, then the result.
 
@@ -304,7 +313,7 @@ class AggregateGraph:
         """
         t0 = time.perf_counter()
         config = self._config(thread_id)
-        context = self._context(stream_tokens=True, final_sampling=final_sampling)
+        context = self._context(stream_tokens=True, final_sampling=final_sampling, call=call)
         state_in = await self._fresh_input(messages, config)
         final: dict[str, Any] = {}
         backstop = self._backstop()
@@ -339,14 +348,14 @@ class AggregateGraph:
 
     def stream(
         self, messages: str | Sequence[Any], *, thread_id: str | None = None,
-        final_sampling: SamplingConfig | Mapping[str, Any] | None = None,
+        final_sampling: SamplingConfig | Mapping[str, Any] | None = None, call: Any = None,
     ) -> Iterator[dict[str, Any]]:
         """Blocking twin of :meth:`astream` (events arrive as they happen).
 
         Leaving the loop early, or Ctrl-C while waiting, cancels the run.
         """
         return iterate_sync(lambda: self.astream(messages, thread_id=thread_id,
-                                                 final_sampling=final_sampling))
+                                                 final_sampling=final_sampling, call=call))
 
     async def abatch(
         self, inputs: Sequence[str | Sequence[Any]], *, max_concurrency: int = DEFAULT_CONCURRENCY,

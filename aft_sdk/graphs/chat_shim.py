@@ -20,7 +20,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict
 
-from aft_sdk.backends.base import Generation
+from aft_sdk.backends.base import Generation, ToolCallChunk
 from aft_sdk.messages import text_of
 
 GENERATION_KEY = "aft_generation"
@@ -39,6 +39,10 @@ class BackendChat(BaseChatModel):
     backend: Any
     sampling: Any
     on_token: Callable[[str], None] | None = None
+    options: Any = None
+
+    def _kw(self) -> dict[str, Any]:
+        return {} if self.options is None else {"options": self.options}
 
     @property
     def _llm_type(self) -> str:
@@ -48,13 +52,14 @@ class BackendChat(BaseChatModel):
                          run_manager: Any = None, **kwargs: Any) -> ChatResult:
         if self.on_token is None:
             (gen,) = await self.backend.generate(kwargs["aft_messages"], n=1,
-                                                 sampling=self.sampling)
+                                                 sampling=self.sampling, **self._kw())
         else:  # tokens as custom stream events only
             gen = None
-            async for piece in self.backend.stream(kwargs["aft_messages"], sampling=self.sampling):
+            async for piece in self.backend.stream(kwargs["aft_messages"], sampling=self.sampling,
+                                                   **self._kw()):
                 if isinstance(piece, Generation):
                     gen = piece
-                else:
+                elif isinstance(piece, str):
                     self.on_token(piece)
             assert gen is not None  # every Backend.stream ends with a Generation
         message = AIMessage(content=gen.text,
@@ -64,10 +69,15 @@ class BackendChat(BaseChatModel):
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: Any = None, **kwargs: Any
                        ) -> AsyncIterator[ChatGenerationChunk]:
-        async for piece in self.backend.stream(kwargs["aft_messages"], sampling=self.sampling):
+        async for piece in self.backend.stream(kwargs["aft_messages"], sampling=self.sampling,
+                                               **self._kw()):
             if isinstance(piece, Generation):
                 yield ChatGenerationChunk(message=AIMessageChunk(
                     content="", response_metadata={GENERATION_KEY: piece.model_dump()}))
+            elif isinstance(piece, ToolCallChunk):
+                yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[
+                    {"index": piece.index, "id": piece.id, "name": piece.name,
+                     "args": piece.arguments, "type": "tool_call_chunk"}]))
             else:
                 if self.on_token is not None:
                     self.on_token(piece)
@@ -84,11 +94,11 @@ def traced_view(messages: list[dict[str, Any]]) -> list[BaseMessage]:
 
 
 async def final_call(backend: Any, messages: list[dict[str, Any]], sampling: Any,
-                     config: Any, on_token: Callable[[str], None] | None
-                     ) -> tuple[Generation, str | None]:
+                     config: Any, on_token: Callable[[str], None] | None,
+                     options: Any = None) -> tuple[Generation, str | None]:
     """The final aggregation through :class:`BackendChat`: its generation and the id of
     the message LangGraph streamed (``None`` if it streamed none)."""
-    chat = BackendChat(backend=backend, sampling=sampling, on_token=on_token)
+    chat = BackendChat(backend=backend, sampling=sampling, on_token=on_token, options=options)
     message = await chat.ainvoke(traced_view(messages), config=config, aft_messages=messages)
     gen = Generation.model_validate(message.response_metadata[GENERATION_KEY])
     return gen, message.id

@@ -16,6 +16,7 @@ from typing import Any
 
 from aft_sdk.config import SamplingConfig, validate
 from aft_sdk.errors import ConfigError
+from aft_sdk.tools import CallOptions, call_options
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,14 @@ class RunContext:
         final_sampling: Sampling of the last layer for this run (already merged onto the
             graph's), for example a request's ``temperature`` and ``max_tokens``.
         stream_tokens: Stream the final answer's tokens (``custom`` stream events).
+        call: The request's tools, tool choice and response format
+            (:class:`~aft_sdk.tools.CallOptions`; under LangGraph Server a JSON object).
     """
 
     deadline_at: float | None = None
     final_sampling: SamplingConfig | None = None
     stream_tokens: bool = False
+    call: CallOptions | None = None
 
     @classmethod
     def starting_now(cls, deadline_s: float | None, **settings: Any) -> RunContext:
@@ -94,4 +98,6 @@ def _parse(ctx: Any) -> RunContext:
     if data.get("final_sampling") is not None:
         data["final_sampling"] = validate(SamplingConfig, data["final_sampling"],
                                           source="context.final_sampling")
+    if data.get("call") is not None:
+        data["call"] = call_options(data["call"], source="context.call")
     return RunContext(**data)

@@ -42,14 +42,17 @@ from aft_sdk.errors import (
     InsufficientProposalsError,
     PartialGenerationError,
     QuorumReachedError,
+    StructuredOutputError,
 )
 from aft_sdk.graphs.chat_shim import final_call
 from aft_sdk.graphs.context import RunContext, context_of
 from aft_sdk.graphs.plan import GraphPlan
 from aft_sdk.graphs.rounds import more_rounds, survivors
-from aft_sdk.graphs.trace import ANSWER_NAME, failure_record, final_record, ok_record
+from aft_sdk.graphs.tool_calls import layer_options, needs_check
+from aft_sdk.graphs.trace import ANSWER_NAME, draft_text, failure_record, final_record, ok_record
 from aft_sdk.messages import normalize_messages
 from aft_sdk.prompts import parse_selection
+from aft_sdk.tools import CallOptions, check_structured, langchain_call
 
 
 class GraphState(TypedDict, total=False):
@@ -164,13 +167,31 @@ class LayerBranch:
             # within a request the backend offsets by output index, so slot s of a layer
             # uses seed + s either way.
             sampling = sampling.model_copy(update={"seed": sampling.seed + slots[0]})
+        options = layer_options(self.plan, ctx.call, self.layer, payload["messages"])
         t0 = time.perf_counter()
         message_id = None
+        tries = 1 + (self.plan.structured.retries if self.final and options is not None
+                     and options.json_mode else 0)
         try:
-            async with asyncio.timeout(self._timeout(ctx)):
-                gens, message_id = await self._generate(backend, messages, len(slots),
-                                                        sampling, ctx.stream_tokens)
+            backend.check_options(options)
+            for attempt in range(tries):
+                async with asyncio.timeout(self._timeout(ctx)):
+                    gens, message_id = await self._generate(
+                        backend, messages, len(slots), sampling, ctx.stream_tokens, options)
+                if not self.final or not needs_check(options, gens[0]):
+                    break
+                try:
+                    check_structured(gens[0].text, options.schema)  # type: ignore[union-attr]
+                    break
+                except StructuredOutputError as e:
+                    if attempt == tries - 1:
+                        raise StructuredOutputError(
+                            f"{e} (after {tries} tries of the final layer; structured."
+                            "retries sets how many)", field=e.field) from e
+                    info = {**info, "structured_retries": attempt + 1}
             error: AftError | None = None
+        except StructuredOutputError:
+            raise
         except PartialGenerationError as e:  # keep what came back; the rest failed
             gens, error = list(e.generations), e
         except (AftError, TimeoutError) as e:
@@ -197,19 +218,21 @@ class LayerBranch:
 
     async def _generate(
         self, backend: Any, messages: list[dict[str, str]], n: int, sampling: Any,
-        stream_tokens: bool,
+        stream_tokens: bool, options: CallOptions | None = None,
     ) -> tuple[list[Generation], str | None]:
         """The generations, and the id of the message LangGraph streamed (answer only)."""
         # A selecting preset's raw output is an index, not the answer: it is not
         # streamed (the caller sends the chosen draft once it is known).
         if not self.final or self.plan.template.selects:
-            return await backend.generate(messages, n=n, sampling=sampling), None
+            kw = {} if options is None else {"options": options}
+            return await backend.generate(messages, n=n, sampling=sampling, **kw), None
         # The answer's own call goes through LangChain, so LangGraph's messages mode
         # streams its tokens; custom token events when the run asked for them.
         write = get_stream_writer() if stream_tokens else None
         on_token = None if write is None else (
             lambda piece: write({"event": "token", "layer": self.layer, "text": piece}))
-        gen, message_id = await final_call(backend, messages, sampling, get_config(), on_token)
+        gen, message_id = await final_call(backend, messages, sampling, get_config(), on_token,
+                                           options)
         return [gen], message_id
 
     @staticmethod
@@ -277,7 +300,7 @@ class Router:
         if self.layer == 0 and slots is None:
             slots = range(self.plan.round_size())
         prev = survivors(state, self.layer - 1)
-        inputs = [{"text": r["text"], "model": r["model"], "slot": r["slot"]} for r in prev]
+        inputs = [{"text": draft_text(r), "model": r["model"], "slot": r["slot"]} for r in prev]
         target = node_name(self.layer)
         messages = normalize_messages(state["messages"])
         return [
@@ -306,11 +329,17 @@ def begin(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     return {"outputs": Overwrite([]), "answer": ""}
 
 
-def finish(state: GraphState) -> dict[str, Any]:
-    """Last node: the answer goes into state and, as an assistant message, the chat."""
-    record = final_record(state.get("outputs", []))
-    answer = record["text"] if record else ""
+def finish(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Last node: the answer goes into state and, as an assistant message, the chat (with
+    its tool calls). An answer under a JSON schema is checked here too (a vote's pick)."""
+    record = final_record(state.get("outputs", [])) or {}
+    answer = record.get("text", "")
+    calls = record.get("tool_calls") or []
+    options = context_of(runtime).call
+    if record and needs_check(options, Generation(text=answer, tool_calls=calls or None)):
+        check_structured(answer, options.schema)  # type: ignore[union-attr]
     # The id of the message LangGraph already streamed, so messages mode shows it once.
-    message_id = (record or {}).get("message_id")
+    message_id = record.get("message_id")
     return {"answer": answer,
-            "messages": [AIMessage(content=answer, name=ANSWER_NAME, id=message_id)]}
+            "messages": [AIMessage(content=answer, name=ANSWER_NAME, id=message_id,
+                                   tool_calls=[langchain_call(c) for c in calls])]}

@@ -17,7 +17,15 @@ from aft_sdk.backends.base import Backend, Message
 from aft_sdk.backends.factory import default_aggregator, default_backend, make_backend, parse_spec
 from aft_sdk.budget import fit_proposals
 from aft_sdk.answers import Extractor, get_extractor, get_verifier
-from aft_sdk.config import AdaptiveConfig, BudgetConfig, GraphConfig, PromptConfig, SamplingConfig
+from aft_sdk.config import (
+    AdaptiveConfig,
+    BudgetConfig,
+    GraphConfig,
+    PromptConfig,
+    SamplingConfig,
+    StructuredConfig,
+    ToolsConfig,
+)
 from aft_sdk.errors import ConfigError
 from aft_sdk.messages import non_text_parts, text_view
 from aft_sdk.prompts import PromptTemplate, shuffled_order
@@ -76,6 +84,9 @@ class GraphPlan:
     quorum: int | None
     #: The cap on generations / tokens per question (``None``: none).
     budget: BudgetConfig | None
+    #: How drafts that call tools decide the call; structured-output settings.
+    tools: ToolsConfig
+    structured: StructuredConfig
     shuffle: bool
     shuffle_seed: int
     min_proposals: int
@@ -222,6 +233,8 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
         subset=cfg.rsa.subset if cfg.strategy == "rsa" else None,
         quorum=cfg.quorum,
         budget=cfg.budget,
+        tools=cfg.tools,
+        structured=cfg.structured,
         shuffle=prompt.shuffle,
         shuffle_seed=prompt.shuffle_seed,
         min_proposals=cfg.min_proposals,

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, computed_field
 
 from aft_sdk.backends.base import Generation
 from aft_sdk.messages import as_dicts
+from aft_sdk.tools import render_calls
 
 
 class Usage(BaseModel):
@@ -58,6 +59,7 @@ class OutputRecord(BaseModel):
         derived: Not a model call: the answer chosen by a vote, or the agreed draft that
             took the place of a skipped aggregation (copied from ``picked``).
         message_id: For the answer's own call, the id of the message LangGraph streamed.
+        tool_calls: The tool calls the output made, in OpenAI's format.
         error: ``{"type", "message"}`` on failure.
     """
 
@@ -74,6 +76,7 @@ class OutputRecord(BaseModel):
     prompt: dict[str, Any] = Field(default_factory=dict)
     derived: bool = False
     message_id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
     error: dict[str, str] | None = None
 
 
@@ -121,8 +124,17 @@ class AggregateResult(BaseModel):
         return next((r for r in self.layers[-1].outputs if r.ok), None)
 
     @property
+    def tool_calls(self) -> list[dict[str, Any]] | None:
+        """The answer's tool calls (OpenAI's format), when the answer is a call."""
+        final = self.final_output
+        return final.tool_calls if final else None
+
+    @property
     def finish_reason(self) -> str:
-        """Why the generation that wrote the answer stopped (``stop``, ``length``, ...)."""
+        """Why the generation that wrote the answer stopped (``stop``, ``length``, ...;
+        ``tool_calls`` when the answer is a call)."""
+        if self.tool_calls:
+            return "tool_calls"
         final = self.final_output
         return (final.finish_reason if final else None) or "stop"
 
@@ -157,7 +169,7 @@ def ok_record(layer: int, slot: int, gen: Generation, prompt: dict[str, Any],
         layer=layer, slot=slot, ok=True, text=gen.text, finish_reason=gen.finish_reason,
         prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
         latency_s=gen.latency_s, model=gen.model, backend=gen.backend, prompt=prompt,
-        message_id=message_id,
+        message_id=message_id, tool_calls=gen.tool_calls,
     ).model_dump()
 
 
@@ -194,8 +206,17 @@ def derived_record(layer: int, picked: dict[str, Any], decision: dict[str, Any])
     return OutputRecord(
         layer=layer, slot=0, ok=True, text=picked["text"], finish_reason=picked["finish_reason"],
         model=picked["model"], backend=picked["backend"], derived=True,
-        prompt={**decision, "picked": picked["slot"]},
+        prompt={**decision, "picked": picked["slot"]}, tool_calls=picked.get("tool_calls"),
     ).model_dump()
+
+
+def draft_text(record: dict[str, Any]) -> str:
+    """How a record reads to the next layer: its text, then any tool calls it made."""
+    calls = record.get("tool_calls")
+    if not calls:
+        return record["text"]
+    listed = render_calls(calls)
+    return f"{record['text']}\n{listed}" if record["text"] else listed
 
 
 def build_result(

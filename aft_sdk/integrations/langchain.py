@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import time
+from operator import itemgetter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -18,13 +19,18 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel, ConfigDict
 
 from aft_sdk import errors
 from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
 from aft_sdk.config import SamplingConfig
 from aft_sdk.graphs import AggregateGraph, AggregateResult
 from aft_sdk.messages import PART_TYPES
+from aft_sdk.tools import CallOptions, langchain_call, openai_call
 
 
 def _usage(result: AggregateResult) -> dict[str, int]:
@@ -73,31 +79,88 @@ class AggregateChatModel(BaseChatModel):
                                         self.graph.depth)
         return params
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
-        raise NotImplementedError(
-            "AggregateChatModel does not support tools yet: aggregating tool calls across "
-            "drafts is not defined; call tools in your own graph around this model"
-        )
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None,
+                   parallel_tool_calls: bool | None = None, strict: bool | None = None,
+                   **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        """The model with tools offered to every draft and aggregation.
+
+        ``tools``: LangChain tools, functions, pydantic classes or OpenAI tool dicts.
+        ``tool_choice``: ``"auto"``, ``"none"``, ``"required"`` (``"any"`` and ``True``
+        mean it too) or a tool's name. How drafts' calls become the answer's call is the
+        graph's ``tools.policy`` (see ``docs/AGENTS.md``).
+        """
+        formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
+        if tool_choice in ("any", True):
+            tool_choice = "required"
+        elif isinstance(tool_choice, str) and tool_choice not in ("auto", "none", "required"):
+            tool_choice = {"type": "function", "function": {"name": tool_choice}}
+        extra = {"tool_choice": tool_choice} if tool_choice not in (None, False) else {}
+        if parallel_tool_calls is not None:
+            extra["parallel_tool_calls"] = parallel_tool_calls
+        return super().bind(tools=formatted, **extra, **kwargs)
+
+    def with_structured_output(self, schema: Any, *, method: str = "function_calling",
+                               include_raw: bool = False, strict: bool | None = None,
+                               **kwargs: Any) -> Runnable[LanguageModelInput, Any]:
+        """Answers parsed into ``schema`` (a pydantic class, TypedDict or JSON schema).
+
+        ``method``: ``function_calling`` (the schema as a forced tool, parsed from the
+        call), ``json_schema`` (the answer constrained to the schema and checked
+        against it) or ``json_mode`` (any JSON object, parsed).
+        """
+        if method == "function_calling":
+            return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
+        if method not in ("json_schema", "json_mode"):
+            raise errors.ConfigError(f"method must be function_calling, json_schema or "
+                                     f"json_mode, got {method!r}")
+        pydantic_class = isinstance(schema, type) and issubclass(schema, BaseModel)
+        if method == "json_mode":
+            fmt: dict[str, Any] = {"type": "json_object"}
+        else:
+            fn = convert_to_openai_tool(schema)["function"]
+            fmt = {"type": "json_schema", "json_schema": {
+                "name": fn["name"], "schema": schema.model_json_schema() if pydantic_class
+                else fn.get("parameters", schema), **({"strict": strict} if strict else {})}}
+        llm = self.bind(response_format=fmt, ls_structured_output_format={
+            "kwargs": {"method": method}, "schema": schema})
+        parser: Any = PydanticOutputParser(pydantic_object=schema) if pydantic_class \
+            else JsonOutputParser()
+        if not include_raw:
+            return llm | parser
+        parsed = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser,
+                                            parsing_error=lambda _: None)
+        fallback = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parsed.with_fallbacks([fallback],
+                                                           exception_key="parsing_error")
 
     @staticmethod
     def _final(stop: list[str] | None) -> dict[str, Any] | None:
         return {"stop": stop} if stop else None
 
     @staticmethod
+    def _call(kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """The request's tools and format from the bound keyword arguments."""
+        call = {k: kwargs[k] for k in CALL_FIELDS if kwargs.get(k) is not None}
+        return call or None
+
+    @staticmethod
     def _result(result: AggregateResult) -> ChatResult:
+        calls = [langchain_call(c) for c in result.tool_calls or []]
         message = AIMessage(content=result.answer, usage_metadata=_usage(result),
-                            response_metadata=_metadata(result))
+                            response_metadata=_metadata(result), tool_calls=calls)
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any
                   ) -> ChatResult:
-        return self._result(self.graph.invoke(messages, final_sampling=self._final(stop)))
+        return self._result(self.graph.invoke(messages, final_sampling=self._final(stop),
+                                              call=self._call(kwargs)))
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None,
                          **kwargs: Any) -> ChatResult:
-        return self._result(await self.graph.ainvoke(messages, final_sampling=self._final(stop)))
+        return self._result(await self.graph.ainvoke(
+            messages, final_sampling=self._final(stop), call=self._call(kwargs)))
 
     @staticmethod
     def _chunk(event: dict[str, Any]) -> ChatGenerationChunk | None:
@@ -105,14 +168,19 @@ class AggregateChatModel(BaseChatModel):
             return ChatGenerationChunk(message=AIMessageChunk(content=event["text"]))
         if event["event"] == "result":
             result = event["result"]
+            chunks = [{"index": i, "id": c["id"], "name": c["function"]["name"],
+                       "args": c["function"]["arguments"], "type": "tool_call_chunk"}
+                      for i, c in enumerate(result.tool_calls or [])]
             return ChatGenerationChunk(message=AIMessageChunk(
-                content="", usage_metadata=_usage(result), response_metadata=_metadata(result)))
+                content="", usage_metadata=_usage(result), response_metadata=_metadata(result),
+                tool_call_chunks=chunks, chunk_position="last"))
         return None
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any
                 ) -> Iterator[ChatGenerationChunk]:
-        for event in self.graph.stream(messages, final_sampling=self._final(stop)):
+        for event in self.graph.stream(messages, final_sampling=self._final(stop),
+                                       call=self._call(kwargs)):
             chunk = self._chunk(event)
             if chunk is not None:
                 if run_manager and event["event"] == "token":
@@ -122,7 +190,8 @@ class AggregateChatModel(BaseChatModel):
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        async for event in self.graph.astream(messages, final_sampling=self._final(stop)):
+        async for event in self.graph.astream(messages, final_sampling=self._final(stop),
+                                              call=self._call(kwargs)):
             chunk = self._chunk(event)
             if chunk is not None:
                 if run_manager and event["event"] == "token":
@@ -131,6 +200,7 @@ class AggregateChatModel(BaseChatModel):
 
 
 _SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens")
+CALL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
 
 
 class LangChainBackend(Backend):
@@ -149,6 +219,7 @@ class LangChainBackend(Backend):
 
     parts = PART_TYPES[1:]  # content blocks pass to the model, which decides
     keeps_developer = True  # LangChain maps the role for its provider
+    handles = frozenset({"tools", "response_format"})  # bind_tools / bind(response_format)
 
     def __init__(self, chat_model: BaseChatModel, *, context_window: int | None = None,
                  sampling: SamplingConfig | None = None) -> None:
@@ -172,9 +243,27 @@ class LangChainBackend(Backend):
             update["seed"] = seed
         return self.chat_model.model_copy(update=update)
 
+    def _bound(self, model: BaseChatModel, options: CallOptions | None) -> Any:
+        """The model with the request's tools (``bind_tools``) and response format."""
+        if options is None:
+            return model
+        bound: Any = model
+        if options.tools:
+            extra = {} if options.parallel_tool_calls is None else {
+                "parallel_tool_calls": options.parallel_tool_calls}
+            try:
+                bound = model.bind_tools(options.tools, tool_choice=options.tool_choice, **extra)
+            except NotImplementedError as e:
+                raise errors.BadRequestError(
+                    f"{self.label} cannot call tools (its bind_tools is not implemented)",
+                    status_code=400, backend=self.label) from e
+        if options.response_format is not None:
+            bound = bound.bind(response_format=options.response_format)
+        return bound
+
     async def _one(self, messages: Sequence[Message], sampling: SamplingConfig,
-                   seed: int | None) -> Generation:
-        model = self._configured(sampling, seed)
+                   seed: int | None, options: CallOptions | None = None) -> Generation:
+        model = self._bound(self._configured(sampling, seed), options)
         t0 = time.perf_counter()
         try:
             message = await model.ainvoke(list(messages), stop=sampling.stop)
@@ -193,16 +282,19 @@ class LangChainBackend(Backend):
             completion_tokens=int(usage.get("output_tokens", 0)),
             latency_s=time.perf_counter() - t0,
             model=str(meta.get("model_name") or self.model), backend=self.label,
+            tool_calls=[openai_call(c) for c in getattr(message, "tool_calls", None) or []]
+            or None,
         )
 
     async def generate(self, messages: Sequence[Message], *, n: int = 1,
-                       sampling: SamplingConfig | None = None) -> list[Generation]:
+                       sampling: SamplingConfig | None = None,
+                       options: CallOptions | None = None) -> list[Generation]:
         """Samples ``n`` outputs with parallel calls (seeds ``seed``, ``seed+1``, ...)."""
         check_n(n)
         sampling = sampling or self.sampling
 
         async def one(seed: int | None) -> Generation:
-            return await self._one(messages, sampling, seed)
+            return await self._one(messages, sampling, seed, options)
 
         return await emulate_n(one, n, seed=sampling.seed, label=self.label)
 

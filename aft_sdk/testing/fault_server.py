@@ -13,7 +13,9 @@ non-JSON body), ``empty`` (200 with ``choices: []``), and hostile upstreams:
 ``drip:SECONDS`` (stream one word per SECONDS), ``broken-sse`` (a first token, then the
 line ``data: {oops``), ``bad-model`` (``model`` is a number), ``bad-usage``
 (``usage.completion_tokens`` is ``"x"``), ``no-finish`` (a stream that ends without a
-finish reason), ``length`` (finish reason ``length``), ``echo-key`` (401 whose message echoes the bearer key, exact and
+finish reason), ``length`` (finish reason ``length``), ``call:NAME:ARGS`` (a tool call of NAME with
+the JSON arguments ARGS; several calls joined by ``|``; streamed as tool-call deltas),
+``bad-call`` (a tool call without a function name), ``echo-key`` (401 whose message echoes the bearer key, exact and
 masked, as api.openai.com does). A request may also carry the
 header ``x-aft-fault: ACTION``. The server counts requests and, per model, the most in
 flight at once so tests can check retries and concurrency bounds from the server's side;
@@ -256,6 +258,9 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                                            f"(Authorization: Bearer {key})"}})
                 return
             time.sleep(float(arg) if kind == "delay" else server.delay_s)
+            if kind in ("call", "bad-call"):
+                self._calls(body, arg, bad=kind == "bad-call")
+                return
             n = int(body.get("n") or 1) if server.honour_n else 1
             texts = [arg if kind == "say" else server.reply_text(body, i) for i in range(n)]
             if body.get("stream"):
@@ -299,6 +304,38 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(b"data: [DONE]\n\n")
             self.close_connection = True
 
+        def _calls(self, body: dict[str, Any], spec: str, bad: bool) -> None:
+            calls = []
+            for i, one in enumerate(spec.split("|") if spec else ["f:{}"]):
+                name, _, args = one.partition(":")
+                fn = {"arguments": args or "{}"} if bad else {"name": name, "arguments": args or "{}"}
+                calls.append({"id": f"call_{i}_{name}", "type": "function", "function": fn})
+            if not body.get("stream"):
+                payload = _completion(body, [""])
+                payload["choices"][0].update(finish_reason="tool_calls", message={
+                    "role": "assistant", "content": None, "tool_calls": calls})
+                self._send(200, payload)
+                return
+            self._finished()
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("connection", "close")
+            self.end_headers()
+            model = body.get("model")
+            for i, c in enumerate(calls):  # the name first, the arguments in two pieces
+                args = c["function"]["arguments"]
+                head = {"index": i, "id": c["id"], "type": "function",
+                        "function": {**({} if bad else {"name": c["function"]["name"]}),
+                                     "arguments": args[:len(args) // 2]}}
+                tail = {"index": i, "function": {"arguments": args[len(args) // 2:]}}
+                for part in (head, tail):
+                    self._event(model, {"choices": [{"index": 0, "delta": {"tool_calls": [part]}}]})
+            self._event(model, {"choices": [{"index": 0, "delta": {},
+                                             "finish_reason": "tool_calls"}]})
+            self._event(model, {"choices": [], "usage": _usage(body, [""])})
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.close_connection = True
+
         def _event(self, model: Any, part: dict[str, Any]) -> None:
             chunk = {"id": "fault", "object": "chat.completion.chunk", "created": 0,
                      "model": model, **part}
@@ -313,7 +350,7 @@ def _finish(kind: str) -> str:
 
 
 def _usage(body: dict[str, Any], texts: list[str]) -> dict[str, int]:
-    prompt = sum(_words(str(m.get("content", ""))) for m in body.get("messages", []))
+    prompt = sum(_words(str(m.get("content") or "")) for m in body.get("messages", []))
     completion = sum(_words(t) for t in texts)
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}

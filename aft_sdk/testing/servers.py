@@ -79,12 +79,14 @@ class LocalServer:
     @classmethod
     def llama_cpp(
         cls, model_path: str | os.PathLike[str], *, alias: str = "smollm2", n_ctx: int = 2048,
-        n_threads: int | None = None, port: int | None = None,
+        n_threads: int | None = None, port: int | None = None, tools: bool = False,
     ) -> LocalServer:
-        """llama-cpp-python's OpenAI-compatible server on a GGUF file (ready in ~1 s)."""
+        """llama-cpp-python's OpenAI-compatible server on a GGUF file (ready in ~1 s);
+        ``tools=True`` serves tool calls (:mod:`aft_sdk.testing.llama_tools`, ChatML)."""
         port = port or free_port()
+        module = "aft_sdk.testing.llama_tools" if tools else "llama_cpp.server"
         cmd = [
-            sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
+            sys.executable, "-m", module, "--model", str(model_path),
             "--model_alias", alias, "--host", "127.0.0.1", "--port", str(port),
             "--n_ctx", str(n_ctx), "--n_threads", str(n_threads or os.cpu_count() or 1),
         ]

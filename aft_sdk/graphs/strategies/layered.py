@@ -32,6 +32,8 @@ from aft_sdk.graphs.nodes import (
 )
 from aft_sdk.graphs.plan import GraphPlan
 from aft_sdk.graphs.rounds import Decide, agreed, fits, more_rounds, next_round
+from aft_sdk.graphs.tool_calls import NODE as TOOL_NODE
+from aft_sdk.graphs.tool_calls import ToolDecision, ToolGate
 
 
 def build(plan: GraphPlan) -> StateGraph:
@@ -61,18 +63,26 @@ def build(plan: GraphPlan) -> StateGraph:
         g.add_node("budget", Decide(plan, "budget").run)
         g.add_edge("budget", "finish")
     answer = "vote" if plan.answer_by == "vote" else "finish"
+    g.add_node(TOOL_NODE, ToolDecision(plan).run)  # drafts that call tools decide here
+    g.add_edge(TOOL_NODE, "finish")
     g.add_node("begin", begin)
     g.add_edge(START, "begin")
     g.add_conditional_edges("begin", Router(plan, 0).route, [node_name(0)])
     for layer in range(1, depth + 1):
         if layer == 1 and plan.adaptive is not None:
             continue  # AfterDrafts routes out of gather_0
-        g.add_conditional_edges(f"gather_{layer - 1}", Guarded(plan, layer).route,
-                                [node_name(layer), *budget])
+        route = Guarded(plan, layer).route
+        if layer == 1:
+            route = ToolGate(plan, route).route
+        g.add_conditional_edges(f"gather_{layer - 1}", route,
+                                [node_name(layer), *budget, *([TOOL_NODE] if layer == 1 else [])])
     if plan.adaptive is not None:
         after = AfterDrafts(plan)
-        g.add_conditional_edges("gather_0", after.route, after.targets(answer))
-    if plan.adaptive is None or depth > 0:  # else gather_0's edge above leads on
+        g.add_conditional_edges("gather_0", ToolGate(plan, after.route).route,
+                                [*after.targets(answer), TOOL_NODE])
+    if depth == 0 and plan.adaptive is None:
+        g.add_conditional_edges("gather_0", ToolGate(plan, answer).route, [answer, TOOL_NODE])
+    elif plan.adaptive is None or depth > 0:  # else gather_0's edge above leads on
         g.add_edge(last, answer)
     return g
 
