@@ -121,7 +121,9 @@ def _image_url(p: dict[str, Any], where: str) -> str:
     raise ConfigError(f"{where} is an image block without url or base64 data")
 
 
-_LC_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+_LC_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool",
+             "HumanMessageChunk": "user", "AIMessageChunk": "assistant",
+             "SystemMessageChunk": "system", "ToolMessageChunk": "tool"}
 
 
 def _parts_of(m: Any) -> tuple[Any, Any, dict[str, Any]]:

@@ -243,8 +243,9 @@ def check_structured(text: str, schema: dict[str, Any] | None) -> Any:
     if schema is None:
         return value
     try:
-        error = jsonschema.exceptions.best_match(
-            jsonschema.validators.validator_for(schema)(schema).iter_errors(value))
+        validator = jsonschema.validators.validator_for(schema)
+        validator.check_schema(schema)
+        error = jsonschema.exceptions.best_match(validator(schema).iter_errors(value))
     except jsonschema.exceptions.SchemaError as e:
         raise ConfigError(f"the response_format schema is invalid: {e.message}") from e
     if error is not None:

@@ -35,7 +35,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from aft_sdk import AggregateGraph, EmbeddedBackend, SamplingConfig
+from aft_sdk import EmbeddedBackend, SamplingConfig
 from aft_sdk.config import AGGREGATOR_SAMPLING, PROPOSER_SAMPLING
 from aft_sdk.eval import KeywordTask, Method, evaluate, format_table, paired_difference, run_path
 from aft_sdk.eval.facts import fact_questions

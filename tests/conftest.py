@@ -44,6 +44,13 @@ def llama_server(gguf_path: Path):
 
 
 @pytest.fixture(scope="session")
+def llama_tools_server(gguf_path: Path):
+    """The llama.cpp server with tool calling (ChatML function calling), for agents."""
+    with LocalServer.llama_cpp(gguf_path, alias="smollm2", n_ctx=2048, tools=True) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
 def hf_model_dir(gguf_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled model as an ordinary HF folder (dequantised; ~12 s to export)."""
     _need("transformers", "train")
@@ -135,3 +142,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if leftovers:
         print("\nvLLM engine processes left behind:\n  " + "\n  ".join(leftovers))
         session.exitstatus = 1
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A module's ``BOTH_FAIL`` (test name -> reason) marks those tests as expected to
+    fail, not strictly (the LangChain standard suite on the llama.cpp server)."""
+    for item in items:
+        reasons = getattr(getattr(item, "module", None), "BOTH_FAIL", None)
+        name = getattr(item, "originalname", item.name)
+        if reasons and name in reasons and "Unit" not in item.nodeid:
+            item.add_marker(pytest.mark.xfail(reason=reasons[name], strict=False))

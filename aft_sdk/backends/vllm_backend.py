@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from aft_sdk import errors
-from aft_sdk.backends import vllm_tools
+from aft_sdk.backends.vllm_tools import calls_of, structured, template_messages
 from aft_sdk.backends.base import (
     Backend,
     Generation,
@@ -159,7 +159,7 @@ class VLLMBackend(Backend):
 
     def _prompt_ids(self, messages: list[Message], tools: Any = None) -> list[int]:
         ids = self.tokenizer.apply_chat_template(
-            vllm_tools.template_messages(messages), add_generation_prompt=True,
+            template_messages(messages), add_generation_prompt=True,
             tokenize=True, **({"tools": tools} if tools else {}))
         if hasattr(ids, "keys"):  # BatchEncoding in newer transformers
             ids = ids["input_ids"]
@@ -187,7 +187,7 @@ class VLLMBackend(Backend):
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        guided = vllm_tools.structured(options, self.label, self._cfg.tool_parser)
+        guided = structured(options, self.label, self._cfg.tool_parser)
         return SamplingParams(
             n=n, temperature=sampling.temperature, top_p=sampling.top_p,
             max_tokens=sampling.max_tokens, seed=sampling.seed, stop=sampling.stop,
@@ -243,7 +243,7 @@ class VLLMBackend(Backend):
         prompt_tokens = len(out.prompt_token_ids or ids)
         gens = []
         for i, c in enumerate(out.outputs):
-            text, calls = vllm_tools.calls_of(c.text, options, self.tokenizer,
+            text, calls = calls_of(c.text, options, self.tokenizer,
                                               self._cfg.tool_parser, self.label)
             gens.append(Generation(
                 text=text, finish_reason="tool_calls" if calls else c.finish_reason,

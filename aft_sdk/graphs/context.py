@@ -86,8 +86,10 @@ def context_of(runtime: Any, deadline_s: float | None = None) -> RunContext:
 
 
 def _parse(ctx: Any) -> RunContext:
-    if ctx is None or isinstance(ctx, RunContext):
-        return ctx or RunContext()
+    if isinstance(ctx, RunContext):  # LangGraph builds it from a dict without checking
+        ctx = {f.name: getattr(ctx, f.name) for f in fields(RunContext)}
+    if ctx is None:
+        return RunContext()
     if not isinstance(ctx, Mapping):
         raise ConfigError(f"the run context must be an object with fields {sorted(_NAMES)}, "
                           f"got {type(ctx).__name__}")
@@ -95,7 +97,8 @@ def _parse(ctx: Any) -> RunContext:
     if unknown:
         raise ConfigError(f"unknown run context fields {unknown}; known: {sorted(_NAMES)}")
     data = dict(ctx)
-    if data.get("final_sampling") is not None:
+    if data.get("final_sampling") is not None and not isinstance(data["final_sampling"],
+                                                                 SamplingConfig):
         data["final_sampling"] = validate(SamplingConfig, data["final_sampling"],
                                           source="context.final_sampling")
     if data.get("call") is not None:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from operator import itemgetter
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -26,6 +27,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict
 
 from aft_sdk import errors
+from aft_sdk.aio import run_sync
 from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
 from aft_sdk.config import SamplingConfig
 from aft_sdk.graphs import AggregateGraph, AggregateResult
@@ -54,13 +56,24 @@ class AggregateChatModel(BaseChatModel):
 
     Args:
         graph: The graph to run for every call.
-
-    A ``stop`` list passed by LangChain applies to the final aggregation.
+        temperature, top_p, max_tokens, stop: Sampling of the final layer (the answer),
+            on top of the graph's own; a ``stop`` passed with a call wins.
+        timeout: Seconds one call may take (the run is cancelled after it:
+            :class:`~aft_sdk.errors.GraphTimeoutError`); ``None``: the graph's deadline.
+        max_retries: Further runs after a run fails (:class:`~aft_sdk.errors.GraphError`:
+            too few drafts, a failed final aggregation); backends retry their own
+            requests besides.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     graph: AggregateGraph
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] | None = None
+    timeout: float | None = None
+    max_retries: int = 0
 
     @property
     def _llm_type(self) -> str:
@@ -75,8 +88,8 @@ class AggregateChatModel(BaseChatModel):
         """LangSmith's run parameters: traces name the graph as the model."""
         params = super()._get_ls_params(stop=stop, **kwargs)
         params["ls_provider"] = "aft"
-        params["ls_model_name"] = _name(self.graph.plan.template.name, self.graph.width,
-                                        self.graph.depth)
+        params["ls_model_name"] = kwargs.get("model") or _name(
+            self.graph.plan.template.name, self.graph.width, self.graph.depth)
         return params
 
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None,
@@ -133,13 +146,37 @@ class AggregateChatModel(BaseChatModel):
         return RunnableMap(raw=llm) | parsed.with_fallbacks([fallback],
                                                            exception_key="parsing_error")
 
-    @staticmethod
-    def _final(stop: list[str] | None) -> dict[str, Any] | None:
-        return {"stop": stop} if stop else None
+    def _final(self, stop: list[str] | None) -> dict[str, Any] | None:
+        values = {"temperature": self.temperature, "top_p": self.top_p,
+                  "max_tokens": self.max_tokens, "stop": stop or self.stop or None}
+        final = {k: v for k, v in values.items() if v is not None}
+        return final or None
+
+    async def _arun(self, messages: list[BaseMessage], stop: list[str] | None,
+                    kwargs: dict[str, Any]) -> AggregateResult:
+        """One run, with the call's timeout and the model's whole-run retries."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await self.graph.ainvoke(messages, final_sampling=self._final(stop),
+                                                    call=self._call(kwargs))
+            except TimeoutError as e:
+                raise errors.GraphTimeoutError(
+                    f"the run took longer than timeout={self.timeout}s") from e
+            except errors.GraphError:
+                if attempt == self.max_retries:
+                    raise
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _call(kwargs: dict[str, Any]) -> dict[str, Any] | None:
         """The request's tools and format from the bound keyword arguments."""
+        unknown = sorted(set(kwargs) - set(CALL_FIELDS) - {"ls_structured_output_format"})
+        if unknown:
+            raise errors.ConfigError(
+                f"AggregateChatModel takes no per-call {unknown}: the graph's backends are "
+                "set when it is built; per call it takes tools, tool_choice, "
+                "parallel_tool_calls, response_format and stop")
         call = {k: kwargs[k] for k in CALL_FIELDS if kwargs.get(k) is not None}
         return call or None
 
@@ -153,14 +190,12 @@ class AggregateChatModel(BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any
                   ) -> ChatResult:
-        return self._result(self.graph.invoke(messages, final_sampling=self._final(stop),
-                                              call=self._call(kwargs)))
+        return self._result(run_sync(self._arun(messages, stop, kwargs)))
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None,
                          **kwargs: Any) -> ChatResult:
-        return self._result(await self.graph.ainvoke(
-            messages, final_sampling=self._final(stop), call=self._call(kwargs)))
+        return self._result(await self._arun(messages, stop, kwargs))
 
     @staticmethod
     def _chunk(event: dict[str, Any]) -> ChatGenerationChunk | None:

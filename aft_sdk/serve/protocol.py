@@ -1,8 +1,10 @@
 """The OpenAI chat-completions wire format, as ``aft serve`` reads and writes it.
 
 Requests are validated leniently (clients send fields such as ``user`` that change
-nothing here), but a field the server cannot honour (``n`` > 1, tools, logprobs, a
-structured response format) is refused by name instead of being silently ignored.
+nothing here), but a field the server cannot honour (``n`` > 1, logprobs, the legacy
+``functions``) is refused by name instead of being silently ignored. Tools, tool choice,
+parallel tool calls and response formats go to the graph (``CallOptions``); an answer
+that calls tools comes back as ``tool_calls`` with ``finish_reason: "tool_calls"``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aft_sdk.errors import ConfigError
 from aft_sdk.graphs import AggregateResult
+from aft_sdk.tools import CallOptions, call_options
+
+#: Request fields that become the graph's :class:`~aft_sdk.tools.CallOptions`.
+CALL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
 
 #: Per-request graph settings a client may send (``extra_body`` in the openai client).
 SHAPE_FIELDS = ("width", "depth", "preset", "shuffle", "min_proposals")
@@ -54,9 +60,10 @@ class ChatRequest(BaseModel):
         if self.n not in (None, 1):
             raise ConfigError(f"n={self.n} is not supported: one request gives one answer "
                               "(the graph samples several drafts internally; set width)")
-        for name in ("tools", "functions", "tool_choice", "function_call"):
+        for name in ("functions", "function_call"):
             if extra.get(name):
-                raise ConfigError(f"'{name}' is not supported by aft serve yet")
+                raise ConfigError(f"'{name}' (the legacy form) is not supported: send "
+                                  "'tools' and 'tool_choice'")
         if extra.get("logprobs") or extra.get("top_logprobs"):
             raise ConfigError("logprobs are not supported: an aggregated answer has no "
                               "single token distribution")
@@ -64,10 +71,15 @@ class ChatRequest(BaseModel):
         if fmt is not None and not isinstance(fmt, dict):
             raise ConfigError('response_format must be an object such as {"type": "text"}, '
                               f"got {type(fmt).__name__} {fmt!r:.40}")
-        if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-            raise ConfigError(f"response_format {fmt.get('type')!r} is not supported; use text")
         if self.stream_options is not None and not self.stream:
             raise ConfigError("stream_options is only allowed with stream: true")
+        self.call()  # a bad tool or format fails here, before a slot is taken
+
+    def call(self) -> CallOptions | None:
+        """The request's tools and response format, validated (``None``: neither)."""
+        extra = self.model_extra or {}
+        fields = {k: extra[k] for k in CALL_FIELDS if extra.get(k) is not None}
+        return call_options(fields, source="request") if fields else None
 
     def final_sampling(self) -> dict[str, Any]:
         """The request's sampling fields, for the final aggregation."""
@@ -106,12 +118,28 @@ def trace_of(result: AggregateResult) -> dict[str, Any]:
     }
 
 
+def message_of(result: AggregateResult) -> dict[str, Any]:
+    """The answer as an assistant message (``content`` null when it only calls tools)."""
+    calls = result.tool_calls
+    if calls:
+        return {"role": "assistant", "content": result.answer or None, "tool_calls": calls}
+    return {"role": "assistant", "content": result.answer}
+
+
+def call_deltas(result: AggregateResult) -> list[dict[str, Any]]:
+    """The answer's tool calls as stream deltas, each call whole in one delta."""
+    return [{"tool_calls": [{"index": i, "id": c["id"], "type": "function",
+                             "function": {"name": c["function"]["name"],
+                                          "arguments": c["function"]["arguments"]}}]}
+            for i, c in enumerate(result.tool_calls or [])]
+
+
 def completion(model: str, result: AggregateResult) -> dict[str, Any]:
     """A ``chat.completion`` body for a finished run."""
     return {
         "id": completion_id(), "object": "chat.completion", "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answer},
+        "choices": [{"index": 0, "message": message_of(result),
                      "finish_reason": result.finish_reason}],
         "usage": usage_of(result),
         "aft": trace_of(result),

@@ -116,6 +116,7 @@ class Run(Response):
         self.graph, self.req, self.timeout_s, self.slot = graph, req, timeout_s, slot
         self.background = None
         self.sampling = req.final_sampling() or None
+        self.call = req.call()
         self.client_left = False
         self.started = False  # the response's headers went out
 
@@ -144,7 +145,7 @@ class Run(Response):
         try:
             async with asyncio.timeout(self.timeout_s):
                 result = await self.graph.ainvoke(self.req.messages,
-                                                  final_sampling=self.sampling)
+                                                  final_sampling=self.sampling, call=self.call)
             response: Response = JSONResponse(protocol.completion(self.req.model, result))
         except Exception as e:
             response = as_failure(e).response()
@@ -153,7 +154,7 @@ class Run(Response):
     async def _stream(self, send: Any) -> None:
         req = self.req
         cid, created = protocol.completion_id(), int(time.time())
-        events = self.graph.astream(req.messages, final_sampling=self.sampling)
+        events = self.graph.astream(req.messages, final_sampling=self.sampling, call=self.call)
         held: list[str] = []  # layer progress before the first token
 
         async def emit(text: str) -> None:
@@ -183,6 +184,8 @@ class Run(Response):
                         await chunk(delta={"content": event["text"]})
                     elif event["event"] == "result":
                         result = event["result"]
+                        for delta in protocol.call_deltas(result):
+                            await chunk(delta=delta)
                         await chunk(finish_reason=result.finish_reason,
                                     extra={"aft": protocol.trace_of(result)})
                         if req.stream_options and req.stream_options.include_usage:

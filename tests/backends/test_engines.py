@@ -204,3 +204,69 @@ def test_a_script_without_the_main_guard_is_told_to_add_it(hf_model_dir, tmp_pat
                        timeout=300, cwd=tmp_path)
     assert r.returncode != 0
     assert 'if __name__ == "__main__":' in r.stderr
+
+
+# -- tools and response formats on each engine ------------------------------------------
+
+MULTIPLY = {"type": "function", "function": {
+    "name": "multiply", "description": "Multiply two numbers.",
+    "parameters": {"type": "object", "properties": {"a": {"type": "number"},
+                                                    "b": {"type": "number"}},
+                   "required": ["a", "b"]}}}
+ASK = [{"role": "user", "content": "What is 6 times 7? Use the multiply tool."}]
+POINT = {"type": "json_schema", "json_schema": {"name": "point", "schema": {
+    "type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
+    "required": ["x", "y"]}}}
+
+
+def _one_call(gen: Generation) -> dict:
+    import json
+
+    (call,) = gen.tool_calls
+    assert call["function"]["name"] == "multiply"
+    args = json.loads(call["function"]["arguments"])
+    assert isinstance(args["a"], (int, float)) and isinstance(args["b"], (int, float))
+    return args
+
+
+async def test_embedded_calls_tools_and_keeps_to_a_schema(embedded: EmbeddedBackend) -> None:
+    from aft_sdk.tools import CallOptions, check_structured
+
+    forced = CallOptions(tools=[MULTIPLY], tool_choice="required")
+    (gen,) = await embedded.generate(ASK, sampling=SHORT, options=forced)
+    assert _one_call(gen) == {"a": 6, "b": 7} and gen.finish_reason == "tool_calls"
+    (auto,) = await embedded.generate(ASK, sampling=SHORT, options=CallOptions(tools=[MULTIPLY]))
+    assert auto.tool_calls or auto.text.strip()  # the model chooses; either is an answer
+    (point,) = await embedded.generate(
+        [{"role": "user", "content": "Give a point with x=1 and y=2 as JSON."}],
+        sampling=SHORT.model_copy(update={"max_tokens": 40}),
+        options=CallOptions(response_format=POINT))
+    assert set(check_structured(point.text, POINT["json_schema"]["schema"])) == {"x", "y"}
+    pieces = [p async for p in embedded.stream(ASK, sampling=SHORT, options=forced)]
+    assert pieces[-1].tool_calls and pieces[0].name == "multiply"  # a call chunk, then whole
+
+
+async def test_embedded_refuses_what_it_cannot_do(embedded: EmbeddedBackend) -> None:
+    from aft_sdk.tools import CallOptions
+
+    both = CallOptions(tools=[MULTIPLY, {"type": "function", "function": {"name": "add"}}],
+                       tool_choice="required")
+    with pytest.raises(BadRequestError, match="cannot force a call among several tools"):
+        await embedded.generate(ASK, sampling=SHORT, options=both)
+
+
+async def test_vllm_forced_tools_and_schemas_use_structured_decoding(vllm_backend) -> None:
+    from aft_sdk.tools import CallOptions, check_structured
+
+    forced = CallOptions(tools=[MULTIPLY], tool_choice={"type": "function",
+                                                        "function": {"name": "multiply"}})
+    (gen,) = await vllm_backend.generate(ASK, sampling=SHORT.model_copy(
+        update={"max_tokens": 40}), options=forced)
+    _one_call(gen)
+    (point,) = await vllm_backend.generate(
+        [{"role": "user", "content": "Give a point with x=1 and y=2 as JSON."}],
+        sampling=SHORT.model_copy(update={"max_tokens": 40}),
+        options=CallOptions(response_format=POINT))
+    assert set(check_structured(point.text, POINT["json_schema"]["schema"])) == {"x", "y"}
+    with pytest.raises(BadRequestError, match="needs tool_parser"):
+        await vllm_backend.generate(ASK, options=CallOptions(tools=[MULTIPLY]))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from aft_sdk.errors import ConfigError
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
@@ -32,8 +34,8 @@ def test_a_graph_is_a_chat_model_in_an_lcel_chain(fault) -> None:
     assert message.usage_metadata["input_tokens"] == prompts
     assert "layer 0 (propose): 3 ok" in message.response_metadata["aft_summary"]
     assert len(model.batch(["a", "b"])) == 2
-    with pytest.raises(NotImplementedError, match="tools"):
-        model.bind_tools([])
+    with pytest.raises(ConfigError, match="takes no per-call \\['model'\\]"):
+        model.invoke("hi", model="other")  # a keyword the graph would ignore is refused
 
 
 def test_langsmith_params_name_the_graph_and_the_finish_reason_is_real(fault) -> None:

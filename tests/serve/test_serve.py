@@ -116,9 +116,8 @@ def test_errors_have_openai_status_codes_and_bodies(served, fault) -> None:
         c.chat.completions.create(model="nope", messages=q)
     with pytest.raises(openai.BadRequestError, match="n=3 is not supported"):
         c.chat.completions.create(model="pa", messages=q, n=3)
-    with pytest.raises(openai.BadRequestError, match="'tools' is not supported"):
-        c.chat.completions.create(model="pa", messages=q, tools=[{"type": "function", "function": {
-            "name": "f", "parameters": {"type": "object", "properties": {}}}}])
+    with pytest.raises(openai.BadRequestError, match="legacy form"):
+        c.chat.completions.create(model="pa", messages=q, functions=[{"name": "f"}])
     with pytest.raises(openai.BadRequestError, match="role must be one of"):
         c.chat.completions.create(model="pa", messages=[{"role": "robot", "content": "x"}])
     fault.script("p", ["500"])
@@ -232,3 +231,62 @@ def test_serving_a_graph_on_the_llama_cpp_server(llama_server, tmp_path) -> None
         pieces = [ch.choices[0].delta.content for ch in stream
                   if ch.choices and ch.choices[0].delta.content]
         assert len(pieces) > 1  # token by token, not one block
+
+
+TOOL = {"type": "function", "function": {"name": "add", "parameters": {
+    "type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}}}
+
+
+def test_tool_calls_come_back_in_the_openai_format(served, fault) -> None:
+    c = client(served)
+    fault.script("p", ['call:add:{"a": 1, "b": 2}'] * 3)
+    r = c.chat.completions.create(model="pa", messages=[{"role": "user", "content": "1+2?"}],
+                                  tools=[TOOL], tool_choice="auto", parallel_tool_calls=False)
+    assert r.choices[0].finish_reason == "tool_calls" and r.choices[0].message.content is None
+    (call,) = r.choices[0].message.tool_calls
+    assert call.function.name == "add" and json.loads(call.function.arguments) == {"a": 1, "b": 2}
+    assert fault.count("a") == 0  # three equal calls: a vote, no aggregation
+    assert all(req["tools"] == [TOOL] and req["parallel_tool_calls"] is False
+               for req in fault.requests)
+    fault.script("p", ['call:add:{"a": 1, "b": 2}'] * 3)
+    chunks = list(c.chat.completions.create(
+        model="pa", messages=[{"role": "user", "content": "1+2?"}], tools=[TOOL], stream=True))
+    deltas = [d for ch in chunks if ch.choices for d in ch.choices[0].delta.tool_calls or []]
+    assert [(d.index, d.function.name) for d in deltas] == [(0, "add")]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    # A tool result in the history is taken as it is, and answered.
+    history = [{"role": "user", "content": "1+2?"}, r.choices[0].message.model_dump(
+        exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "3"}]
+    fault.script("a", ["say:It is 3."])
+    answer = c.chat.completions.create(model="pa", messages=history, tools=[TOOL])
+    assert answer.choices[0].message.content == "It is 3."
+    assert fault.requests[-1]["messages"][-1] == {"role": "tool", "tool_call_id": call.id,
+                                                  "content": "3"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"tools": [{"type": "function"}]}, "tools.0"),
+    ({"functions": [{"name": "f"}]}, "legacy"),
+    ({"response_format": {"type": "json_schema"}}, "json_schema.schema"),
+    ({"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "x"}}},
+     "not among the tools"),
+])
+def test_bad_tools_and_formats_are_400s_that_say_what_to_fix(served, fault, extra, message) -> None:
+    with pytest.raises(openai.BadRequestError, match=message):
+        client(served).chat.completions.create(
+            model="pa", messages=[{"role": "user", "content": "x"}], extra_body=extra)
+    assert fault.count() == 0
+
+
+def test_a_structured_answer_that_fails_its_schema_is_a_clear_error(served, fault) -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": {
+        "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}}
+    fault.script("a", ['say:{"n": 3}'])
+    r = client(served).chat.completions.create(
+        model="pa", messages=[{"role": "user", "content": "x"}], response_format=fmt)
+    assert json.loads(r.choices[0].message.content) == {"n": 3}
+    fault.script("a", ['say:{"n": "x"}', 'say:{"m": 1}'])
+    with pytest.raises(openai.APIStatusError, match="does not meet the schema at") as err:
+        client(served).chat.completions.create(
+            model="pa", messages=[{"role": "user", "content": "x"}], response_format=fmt)
+    assert err.value.status_code == 502
