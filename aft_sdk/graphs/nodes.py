@@ -222,8 +222,10 @@ class LayerBranch:
     ) -> tuple[list[Generation], str | None]:
         """The generations, and the id of the message LangGraph streamed (answer only)."""
         # A selecting preset's raw output is an index, not the answer: it is not
-        # streamed (the caller sends the chosen draft once it is known).
-        if not self.final or self.plan.template.selects:
+        # streamed (the caller sends the chosen draft once it is known); nor is a JSON
+        # answer, which may fail its schema and be tried again.
+        if not self.final or self.plan.template.selects or (
+                options is not None and options.json_mode):
             kw = {} if options is None else {"options": options}
             return await backend.generate(messages, n=n, sampling=sampling, **kw), None
         # The answer's own call goes through LangChain, so LangGraph's messages mode

@@ -99,8 +99,10 @@ class ToolDecision:
                                                 for r, k in zip(drafts, keys)],
             "votes": dict(votes), "top": top, "tie": len(tied) > 1}
         picked = drafts[keys.index(top)]
-        asks_model = self.plan.depth > 0 and (len(tied) > 1 or
-                                              self.plan.tools.policy == "aggregate")
+        # A selecting preset (best-of-n judged) answers with an index, not a call: the
+        # vote stands there, as it does without an aggregation layer.
+        asks_model = self.plan.depth > 0 and not self.plan.template.selects and (
+            len(tied) > 1 or self.plan.tools.policy == "aggregate")
         if asks_model:
             record = await self._aggregate(state, drafts, decision)
             if record is not None:

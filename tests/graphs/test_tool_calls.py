@@ -224,3 +224,12 @@ async def test_bad_tool_options_fail_before_any_call(fault, call, message) -> No
     with pytest.raises(ConfigError, match=message):
         await graph(fault).ainvoke("x", call=call)
     assert fault.count() == 0
+
+
+async def test_a_streamed_structured_answer_is_sent_once_it_passed(fault) -> None:
+    good, bad = '{"name": "Ann", "age": 30}', '{"name": "Ann"}'
+    fault.script("a", [f"say:{bad}", f"say:{good}"])
+    events = [e async for e in graph(fault).astream("Ann is 30",
+                                                    call={"response_format": PERSON})]
+    tokens = "".join(e["text"] for e in events if e["event"] == "token")
+    assert tokens == good == events[-1]["result"].answer
