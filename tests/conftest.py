@@ -152,3 +152,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         name = getattr(item, "originalname", item.name)
         if reasons and name in reasons and "Unit" not in item.nodeid:
             item.add_marker(pytest.mark.xfail(reason=reasons[name], strict=False))
+
+
+#: Outcomes of the LangChain standard tests, by class then test: whether it passed.
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "test_langchain_standard.py::" in report.nodeid and report.when == "call":
+        _, cls, test = report.nodeid.split("::")[:3]
+        passed = report.passed  # an unexpected pass counts; an expected failure does not
+        OUTCOMES.setdefault(cls, {})[test] = passed
+
+
+OUTCOMES: dict[str, dict[str, bool]] = {}
+
+
+@pytest.fixture
+def standard_outcomes() -> dict[str, dict[str, bool]]:
+    """What the LangChain standard tests did so far in this session, by class."""
+    return OUTCOMES

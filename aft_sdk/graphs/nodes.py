@@ -171,15 +171,16 @@ class LayerBranch:
         t0 = time.perf_counter()
         message_id = None
         tries = 1 + (self.plan.structured.retries if self.final and options is not None
-                     and options.json_mode else 0)
+                     and options.json_mode and not self.plan.template.selects else 0)
         try:
             backend.check_options(options)
             for attempt in range(tries):
                 async with asyncio.timeout(self._timeout(ctx)):
                     gens, message_id = await self._generate(
                         backend, messages, len(slots), sampling, ctx.stream_tokens, options)
-                if not self.final or not needs_check(options, gens[0]):
-                    break
+                if not self.final or self.plan.template.selects or \
+                        not needs_check(options, gens[0]):
+                    break  # a judge's pick is checked in finish, once it is a draft
                 try:
                     check_structured(gens[0].text, options.schema)  # type: ignore[union-attr]
                     break
