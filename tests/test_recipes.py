@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
-RECIPES = ["cpu_end_to_end", "sft_vs_aft", "default_aggregator", "scaling_sweep", "mixed_api_local", "reproduce_paper"]
+RECIPES = ["cpu_end_to_end", "sft_vs_aft", "default_aggregator", "scaling_sweep", "mixed_api_local", "reproduce_paper", "tool_use"]
 
 
 def run(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -156,3 +156,14 @@ def test_mixed_api_local_cpu_demo(tmp_path: Path, hf_model_dir) -> None:
         layers = row["result"]["layers"]
         assert all(o["backend"].startswith("openai:smollm2@") for o in layers[0]["outputs"])
         assert layers[1]["outputs"][0]["backend"].startswith("vllm:")
+
+
+@pytest.mark.slow
+def test_tool_use_reduced(tmp_path: Path, gguf_path) -> None:
+    r = run("tool_use", "--out", str(tmp_path), "--limit", "1", timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = json.loads((tmp_path / "results.json").read_text())["table"]
+    assert [t["method"] for t in table] == ["single", "vote x5", "P&A 5x1"]
+    rows = [json.loads(line) for line in (tmp_path / "outputs.jsonl").read_text().splitlines()]
+    assert len(rows) == 9 and all(r["tokens"] > 0 for r in rows)
+    assert (tmp_path / "tool_use.png").stat().st_size > 0
