@@ -1,7 +1,9 @@
 """Run a graph over a JSONL dataset, resumably.
 
 Each input line is a JSON object with an ``id`` and either ``messages`` (chat messages)
-or ``question`` / ``prompt`` (a string). Results are appended to the output file one
+or ``question`` / ``prompt`` (a string), and optionally the request fields ``tools``,
+``tool_choice``, ``parallel_tool_calls`` and ``response_format`` (OpenAI's names; the
+answer's calls are in the output row's ``tool_calls``). Results are appended to the output file one
 line per row as soon as each finishes, keyed by ``id``. Running the same command again
 after a crash or Ctrl-C skips ids already in the output: no duplicates, no lost rows.
 Bad rows and failed runs go to an errors file with their line number; the run goes on.
@@ -22,6 +24,7 @@ from aft_sdk.errors import ConfigError
 from aft_sdk.jsonl import iter_lines
 from aft_sdk.messages import normalize_messages
 from aft_sdk.runner import DEFAULT_CONCURRENCY, RunItem, RunSummary, fingerprint, run_resumable
+from aft_sdk.tools import options_of
 
 BatchSummary = RunSummary  # the name batch callers know
 
@@ -29,7 +32,7 @@ _TEXT_FIELDS = ("question", "prompt", "input")
 
 
 def _rows(input_path: Path) -> Iterator[tuple[int, str | None, Any, str | None]]:
-    """Yields ``(line_no, id, messages, error)`` per non-blank input line."""
+    """Yields ``(line_no, id, (messages, call), error)`` per non-blank input line."""
     for line_no, line in iter_lines(input_path.read_bytes()):
         try:
             row = json.loads(line)
@@ -52,7 +55,9 @@ def _rows(input_path: Path) -> Iterator[tuple[int, str | None, Any, str | None]]
             yield line_no, row_id, None, "row has none of 'messages', 'question', 'prompt', 'input'"
             continue
         try:
-            yield line_no, row_id, normalize_messages(source), None
+            options = options_of(row, source=f"line {line_no}")
+            call = None if options is None else options.model_dump(exclude_none=True)
+            yield line_no, row_id, (normalize_messages(source), call), None
         except ConfigError as e:
             yield line_no, row_id, None, str(e)
 
@@ -88,20 +93,23 @@ async def arun_batch(
     if not src.is_file():
         raise ConfigError(f"input file not found: {src}")
     items, bad = [], []
-    for line_no, row_id, messages, error in _rows(src):
+    for line_no, row_id, payload, error in _rows(src):
         if error is not None:
             bad.append({"line": line_no, "id": row_id, "error": error})
         else:
-            items.append(RunItem(row_id, messages, {"line": line_no},
-                                 fingerprint=fingerprint(messages)))
+            messages, call = payload
+            items.append(RunItem(row_id, payload, {"line": line_no}, fingerprint=fingerprint(
+                messages if call is None else [messages, call])))
 
     from aft_sdk.scale import as_executor
 
     runs = as_executor(executor).bind(graph)
 
     async def work(item: RunItem) -> dict[str, Any]:
-        result = await runs.run(item.payload)
-        return {"answer": result.answer, "result": result.model_dump(mode="json")}
+        messages, call = item.payload
+        result = await runs.run(messages, call)
+        row = {"answer": result.answer, "result": result.model_dump(mode="json")}
+        return row if not result.tool_calls else {**row, "tool_calls": result.tool_calls}
 
     try:
         return await run_resumable(

@@ -62,9 +62,10 @@ class _GraphActor:
 
         self.graph = AggregateGraph.from_config(config)
 
-    async def run(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+    async def run(self, messages: list[dict[str, str]],
+                  call: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
-            result = await self.graph.ainvoke(messages)
+            result = await self.graph.ainvoke(messages, call=call)
         except errors.AftError as e:  # handed back whole (errors pickle with their fields)
             return {"error": e}
         return {"result": result.model_dump(mode="json")}
@@ -73,7 +74,8 @@ class _GraphActor:
 class Runs(Protocol):
     """A graph bound to where it runs: :meth:`run` one input, :meth:`close` at the end."""
 
-    async def run(self, messages: list[dict[str, Any]]) -> Any: ...
+    async def run(self, messages: list[dict[str, Any]],
+                  call: dict[str, Any] | None = None) -> Any: ...
 
     def close(self) -> None: ...
 
@@ -91,8 +93,9 @@ class _Local:
     def __init__(self, graph: Any) -> None:
         self.graph = graph
 
-    async def run(self, messages: list[dict[str, Any]]) -> Any:
-        return await self.graph.ainvoke(messages)
+    async def run(self, messages: list[dict[str, Any]],
+                  call: dict[str, Any] | None = None) -> Any:
+        return await self.graph.ainvoke(messages, call=call)
 
     def close(self) -> None:
         pass
@@ -172,12 +175,13 @@ class RayGraphPool:
         self.actors = [actor.remote(data) for _ in range(workers)]
         self._turn = itertools.cycle(self.actors)
 
-    async def run(self, messages: list[dict[str, Any]]) -> Any:
+    async def run(self, messages: list[dict[str, Any]],
+                  call: dict[str, Any] | None = None) -> Any:
         """Runs one input on the next actor and returns its ``AggregateResult``; an error
         there is raised here, the same error with its fields."""
         from aft_sdk.graphs import AggregateResult
 
-        out = await next(self._turn).run.remote(messages)
+        out = await next(self._turn).run.remote(messages, call)
         if "error" in out:
             raise out["error"]
         return AggregateResult.model_validate(out["result"])

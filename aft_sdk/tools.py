@@ -26,6 +26,9 @@ from aft_sdk.errors import ConfigError, StructuredOutputError
 from aft_sdk.validation import Strict, validate
 
 ToolCall = dict[str, Any]
+#: The request fields that make :class:`CallOptions` (OpenAI's names), wherever requests
+#: come from: ``aft serve`` bodies, batch rows, LangChain's bound keyword arguments.
+CALL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
 CHOICES = ("none", "auto", "required")
 FORMATS = ("text", "json_object", "json_schema")
 
@@ -166,6 +169,12 @@ def call_options(value: CallOptions | dict[str, Any] | None, source: str = "call
     opts = value if isinstance(value, CallOptions) else validate(CallOptions, dict(value),
                                                                    source=source)
     return None if opts.empty and opts.tool_choice is None else opts
+
+
+def options_of(fields: dict[str, Any], source: str) -> CallOptions | None:
+    """The :data:`CALL_FIELDS` of a request or row, validated (``None``: none set)."""
+    found = {k: fields[k] for k in CALL_FIELDS if fields.get(k) is not None}
+    return call_options(found, source=source) if found else None
 
 
 def check_tool_calls(calls: Any, where: str) -> list[ToolCall]:

@@ -69,6 +69,28 @@ def test_bad_rows_are_reported_by_line_and_do_not_stop_the_run(fault, tmp_path: 
     assert sorted(ids(out)) == [f"q{i}" for i in range(5)]
 
 
+def test_rows_with_tools_and_formats_are_honoured_not_dropped(fault, tmp_path: Path) -> None:
+    add = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "call", "question": "1+2?", "tools": [add]},
+        {"id": "json", "question": "n?", "response_format": {"type": "json_object"}},
+        {"id": "bad", "question": "x", "tool_choice": "sometimes"},
+    ]) + "\n")
+    fault.script("p", ['call:add:{"a":1,"b":2}'] * 2)
+    graph = AggregateGraph(f"{fault.base_url}#p", f"{fault.base_url}#a", width=2)
+    fault.script("a", ['say:{"n": 1}'])
+    summary = run_batch(graph, src, out, progress=False, max_concurrency=1)
+    assert summary.written == 2 and summary.bad_rows == 1
+    rows = {json.loads(x)["id"]: json.loads(x) for x in out.read_text().splitlines()}
+    assert rows["call"]["tool_calls"][0]["function"]["name"] == "add"
+    assert json.loads(rows["json"]["answer"]) == {"n": 1} and "tool_calls" not in rows["json"]
+    assert all(r.get("tools") == [add] for r in fault.requests[:2])
+    assert fault.requests[-1]["response_format"] == {"type": "json_object"}
+    (error,) = [json.loads(x) for x in Path(summary.errors_path).read_text().splitlines()]
+    assert error["line"] == 3 and "tool_choice" in error["error"]
+
+
 def test_failed_runs_go_to_the_errors_file_and_are_retried_next_time(fault, tmp_path) -> None:
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_rows(src, 3)

@@ -32,7 +32,7 @@ from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate
 from aft_sdk.config import SamplingConfig
 from aft_sdk.graphs import AggregateGraph, AggregateResult
 from aft_sdk.messages import PART_TYPES
-from aft_sdk.tools import CallOptions, langchain_call, openai_call
+from aft_sdk.tools import CALL_FIELDS, CallOptions, langchain_call, openai_call
 
 
 def _usage(result: AggregateResult) -> dict[str, int]:
@@ -235,7 +235,6 @@ class AggregateChatModel(BaseChatModel):
 
 
 _SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens")
-CALL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
 
 
 class LangChainBackend(Backend):

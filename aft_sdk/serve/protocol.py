@@ -17,10 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aft_sdk.errors import ConfigError
 from aft_sdk.graphs import AggregateResult
-from aft_sdk.tools import CallOptions, call_options
-
-#: Request fields that become the graph's :class:`~aft_sdk.tools.CallOptions`.
-CALL_FIELDS = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
+from aft_sdk.tools import CallOptions, options_of
 
 #: Per-request graph settings a client may send (``extra_body`` in the openai client).
 SHAPE_FIELDS = ("width", "depth", "preset", "shuffle", "min_proposals")
@@ -77,9 +74,7 @@ class ChatRequest(BaseModel):
 
     def call(self) -> CallOptions | None:
         """The request's tools and response format, validated (``None``: neither)."""
-        extra = self.model_extra or {}
-        fields = {k: extra[k] for k in CALL_FIELDS if extra.get(k) is not None}
-        return call_options(fields, source="request") if fields else None
+        return options_of(self.model_extra or {}, source="request")
 
     def final_sampling(self) -> dict[str, Any]:
         """The request's sampling fields, for the final aggregation."""
