@@ -10,6 +10,7 @@ repository installed into it; its graphs call our fault server on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import subprocess
 import sys
@@ -30,12 +31,17 @@ VENV = ROOT / ".cache" / "langgraph-venv"
 
 
 def _server_env() -> Path:
-    """The virtual environment that runs ``langgraph dev`` (made once)."""
+    """The virtual environment that runs ``langgraph dev`` (made once; installed again
+    when ``pyproject.toml`` changed, so a new dependency reaches it)."""
     cli = VENV / "bin" / "langgraph"
-    if not cli.is_file():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    stamp = VENV / "aft-pyproject.sha256"
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not cli.is_file() or not stamp.is_file() or stamp.read_text() != wanted:
+        if not (VENV / "bin" / "pip").is_file():
+            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "-e", str(ROOT),
                         "langgraph-cli[inmem]"], check=True, timeout=900)
+        stamp.write_text(wanted)
     return cli
 
 
@@ -115,6 +121,15 @@ def test_langgraph_dev_serves_the_graph_as_its_users_run_it(langgraph_dev, fault
         texts = [c[0]["content"] for c in chunks
                  if c[1].get("langgraph_node") == "aggregate_1" and c[0].get("content")]
         assert len(texts) > 3 and "".join(texts).startswith("answer 0 from a")
+
+        # Tools through the run context (a JSON object): equal calls answer as a call.
+        fault.script("p", ['call:add:{"a": 1, "b": 2}'] * 2)
+        add = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+        called = await client.runs.wait(None, "aft", input={
+            "messages": [{"role": "user", "content": "1+2?"}]}, context={"call": {"tools": [add]}})
+        (call,) = called["messages"][-1]["tool_calls"]
+        assert call["name"] == "add" and call["args"] == {"a": 1, "b": 2}
+        assert called["outputs"][-1]["prompt"]["rule"] == "tool-vote"
 
         # A failing proposer's message reaches the client.
         fault.script("broken", ["500"] * 4)
