@@ -138,6 +138,26 @@ def test_cli_json_output_has_the_trace(fault) -> None:
     assert data["answer"].startswith("answer 0 from a")
 
 
+def test_aft_run_takes_tools_and_a_schema_from_files(fault, tmp_path: Path) -> None:
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([{"type": "function", "function": {"name": "add"}}]))
+    schema = tmp_path / "answer.json"
+    schema.write_text(json.dumps({"type": "object", "required": ["n"]}))
+    specs = ["--proposer", f"{fault.base_url}#p", "--aggregator", f"{fault.base_url}#a"]
+    fault.script("p", ['call:add:{"a": 1}'] * 3)
+    r = subprocess.run([*AFT, "run", "1+?", "--tools", str(tools), *specs],
+                       capture_output=True, text=True, check=True)
+    assert json.loads(r.stdout)[0]["function"] == {"name": "add", "arguments": '{"a": 1}'}
+    fault.script("a", ['say:{"n": 2}'])
+    r = subprocess.run([*AFT, "run", "n?", "--json-schema", str(schema), *specs],
+                       capture_output=True, text=True, check=True)
+    assert json.loads(r.stdout) == {"n": 2}
+    assert fault.requests[-1]["response_format"]["json_schema"]["name"] == "answer"
+    r = subprocess.run([*AFT, "run", "n?", "--tools", str(tmp_path / "nope.json"), *specs],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "--tools" in r.stderr and "not a readable JSON" in r.stderr
+
+
 @pytest.mark.slow
 def test_aft_run_on_the_embedded_model_prints_an_answer(gguf_path) -> None:
     r = subprocess.run(

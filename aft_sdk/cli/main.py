@@ -25,12 +25,35 @@ from aft_sdk.cli.args import (
 )
 from aft_sdk.runner import DEFAULT_CONCURRENCY
 
+def _call(args: argparse.Namespace) -> dict | None:
+    """The run's tools and response format from ``--tools`` / ``--json-schema`` files."""
+    from pathlib import Path
+
+    from aft_sdk.errors import ConfigError
+
+    def load(path: str, what: str) -> object:
+        try:
+            return json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{what} {path!r} is not a readable JSON file: {e}") from e
+
+    call: dict = {}
+    if args.tools:
+        call["tools"] = load(args.tools, "--tools")
+    if args.json_schema:
+        call["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": Path(args.json_schema).stem, "schema": load(args.json_schema,
+                                                                "--json-schema")}}
+    return call or None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     graph = build_graph(args)
+    call = _call(args)
     result = None
     show_tokens = args.stream and not args.json
     with Waiting() as waiting:
-        for event in graph.stream(args.question):
+        for event in graph.stream(args.question, call=call):
             waiting.saw(event)
             if event["event"] == "token" and show_tokens:
                 print(event["text"], end="", flush=True)
@@ -43,7 +66,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return 0
-    print() if show_tokens else print(result.answer)
+    if result.tool_calls:
+        print(json.dumps(result.tool_calls, indent=2, ensure_ascii=False))
+    else:
+        print() if show_tokens else print(result.answer)
     print(result.summary(), file=sys.stderr)
     return 0
 
@@ -150,6 +176,11 @@ def make_parser() -> argparse.ArgumentParser:
     add_graph_args(p)
     p.add_argument("--json", action="store_true", help="print the whole result with its trace")
     p.add_argument("--stream", action="store_true", help="print the answer as it is written")
+    p.add_argument("--tools", metavar="JSON",
+                   help="a JSON file of OpenAI function tools offered to every draft; an "
+                        "answer that calls them is printed as JSON tool calls")
+    p.add_argument("--json-schema", metavar="JSON",
+                   help="a JSON schema file the answer must meet (structured output)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("batch", help="run a graph over a JSONL file, resumably")
