@@ -77,7 +77,7 @@ class _Features:
 
 def _graph(url: str, model: str) -> dict[str, Any]:
     backend = OpenAIBackend(model, base_url=url)
-    return {"graph": AggregateGraph(backend, backend, width=3, depth=1)}
+    return {"graph": AggregateGraph(backend, backend, width=2, depth=1)}
 
 
 class TestChatOpenAIOnTheServer(_Features, ChatModelIntegrationTests):
