@@ -285,18 +285,21 @@ class AggregateGraph:
         return run_sync(self.ainvoke(messages, thread_id=thread_id,
                                      final_sampling=final_sampling, call=call))
 
-    async def aresume(self, thread_id: str) -> AggregateResult:
-        """Continues a failed or interrupted checkpointed run; finished branches are kept."""
+    async def aresume(self, thread_id: str, *, final_sampling: Any = None,
+                      call: Any = None) -> AggregateResult:
+        """Continues a failed or interrupted checkpointed run; finished branches are kept.
+        Checkpoints hold no run settings: pass the run's ``final_sampling`` and ``call``."""
         if self.graph.checkpointer is None:
             raise ConfigError("resume needs a checkpointer: AggregateGraph(..., checkpointer=...)")
         config = self._config(thread_id)
         if not (await self.graph.aget_state(config)).values:
             raise ConfigError(f"no checkpoint for thread_id={thread_id!r}: nothing to resume")
-        return await self._run(None, config, self._context())
+        return await self._run(None, config, self._context(final_sampling=final_sampling,
+                                                           call=call))
 
-    def resume(self, thread_id: str) -> AggregateResult:
+    def resume(self, thread_id: str, **settings: Any) -> AggregateResult:
         """Blocking twin of :meth:`aresume`."""
-        return run_sync(self.aresume(thread_id))
+        return run_sync(self.aresume(thread_id, **settings))
 
     async def astream(
         self, messages: str | Sequence[Any], *, thread_id: str | None = None,

@@ -233,3 +233,22 @@ async def test_a_streamed_structured_answer_is_sent_once_it_passed(fault) -> Non
                                                     call={"response_format": PERSON})]
     tokens = "".join(e["text"] for e in events if e["event"] == "token")
     assert tokens == good == events[-1]["result"].answer
+
+
+async def test_a_resumed_run_takes_its_call_options_again(fault) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from aft_sdk.errors import GraphError
+
+    g = AggregateGraph(fault.backend("p"), OpenAIBackend("a", base_url=fault.base_url,
+                                                         max_retries=0),
+                       width=3, depth=1, checkpointer=InMemorySaver())
+    fault.script("a", ["500"])
+    call = {"response_format": PERSON}
+    with pytest.raises(GraphError, match="resume"):
+        await g.ainvoke("Ann is 30", thread_id="t", call=call)
+    fault.script("a", ['say:{"name": "Ann", "age": 30}'])
+    result = await g.aresume("t", call=call)
+    assert json.loads(result.answer) == {"name": "Ann", "age": 30}
+    assert requests_of(fault, "a")[-1]["response_format"] == PERSON
+    assert fault.count("p") == 3  # the drafts were not made again
