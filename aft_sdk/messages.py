@@ -57,13 +57,9 @@ def _message(m: Any, i: int) -> Message:
         raise ConfigError(f"messages[{i}].role must be one of {ROLES}, got {role!r}")
     calls = extra.get("tool_calls") if role == "assistant" else None
     if calls:  # an assistant turn that called tools: OpenAI's format, passed on as is
-        out: Message = {"role": role, "content": content if isinstance(content, str) and
-                        content else None,
-                        "tool_calls": check_tool_calls(calls, f"messages[{i}].tool_calls")}
-        if content and not isinstance(content, str):
-            out["content"] = _content(content, f"messages[{i}]")
-        return out
-    out = {"role": role, "content": _content(content, f"messages[{i}]")}
+        return {"role": role, "content": _content(content, f"messages[{i}]") if content else None,
+                "tool_calls": check_tool_calls(calls, f"messages[{i}].tool_calls")}
+    out: Message = {"role": role, "content": _content(content, f"messages[{i}]")}
     name = extra.get("name")
     if name is not None:
         if not isinstance(name, str) or not name:
