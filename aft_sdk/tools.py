@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from aft_sdk.errors import ConfigError, StructuredOutputError
+from aft_sdk.errors import BadRequestError, ConfigError, StructuredOutputError
 from aft_sdk.validation import Strict, validate
 
 ToolCall = dict[str, Any]
@@ -128,6 +128,21 @@ class CallOptions(Strict):
         """The tool ``tool_choice`` forces, if it names one."""
         choice = self.tool_choice
         return choice["function"]["name"] if isinstance(choice, dict) else None
+
+    def forced_name(self, label: str) -> str | None:
+        """The tool the call is forced to (named, or ``required`` with one tool); ``None``
+        when the model may choose. ``required`` among several tools is refused for
+        ``label``: a grammar can force one tool's arguments, not a choice between tools."""
+        if not self.wants_tools:
+            return None
+        if self.effective_choice() == "required":
+            if len(self.tool_names) != 1:
+                raise BadRequestError(
+                    f"{label} cannot force a call among several tools (tool_choice="
+                    "'required'): name the tool in tool_choice, or use 'auto'",
+                    status_code=400, backend=label)
+            return self.tool_names[0]
+        return self.named_tool
 
     def effective_choice(self) -> str | dict[str, Any] | None:
         """``tool_choice`` as OpenAI applies it (``auto`` when tools come without one)."""

@@ -228,13 +228,9 @@ class EmbeddedBackend(Backend):
                 "handler writes ChatML); serve this model through an OpenAI-compatible "
                 "server with a tool parser instead", status_code=400, backend=self.label)
         choice = options.effective_choice()
-        if choice == "required":
-            if len(options.tool_names) != 1:
-                raise errors.BadRequestError(
-                    f"{self.label} cannot force a call among several tools "
-                    "(tool_choice='required'); name the tool in tool_choice, or use 'auto'",
-                    status_code=400, backend=self.label)
-            choice = {"type": "function", "function": {"name": options.tool_names[0]}}
+        forced = options.forced_name(self.label)
+        if forced is not None:
+            choice = {"type": "function", "function": {"name": forced}}
         kwargs = self._kwargs(sampling, seed)
         return chatml_function_calling(
             llama=self.llama, messages=chatml_tool_messages(messages), tools=options.tools,

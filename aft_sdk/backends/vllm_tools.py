@@ -23,17 +23,7 @@ from aft_sdk.tools import CallOptions
 
 def forced_tool(options: CallOptions | None, label: str) -> dict[str, Any] | None:
     """The tool whose call the request forces, or ``None``."""
-    if options is None or not options.wants_tools:
-        return None
-    choice = options.effective_choice()
-    name = options.named_tool
-    if choice == "required":
-        if len(options.tool_names) != 1:
-            raise errors.BadRequestError(
-                f"{label} cannot force a call among several tools (tool_choice='required'): "
-                "name the tool in tool_choice, or use 'auto' with a tool_parser",
-                status_code=400, backend=label)
-        name = options.tool_names[0]
+    name = None if options is None else options.forced_name(label)
     if name is None:
         return None
     return next(t for t in options.tools or [] if t["function"]["name"] == name)
