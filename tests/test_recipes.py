@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
-RECIPES = ["cpu_end_to_end", "sft_vs_aft", "default_aggregator", "scaling_sweep", "mixed_api_local", "reproduce_paper", "tool_use"]
+RECIPES = ["cpu_end_to_end", "sft_vs_aft", "default_aggregator", "scaling_sweep", "mixed_api_local", "reproduce_paper", "tool_use",
+           "default_quality"]
 
 
 def run(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -131,12 +132,12 @@ def test_default_aggregator_reduced(tmp_path: Path, gguf_path) -> None:
     adapter = tmp_path / "smollm2-135m-aft.gguf"
     assert adapter.read_bytes()[:4] == b"GGUF" and summary["adapter_bytes"] == adapter.stat().st_size
     card = (tmp_path / "DATA_CARD.md").read_text()
-    assert "8 in all" in card and "held-out" in card
+    assert "12 in all" in card and "held-out" in card
     held = {json.loads(x)["subject"] for x in (ROOT / "recipes/data/easy_questions.jsonl").read_text().splitlines()}
     trained_on = [json.loads(x) for x in (tmp_path / "data/questions.jsonl").read_text().splitlines()]
     assert not held & {q["subject"] for q in trained_on}
     rows = [json.loads(x) for x in (tmp_path / "data/aft_rows.jsonl").read_text().splitlines()]
-    assert len(rows) == 8 and all(len(r["proposals"]) == 2 for r in rows)
+    assert len(rows) == 12 and all(len(r["proposals"]) == 2 for r in rows)
 
 
 @pytest.mark.slow
@@ -167,3 +168,33 @@ def test_tool_use_reduced(tmp_path: Path, gguf_path) -> None:
     rows = [json.loads(line) for line in (tmp_path / "outputs.jsonl").read_text().splitlines()]
     assert len(rows) == 9 and all(r["tokens"] > 0 for r in rows)
     assert (tmp_path / "tool_use.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_default_quality_reduced(tmp_path: Path, gguf_path) -> None:
+    pytest.importorskip("llama_cpp")
+    r = run("default_quality", "--reduced", "--out", str(tmp_path), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["questions"] == s["scored"] == 8
+    names = [row["method"] for row in s["table"]]
+    assert names[0] == "self-consistency x4 (vote)" and names[-1] == "default now"
+    assert "default before (first adapter)" not in names  # only with --before-adapter
+    assert [n for n in names if n.startswith("single")] == [f"single (seed {i})" for i in range(4)]
+    assert all(row["errors"] == 0 and row["items"] == 8 for row in s["table"])
+    # Single samples are self-consistency's drafts, read back rather than generated again.
+    assert s["shared_samples"]["reused"] >= 4 * 8
+    runs = {n: [json.loads(x) for x in (tmp_path / "eval" / "runs" / f"{n}.jsonl").read_text().splitlines()]
+            for n in ("single_seed_0_", "single_seed_1_")}
+    assert runs["single_seed_0_"] != runs["single_seed_1_"]  # seeds differ
+    assert {k.split(" - ")[0] for k in s["comparisons"]} >= {"default now"}
+    assert all(c["low"] <= c["difference"] <= c["high"] for c in s["comparisons"].values())
+    assert set(s["by_kind"]) == {"fact", "arithmetic", "definition", "how-to", "yes-no"}
+    assert (tmp_path / "by_kind.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| single, mean of 4 samples |" in (tmp_path / "summary.md").read_text()
+    # A second run reads every sample back: nothing is generated again.
+    r = run("default_quality", "--reduced", "--out", str(tmp_path), "--fresh-runs", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = json.loads((tmp_path / "summary.json").read_text())
+    assert again["shared_samples"]["generated"] == 0
+    assert [row["score"] for row in again["table"]] == [row["score"] for row in s["table"]]

@@ -11,6 +11,7 @@ intervals (``score_low``, ``score_high``); :func:`paired_difference` compares tw
 
 from aft_sdk.eval.methods import Method, MethodRun, majority, parse_method
 from aft_sdk.eval.stats import bootstrap_interval, paired_difference
+from aft_sdk.eval.shared import SharedSamples
 from aft_sdk.eval.runner import aevaluate, evaluate, format_table, run_path, summarise
 from aft_sdk.eval.tasks import (
     ExactMatchTask,
@@ -29,6 +30,7 @@ __all__ = [
     "MultipleChoiceTask",
     "PairwiseJudgeTask",
     "Score",
+    "SharedSamples",
     "aevaluate",
     "bootstrap_interval",
     "evaluate",

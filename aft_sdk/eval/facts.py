@@ -9,7 +9,10 @@ model. Families (``subject`` names the fact, so an evaluation set can be kept ap
 - ``unit``: conversions with exact factors (hours/minutes, metres/centimetres, ...);
 - ``day`` / ``month``: what comes before or after;
 - ``compare``: the larger or smaller of two numbers;
-- ``opposite`` / ``plural``: short word lists written here.
+- ``opposite`` / ``plural``: short word lists written here;
+- ``arith_words`` (only when asked for): the ``arith`` facts with the numbers spelled out;
+- ``yes_no`` (only when asked for): "Is Lima the capital of Peru? Answer yes or no." on
+  the facts above, half true; the target starts "Yes." or "No." and states the fact.
 
 ``exclude`` takes subjects (or questions) to leave out, so the held-out questions of an
 evaluation never reach training.
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -81,6 +85,31 @@ def _arith(rng: random.Random) -> Item:
             [str(value)])
 
 
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+         "eighteen", "nineteen"]
+_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def in_words(n: int) -> str:
+    """English words for 0..999."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else "-" + _ONES[n % 10])
+    rest = n % 100
+    return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " and " + in_words(rest))
+
+
+def _arith_words(rng: random.Random) -> Item:
+    subject, _, _, (value,) = _arith(rng)
+    a, op, b = re.fullmatch(r"arith:(\d+)([-+*])(\d+)", subject).groups()
+    word = {"+": "plus", "-": "minus", "*": "times"}[op]
+    x, y, v = in_words(int(a)), in_words(int(b)), in_words(int(value))
+    return (subject, f"What is {x} {word} {y}?", f"{x.capitalize()} {word} {y} is {v} ({value}).",
+            [value, v])
+
+
 def _unit(rng: random.Random) -> Item:
     big, small, factor = rng.choice(UNITS)
     n = rng.randint(2, 9)
@@ -122,21 +151,68 @@ def _plural(rng: random.Random) -> Item:
             f"The plural of '{word}' is '{PLURALS[word]}'.", [PLURALS[word]])
 
 
+def _yes_no(rng: random.Random) -> Item:
+    """A yes/no question about a fact of the other families; half are true."""
+    true = rng.random() < 0.5
+    kind = rng.choice(["capital", "continent", "compare", "arith", "sequence"])
+    if kind == "capital":
+        c, other = rng.sample(_countries(), 2)
+        city = c["capital"] if true else other["capital"]
+        # A wrong city is another country's capital: that fact is touched too ("|").
+        subject = f"capital:{c['name']}" + ("" if true else f"|capital:{other['name']}")
+        question = f"Is {city} the capital of {c['name']}?"
+        fact = f"The capital of {c['name']} is {c['capital']}."
+    elif kind == "continent":
+        c = rng.choice(_countries())
+        where = CONTINENTS[c["continentcode"]]
+        said = where if true else rng.choice(sorted(set(CONTINENTS.values()) - {where}))
+        subject, question = f"continent:{c['name']}", f"Is {c['name']} in {said}?"
+        fact = f"{c['name']} is in {where}."
+    elif kind == "compare":
+        a, b = sorted(rng.sample(range(2, 100), 2))
+        big, small = (b, a) if true else (a, b)
+        subject, question = f"compare:{a}:{b}", f"Is {big} larger than {small}?"
+        fact = f"{b} is larger than {a}."
+    elif kind == "arith":
+        a, b = rng.randint(2, 20), rng.randint(2, 12)
+        said = a + b if true else a + b + rng.choice([-2, -1, 1, 2])
+        subject, question = f"arith:{a}+{b}", f"Is {a} plus {b} equal to {said}?"
+        fact = f"{a} plus {b} is {a + b}."
+    else:
+        kind, names = rng.choice([("day", DAYS), ("month", MONTHS)])
+        i = rng.randrange(len(names))
+        nxt = names[(i + 1) % len(names)]
+        said = nxt if true else names[(i + 2) % len(names)]
+        subject, question = f"{kind}:after:{names[i]}", f"Does {said} come right after {names[i]}?"
+        fact = f"The {kind} after {names[i]} is {nxt}."
+    word = "Yes" if true else "No"
+    return subject, question, f"{word}. {fact}", [word.lower()]
+
+
 FAMILIES: dict[str, Callable[[random.Random], Item]] = {
     "capital": _capital, "continent": _continent, "arith": _arith, "unit": _unit,
     "sequence": _sequence, "compare": _compare, "opposite": _opposite, "plural": _plural,
+    "yes_no": _yes_no, "arith_words": _arith_words,
 }
+#: Drawn when ``families`` is not given (the others are asked for by name: adding them here
+#: would change every seeded draw the default aggregator's data was made from).
+DEFAULT_FAMILIES = ["capital", "continent", "arith", "unit", "sequence", "compare", "opposite",
+                    "plural"]
+YES_NO_SUFFIXES = [" Answer yes or no.", " Yes or no?", " Answer yes or no, and give a reason.",
+                   " Answer yes or no and say why."]
 def fact_questions(n: int, *, seed: int = 0, exclude: Iterable[str] = (),
                    families: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """``n`` distinct questions with ``id``, ``question``, ``target``, ``keywords``, ``subject``.
 
     Families are drawn in turn (round-robin, seeded); a subject or question in
-    ``exclude`` is never produced, nor is a subject twice.
+    ``exclude`` is never produced, nor is a subject twice. A question that touches two
+    facts names both (``capital:Iraq|capital:Syria``), and is left out if either is
+    excluded.
 
     Raises:
         ConfigError: Unknown family, or fewer distinct subjects than ``n``.
     """
-    names = list(families or FAMILIES)
+    names = list(families or DEFAULT_FAMILIES)
     unknown = [f for f in names if f not in FAMILIES]
     if unknown:
         raise ConfigError(f"unknown fact families {unknown}: use {sorted(FAMILIES)}")
@@ -149,14 +225,17 @@ def fact_questions(n: int, *, seed: int = 0, exclude: Iterable[str] = (),
         family = names[len(out) % len(names)] if misses < 50 else rng.choice(names)
         subject, question, target, keywords = FAMILIES[family](rng)
         key = subject.lower()
-        if key in seen or key in banned or question.strip().lower() in banned:
+        if key in seen or set(key.split("|")) & banned or question.strip().lower() in banned:
             misses += 1
             if misses > 50 * n + 1000:
                 raise ConfigError(f"only {len(out)} distinct questions could be made, {n} asked")
             continue
         misses = 0
         seen.add(key)
-        out.append({"id": f"fact-{len(out)}", "question": question + rng.choice(SUFFIXES),
-                    "target": target, "keywords": keywords, "subject": subject,
-                    "family": family})
+        row = {"id": f"fact-{len(out)}", "question": question + rng.choice(SUFFIXES),
+               "target": target, "keywords": keywords, "subject": subject, "family": family}
+        if family == "yes_no":
+            row["question"] = question + rng.choice(YES_NO_SUFFIXES)
+            row["first_of"] = ["yes", "no"]
+        out.append(row)
     return out

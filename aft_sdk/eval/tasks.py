@@ -144,9 +144,13 @@ class KeywordTask:
 
     An answer scores 1 when any of the item's ``keywords`` appears in it as a whole word
     or phrase (case-insensitive), else 0; ``key`` (for voting) is the first keyword found.
+    An item with ``first_of`` (say ``["yes", "no"]``) is decided by whichever of those
+    words comes first in the answer: it scores 1 when that word is one of its keywords
+    ("No, because ... yes" answers no).
 
     Args:
-        items: Dicts with ``id``, ``question`` and ``keywords`` (a non-empty list).
+        items: Dicts with ``id``, ``question`` and ``keywords`` (a non-empty list), and
+            optionally ``first_of`` (a list of words that includes the keywords).
     """
 
     name = "keywords"
@@ -158,13 +162,27 @@ class KeywordTask:
                     isinstance(k, str) and k.strip() for k in item["keywords"]):
                 raise ConfigError(f"{self.name}: item {item['id']} needs 'keywords' as a "
                                   "non-empty list of words")
-        self._patterns = {str(it["id"]): [(k, re.compile(rf"(?<!\w){re.escape(k)}(?!\w)", re.IGNORECASE))
-                                          for k in it["keywords"]] for it in self.items}
+            first = item.get("first_of")
+            if first is not None and (
+                    not isinstance(first, list)
+                    or not all(isinstance(w, str) and w.strip() for w in first)
+                    or not {k.lower() for k in item["keywords"]} <= {w.lower() for w in first}):
+                raise ConfigError(f"{self.name}: item {item['id']}: 'first_of' must be a list "
+                                  f"of words that includes every keyword, got {first!r}")
+        self._patterns = {str(it["id"]): [(k, _word(k)) for k in it["keywords"]]
+                          for it in self.items}
+        self._first = {str(it["id"]): _word("|".join(map(re.escape, it["first_of"])), escaped=True)
+                       for it in self.items if it.get("first_of")}
 
     def prompt(self, item: dict[str, Any]) -> list[dict[str, str]]:
         return [{"role": "user", "content": item["question"]}]
 
     def _found(self, item: dict[str, Any], text: str) -> str | None:
+        first = self._first.get(str(item["id"]))
+        if first is not None:
+            m = first.search(text)
+            hit = m.group(0).lower() if m else None
+            return hit if hit in {k.lower() for k in item["keywords"]} else None
         for keyword, pattern in self._patterns.get(str(item["id"]), []):
             if pattern.search(text):
                 return keyword.lower()
@@ -176,6 +194,12 @@ class KeywordTask:
     async def score(self, item: dict[str, Any], text: str) -> Score:
         found = self._found(item, text)
         return Score(float(found is not None), found, {"found": found})
+
+
+def _word(text: str, *, escaped: bool = False) -> re.Pattern[str]:
+    """Whole-word (or phrase) search, case-insensitive."""
+    body = text if escaped else re.escape(text)
+    return re.compile(rf"(?<!\w)(?:{body})(?!\w)", re.IGNORECASE)
 
 
 JUDGE_PROMPT = (

@@ -85,9 +85,45 @@ async def test_keyword_task_matches_whole_words_only() -> None:
 
 
 def test_the_committed_training_questions_reproduce_from_the_seed() -> None:
-    items = held_out()
+    import importlib.util
+
+    root = HELD_OUT.parent.parent.parent
+    spec = importlib.util.spec_from_file_location("default_aggregator_recipe_",
+                                                  root / "recipes" / "default_aggregator.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
     committed = [json.loads(x) for x in (HELD_OUT.parent.parent / "results/default_aggregator/data/questions.jsonl")
                  .read_text().splitlines()]
-    facts = [c for c in committed if c["family"] != "word_problem"]
-    exclude = [i["subject"] for i in items] + [i["question"] for i in items]
-    assert fact_questions(len(facts), seed=0, exclude=exclude) == facts
+    assert recipe.training_questions(recipe.FULL, 0, recipe.held_out_questions()) == committed
+    # The first adapter's 320 facts come first, unchanged (its rows are reused).
+    exclude = [i["subject"] for i in held_out()] + [i["question"] for i in held_out()]
+    assert fact_questions(320, seed=0, exclude=exclude) == committed[:320]
+
+
+async def test_yes_no_and_spelled_out_sums_are_right() -> None:
+    from aft_sdk.eval.facts import in_words
+
+    items = fact_questions(120, seed=2, families=["yes_no", "arith_words"])
+    task = KeywordTask(items)
+    answers = {"yes": 0, "no": 0}
+    for t in items:
+        assert (await task.score(t, t["target"])).value == 1.0, t
+        if t["family"] == "arith_words":
+            a, op, b = re.match(r"arith:(\d+)([-+*])(\d+)", t["subject"]).groups()
+            value = eval(f"{a}{op}{b}")  # noqa: S307
+            assert t["keywords"] == [str(value), in_words(value)] and in_words(int(a)) in t["question"]
+            continue
+        said_yes = t["keywords"] == ["yes"]
+        answers["yes" if said_yes else "no"] += 1
+        assert t["first_of"] == ["yes", "no"] and t["target"].startswith("Yes." if said_yes else "No.")
+        m = re.match(r"Is (\d+) plus (\d+) equal to (\d+)\?", t["question"])
+        if m:
+            assert said_yes == (int(m[1]) + int(m[2]) == int(m[3]))
+        m = re.match(r"Is (\d+) larger than (\d+)\?", t["question"])
+        if m:
+            assert said_yes == (int(m[1]) > int(m[2]))
+        if t["subject"].startswith("capital:") and not said_yes:
+            assert "|capital:" in t["subject"]  # the wrong city's own fact is named too
+    assert min(answers.values()) >= 20  # both answers are common
+    assert [in_words(n) for n in (7, 20, 42, 119)] == [
+        "seven", "twenty", "forty-two", "one hundred and nineteen"]
