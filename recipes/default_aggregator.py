@@ -52,7 +52,7 @@ QUICKSTART = ROOT / "recipes" / "data" / "quickstart_questions.jsonl"  # recipes
 PACKAGED = ROOT / "aft_sdk" / "adapters" / "smollm2-135m-aft.gguf"
 # Fixed before the full run; not tuned on the held-out questions.
 # Second version (after recipes/default_quality.py): + yes/no questions (the first adapter
-# never answered "yes" or "no") and sums with the numbers in words; 160 steps for the
+# said "yes" or "no" to 36 of 64 yes/no questions) and sums with the numbers in words; 160 steps for the
 # larger set. The first version's rows are reused (same seeded questions, same ids).
 FULL = dict(facts=320, word_problems=80, yes_no=120, arith_words=40, k=3, proposal_tokens=96,
             steps=160, lora_r=8, learning_rate=5e-4, sft_ratio=0.5, batch=4, held_out=60, width=3)
