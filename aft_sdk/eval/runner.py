@@ -20,6 +20,7 @@ from typing import Any
 from aft_sdk.aio import run_sync
 from aft_sdk.errors import ConfigError
 from aft_sdk.eval.methods import Method
+from aft_sdk.eval.shared import backend_identity
 from aft_sdk.eval.stats import bootstrap_interval
 from aft_sdk.jsonl import read_jsonl
 from aft_sdk.scale import as_executor
@@ -52,6 +53,7 @@ async def _run_method(task: Any, method: Method, path: Path, max_concurrency: in
     An item whose run raised goes to ``path``'s error side file, not into ``path``: it
     is retried by the next run and left out of the averages until it succeeds.
     """
+    check_same_method(method, path)
     runs = as_executor(executor).bind(method.graph)
 
     async def work(item: RunItem) -> dict[str, Any]:
@@ -69,6 +71,40 @@ async def _run_method(task: Any, method: Method, path: Path, max_concurrency: in
     finally:
         runs.close()
     return summary.failed + summary.bad_rows
+
+
+def method_fingerprint(method: Method) -> dict[str, Any]:
+    """What a method's per-item results depend on: its kind, the graph's config, and each
+    layer's backends (by identity: label and adapter bytes) and sampling."""
+    graph = method.graph
+    verifier = method.verifier
+    return json.loads(json.dumps({
+        "kind": method.kind,
+        "config": graph.config.model_dump(mode="json"),
+        "layers": [{"backends": [backend_identity(b) for b in layer.backends],
+                    "sampling": layer.sampling.model_dump(mode="json")}
+                   for layer in graph.plan.layers],
+        "verifier": None if verifier is None else getattr(verifier, "__qualname__", repr(verifier)),
+    }, default=str))
+
+
+def check_same_method(method: Method, path: Path) -> None:
+    """Refuses to resume ``path`` with a method set up differently from the one that
+    wrote it (same name, another adapter, model, width or sampling): its rows would be
+    mixed with, or stand in for, the new method's. Records the setup beside ``path``."""
+    record = path.with_name(path.name.removesuffix(".jsonl") + ".method.json")
+    want = method_fingerprint(method)
+    has_rows = path.is_file() and path.stat().st_size > 0
+    if has_rows and record.is_file():
+        have = json.loads(record.read_text(encoding="utf-8"))
+        if have != want:
+            changed = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+            raise ConfigError(
+                f"{path} holds results of method {method.name!r} set up differently "
+                f"(changed: {', '.join(changed)}); delete it and {record.name} to run the new "
+                "setup, or give the method another name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(want, indent=1) + "\n", encoding="utf-8")
 
 
 def summarise(method: Method, rows: list[dict[str, Any]], errors: int = 0) -> dict[str, Any]:

@@ -18,6 +18,18 @@ from aft_sdk.backends.base import Backend, Generation
 from aft_sdk.config import SamplingConfig
 from aft_sdk.jsonl import read_jsonl
 
+def backend_identity(backend: Any) -> str:
+    """What tells two backends' outputs apart: the label, and an adapter's bytes (hashed),
+    since two adapters with the same file name have the same label."""
+    if isinstance(getattr(backend, "identity", None), str):
+        return backend.identity
+    label = getattr(backend, "label", None) or repr(backend)
+    lora = getattr(backend, "lora_path", None)
+    if not lora or not Path(lora).is_file():
+        return label
+    return f"{label}#{hashlib.sha256(Path(lora).read_bytes()).hexdigest()[:16]}"
+
+
 class SharedSamples(Backend):
     """Wraps a backend: each seeded request is generated once, then read back.
 
@@ -40,11 +52,7 @@ class SharedSamples(Backend):
             self.saved = {row["key"]: row["generations"] for row in read_jsonl(self.path)}
         self.pending: dict[str, asyncio.Future] = {}
         self.hits = self.misses = 0
-        # Two adapters with the same file name are different models: the key holds the
-        # adapter's bytes (hashed), not only the label that names it.
-        lora = getattr(inner, "lora_path", None)
-        self.identity = inner.label if not lora or not Path(lora).is_file() else (
-            f"{inner.label}#{hashlib.sha256(Path(lora).read_bytes()).hexdigest()[:16]}")
+        self.identity = backend_identity(inner)
 
     @property
     def label(self) -> str:

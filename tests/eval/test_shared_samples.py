@@ -56,3 +56,27 @@ def test_two_adapters_with_one_name_do_not_share_samples(tmp_path) -> None:
     assert a.label == b.label and a.identity != b.identity  # nothing is loaded to tell
     base = SharedSamples(EmbeddedBackend(), tmp_path / "s.jsonl")
     assert base.identity == base.label
+
+
+async def test_resuming_with_a_method_set_up_differently_is_refused(fault, tmp_path) -> None:
+    from aft_sdk import ConfigError
+    from aft_sdk.eval import KeywordTask, Method, aevaluate
+
+    task = KeywordTask([{"id": "a", "question": "q", "keywords": ["answer"]}])
+
+    def method(model: str, width: int = 2) -> Method:
+        return Method("pa", "propose_aggregate", width=width, depth=1,
+                      proposers=fault.backend(model), aggregator=fault.backend("agg"))
+
+    await aevaluate(task, [method("p")], tmp_path, progress=False, plots=False)
+    calls = len(fault.requests)
+    await aevaluate(task, [method("p")], tmp_path, progress=False, plots=False)  # resumes
+    assert len(fault.requests) == calls
+    # Same name, other proposer model or width: its rows would stand in for the new setup.
+    for changed, other in (("layers", method("other-model")), ("config", method("p", width=3))):
+        with pytest.raises(ConfigError, match=rf"set up differently \(changed: .*{changed}"):
+            await aevaluate(task, [other], tmp_path, progress=False, plots=False)
+    assert len(fault.requests) == calls
+    (tmp_path / "runs" / "pa.jsonl").unlink()  # as the message says: then it runs
+    await aevaluate(task, [method("other-model")], tmp_path, progress=False, plots=False)
+    assert len(fault.requests) > calls
