@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -40,7 +39,7 @@ from pathlib import Path
 from aft_sdk import EmbeddedBackend, SamplingConfig
 from aft_sdk.config import AGGREGATOR_SAMPLING, PROPOSER_SAMPLING
 from aft_sdk.eval import KeywordTask, Method, evaluate, format_table, paired_difference, run_path
-from aft_sdk.eval.facts import fact_questions
+from aft_sdk.eval.facts import fact_questions, same_facts
 from aft_sdk.eval.synthetic import arithmetic_problems
 from aft_sdk.jsonl import read_jsonl, write_jsonl
 from aft_sdk.timing import Stages
@@ -81,14 +80,8 @@ def held_out_questions() -> list[dict]:
     return [*read_jsonl(HELD_OUT), *read_jsonl(QUICKSTART)]
 
 
-def _forms(subject: str) -> list[str]:
-    """A subject and its commutative twin (``arith:7+5`` is ``arith:5+7``)."""
-    m = re.fullmatch(r"arith:(\d+)([+*])(\d+)", subject)
-    return [subject, f"arith:{m[3]}{m[2]}{m[1]}"] if m else [subject]
-
-
 def training_questions(size: dict, seed: int, held_out: list[dict]) -> list[dict]:
-    excluded = [f for h in held_out for f in _forms(h["subject"])] + [h["question"] for h in held_out]
+    excluded = [f for h in held_out for f in same_facts(h["subject"])] + [h["question"] for h in held_out]
     facts = fact_questions(size["facts"], seed=seed, exclude=excluded)
     extra = []
     for family in ("yes_no", "arith_words"):

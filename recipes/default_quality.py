@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         before = SharedSamples(EmbeddedBackend(lora_path=args.before_adapter, n_threads=args.threads), cache)
         methods.append(Method(BEFORE, "propose_aggregate", width=default.width, depth=default.depth,
                               proposers=proposer, aggregator=before, graph_kwargs=settings))
+    shared = [proposer, adapter, *([before] if args.before_adapter else [])]
     methods.append(Method(NOW, "propose_aggregate", width=default.width, depth=default.depth,
                           proposers=proposer, aggregator=adapter, graph_kwargs=settings))
     with stage("evaluate"):
@@ -132,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                                              "low": round(low, 4), "high": round(high, 4)},
         "comparisons": {k: {n: round(v, 4) for n, v in d.items()} for k, d in comparisons.items()},
         "by_kind": by_kind, "timings_s": stage.timings,
-        "shared_samples": {"generated": proposer.misses + adapter.misses,
-                           "reused": proposer.hits + adapter.hits},
+        "shared_samples": {"generated": sum(b.misses for b in shared),
+                           "reused": sum(b.hits for b in shared)},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_report(out, summary)

@@ -200,6 +200,13 @@ DEFAULT_FAMILIES = ["capital", "continent", "arith", "unit", "sequence", "compar
                     "plural"]
 YES_NO_SUFFIXES = [" Answer yes or no.", " Yes or no?", " Answer yes or no, and give a reason.",
                    " Answer yes or no and say why."]
+def same_facts(subject: str) -> set[str]:
+    """A subject and the forms the same fact takes (``arith:7+5`` is ``arith:5+7``), for
+    keeping held-out questions out of training."""
+    m = re.fullmatch(r"arith:(\d+)([+*])(\d+)", subject)
+    return {subject, f"arith:{m[3]}{m[2]}{m[1]}"} if m else {subject}
+
+
 def fact_questions(n: int, *, seed: int = 0, exclude: Iterable[str] = (),
                    families: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """``n`` distinct questions with ``id``, ``question``, ``target``, ``keywords``, ``subject``.

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from pathlib import Path
 
-from aft_sdk.eval.facts import in_words
+from aft_sdk.eval.facts import in_words, same_facts
 
 HERE = Path(__file__).parent
 OUT = HERE / "quickstart_questions.jsonl"
@@ -30,14 +29,6 @@ def excluded_subjects() -> set[str]:
     """Subjects of the shipped adapter's training questions and of the older held-out set."""
     return {json.loads(line)["subject"].lower() for path in (TRAINED, EASY)
             for line in path.read_text().splitlines() if line.strip()}
-
-
-def same_facts(subject: str) -> set[str]:
-    """A subject and the forms it takes in the training data (``arith:7+5`` = ``arith:5+7``)."""
-    m = re.fullmatch(r"arith:(\d+)([-+*])(\d+)", subject)
-    if m and m[2] in "+*":
-        return {subject, f"arith:{m[3]}{m[2]}{m[1]}"}
-    return {subject}
 
 # (subject, question, keywords)
 FACTS = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -49,7 +50,7 @@ async def test_answers_are_checkable_and_arithmetic_is_right() -> None:
     task = KeywordTask(items)
     for item in items:
         if item["kind"] == "arithmetic":
-            a, op, b = maker.re.fullmatch(r"arith:(\d+)([-+*/])(\d+)", item["subject"]).groups()
+            a, op, b = re.fullmatch(r"arith:(\d+)([-+*/])(\d+)", item["subject"]).groups()
             value = {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b),
                      "/": int(a) // int(b)}[op]
             assert item["keywords"][0] == str(value), item
