@@ -156,7 +156,8 @@ def compare(eval_dir: Path, methods: list[str]) -> list[dict]:
     return out
 
 
-def markdown(tables: dict[str, list[dict]], comparisons: dict[str, list[dict]]) -> str:
+def method_table(tables: dict[str, list[dict]]) -> list[str]:
+    """Markdown rows: each method's score [95% CI] and tokens per item, per split."""
     names = [r["method"] for r in next(iter(tables.values()))]
     lines = ["| method | generations | " + " | ".join(
         f"{s}: exact match [95% CI] | {s}: tokens/item" for s in tables) + " |",
@@ -169,6 +170,11 @@ def markdown(tables: dict[str, list[dict]], comparisons: dict[str, list[dict]]) 
                       f"{r['tokens_per_item']:.0f}"]
         gens = next(iter(tables.values()))[i]["generations_per_item"]
         lines.append(f"| {name} | {gens:g} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(tables: dict[str, list[dict]], comparisons: dict[str, list[dict]]) -> str:
+    lines = method_table(tables)
     lines += ["", "| paired difference (a - b) | " + " | ".join(tables) + " |",
               "|---|" + "---:|" * len(tables)]
     for j, (label, _, _) in enumerate(c for c in COMPARISONS

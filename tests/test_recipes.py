@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
-RECIPES = ["cpu_end_to_end", "sft_vs_aft", "default_aggregator", "scaling_sweep", "mixed_api_local", "reproduce_paper", "tool_use",
+RECIPES = ["cpu_end_to_end", "sft_vs_aft", "grpo_aggregator", "default_aggregator", "scaling_sweep", "mixed_api_local", "reproduce_paper", "tool_use",
            "default_quality"]
 
 
@@ -110,6 +110,43 @@ def test_sft_vs_aft_reduced(tmp_path: Path) -> None:
     assert set(summary["train_losses"]) == {"SFT", "AFT"} and all(summary["train_losses"].values())
     assert (tmp_path / "quality_vs_tokens.png").read_bytes()[:4] == b"\x89PNG"
     assert "| AFT P&A |" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_grpo_aggregator_reduced(tmp_path: Path) -> None:
+    pytest.importorskip("vllm")
+    r = run("grpo_aggregator", "--reduced", "--out", str(tmp_path), timeout=1500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    names = ["majority vote x2", "untrained aggregator (SFT model)", "SFT-AFT, base drafts",
+             "SFT-AFT, SFT drafts", "GRPO aggregator", "pass@2 (oracle pick)"]
+    from aft_sdk.eval import run_path
+
+    for split, key in (("in-distribution", "test_id"), ("out-of-distribution", "test_ood")):
+        table = summary["tables"][split]
+        assert [row["method"] for row in table] == names
+        assert all(row["items"] == 3 and row["errors"] == 0 for row in table), table
+        assert [row["generations_per_item"] for row in table] == [2, 3, 3, 3, 3, 2]
+        # One set of drafts for every method: the oracle pick is right wherever the vote is.
+        runs = {n: {x["id"]: x["score"] for x in map(json.loads, run_path(
+            tmp_path / "eval" / key, n).read_text().splitlines())} for n in (names[0], names[5])}
+        assert len(runs[names[0]]) == 3
+        assert all(runs[names[5]][i] >= s for i, s in runs[names[0]].items())
+        assert [c["a"] for c in summary["comparisons"][split]] == names[1:]
+    drafts = [json.loads(x) for x in (tmp_path / "data/aft_rows_sft_drafts.jsonl").read_text().splitlines()]
+    assert len(drafts) == 8 and all(r["meta"]["proposal_models"] == [str(tmp_path / "work" / "sft")]
+                                    for r in drafts)
+    assert set(summary["train_losses"]) == {"sft", "aft_base_drafts", "aft_sft_drafts"}
+    assert len(summary["grpo"]["reward"]) == 2 and summary["grpo"]["mix"]["hard_kept"] + \
+        summary["grpo"]["mix"]["easy_kept"] == 8
+    meta = json.loads((tmp_path / "work" / "grpo" / "aft_sdk.json").read_text())
+    assert meta["method"] == "grpo" and meta["base_model"] == str(tmp_path / "work" / "sft")
+    for png in ("quality_vs_tokens.png", "grpo_reward.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    # A second run reuses every model (same data and settings) and gives the same tables.
+    again = run("grpo_aggregator", "--reduced", "--out", str(tmp_path), timeout=900)
+    assert again.returncode == 0 and again.stdout.count("reusing") == 4, again.stdout[-2000:]
+    assert json.loads((tmp_path / "summary.json").read_text())["tables"] == summary["tables"]
 
 
 @pytest.mark.slow

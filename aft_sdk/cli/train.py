@@ -1,6 +1,11 @@
 """``aft train`` / ``aft-train``: fine-tune an aggregator from a YAML config plus flags.
 
     aft train --config recipes/configs/train_smollm2_lora.yaml --max_steps 20
+    aft train --method grpo --config recipes/configs/grpo_smollm2_lora.yaml
+
+``--method sft`` (the default) trains on targets (:class:`~aft_sdk.trainers.AggregatorConfig`),
+``--method grpo`` by reinforcement learning on a verifiable reward
+(:class:`~aft_sdk.trainers.AggregatorGRPOConfig`, TRL's ``GRPOConfig`` fields included).
 
 The YAML holds :class:`~aft_sdk.trainers.AggregatorConfig` fields (every
 ``TrainingArguments`` flag included) and command-line flags override it: TRL's own
@@ -28,29 +33,70 @@ def register(sub: Any) -> None:
     sub.add_parser("train", help=HELP, add_help=False)
 
 
-def make_parser(prog: str = "aft train") -> Any:
-    """TRL's parser for :class:`~aft_sdk.trainers.AggregatorConfig`.
+METHODS = ("sft", "grpo")
+
+
+def make_parser(prog: str = "aft train", method: str = "sft") -> Any:
+    """TRL's parser for the method's config: :class:`~aft_sdk.trainers.AggregatorConfig`
+    (``sft``) or :class:`~aft_sdk.trainers.AggregatorGRPOConfig` (``grpo``).
 
     Raises:
-        ConfigError: The training extra is not installed.
+        ConfigError: An unknown method, or the training extra is not installed.
     """
+    if method not in METHODS:
+        raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     try:
         from trl import TrlParser
 
-        from aft_sdk.trainers.config import AggregatorConfig
+        if method == "grpo":
+            from aft_sdk.trainers.grpo_config import AggregatorGRPOConfig as config
+        else:
+            from aft_sdk.trainers.config import AggregatorConfig as config
     except ImportError as e:
         raise ConfigError(f"aft train needs the training extra: pip install 'aft-sdk[train]' ({e})") from e
-    return TrlParser(dataclass_types=[AggregatorConfig], prog=prog)
+    parser = TrlParser(dataclass_types=[config], prog=f"{prog} --method {method}",
+                       description=_DESCRIPTIONS[method])
+    return parser
 
 
-def parse_config(argv: Sequence[str]) -> Any:
-    """An AggregatorConfig from ``--config FILE`` (optional) and command-line flags.
+_DESCRIPTIONS = {
+    "sft": "(--method sft|grpo picks the trainer; this is sft, the default.) Fine-tune an aggregator on AFT rows (question + drafts -> target), with TRL's "
+           "SFTTrainer. Every field can come from --config FILE (YAML) or a flag; flags win.",
+    "grpo": "(--method sft|grpo picks the trainer; this is grpo.) Train an aggregator with GRPO (TRL's GRPOTrainer): for each AFT row, sample a "
+            "group of aggregated answers over its drafts and reward those the verifier "
+            "accepts against the row's target. Every field can come from --config FILE "
+            "(YAML) or a flag; flags win.",
+}
+
+
+def pop_method(argv: list[str]) -> tuple[str, list[str]]:
+    """``--method NAME`` (or ``--method=NAME``) taken out of ``argv``; default ``sft``."""
+    out, method, i = [], "sft", 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--method":
+            if i + 1 >= len(argv):
+                raise ConfigError(f"--method needs a value: {' or '.join(METHODS)}")
+            method, i = argv[i + 1], i + 2
+            continue
+        if a.startswith("--method="):
+            method = a.split("=", 1)[1]
+        else:
+            out.append(a)
+        i += 1
+    if method not in METHODS:
+        raise ConfigError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    return method, out
+
+
+def parse_config(argv: Sequence[str], method: str = "sft") -> Any:
+    """The method's config from ``--config FILE`` (optional) and command-line flags.
 
     Raises:
         ConfigError: Missing file, unknown fields or flags (named, values never shown),
             or a value ``TrainingArguments`` rejects.
     """
-    parser = make_parser()
+    parser = make_parser(method=method)
     argv = list(argv)
     if "--config" in argv:
         i = argv.index("--config")
@@ -66,6 +112,7 @@ def parse_config(argv: Sequence[str]) -> Any:
         )
     except ValueError as e:  # TrainingArguments.__post_init__ and TrlParser raise ValueError
         raise ConfigError(str(e)) from e
+
     known = {a.dest for a in parser._actions}
     for where, rest in (("in the config file", from_file), ("on the command line", from_flags)):
         names = [x.lstrip("-") for x in rest if x.startswith("--")]
@@ -104,16 +151,23 @@ def _train(argv: list[str]) -> int:
     from aft_sdk.trainers.config import check_data_paths
     from aft_sdk.trainers.output_dir import last_checkpoint, prepare_output_dir
 
-    args = parse_config(argv)
+    method, argv = pop_method(argv)
+    args = parse_config(argv, method)
     check_data_paths(args)
     resume, line = prepare_output_dir(args)
     print(f"aft train: {line}", file=sys.stderr, flush=True)
-    from aft_sdk.trainers.trainer import AggregatorTrainer
-
-    trainer = AggregatorTrainer(args)
+    if method == "grpo":
+        from aft_sdk.trainers.grpo import AggregatorGRPOTrainer as trainer_class
+    else:
+        from aft_sdk.trainers.trainer import AggregatorTrainer as trainer_class
+    trainer = trainer_class(args)
     if trainer.row_counter.skipped:
         print(f"skipped {trainer.row_counter.skipped} bad rows, e.g. "
               f"{trainer.row_counter.examples[0]}", file=sys.stderr)
+    if method == "grpo":
+        m = trainer.mix
+        print(f"draft sets: {m.easy} easy, {m.hard} hard; training on {m.easy_kept} easy + "
+              f"{m.hard_kept} hard", file=sys.stderr)
     if trainer.eval_dataset is not None and resume is None:
         print(f"eval before: {trainer.evaluate()}", file=sys.stderr)
     try:

@@ -3,7 +3,8 @@
 Rows by source: ``off_policy`` (multi-response datasets), ``on_policy`` (sampled through
 the graph), ``teacher`` (targets written by a stronger model), ``traces`` (graph results),
 ``mixing`` (plain SFT rows); ``rows`` holds the row type, validation and I/O. Training:
-``formatting`` (rows to TRL examples), ``config`` and ``trainer``; ``gguf`` loads the
+``formatting`` (rows to TRL examples), ``config`` and ``trainer`` (supervised AFT),
+``grpo_config``, ``grpo`` and ``rewards`` (GRPO on verifiable rewards); ``gguf`` loads the
 bundled model.
 
 Data builders and row types load without torch; the trainer needs the ``train`` extra
@@ -32,6 +33,8 @@ from aft_sdk.trainers.traces import trace_rows
 _LAZY = {
     "AggregatorConfig": "aft_sdk.trainers.config",
     "AggregatorTrainer": "aft_sdk.trainers.trainer",
+    "AggregatorGRPOConfig": "aft_sdk.trainers.grpo_config",
+    "AggregatorGRPOTrainer": "aft_sdk.trainers.grpo",
     "load_model_and_tokenizer": "aft_sdk.trainers.trainer",
     "export_gguf_to_hf": "aft_sdk.trainers.gguf",
     "export_lora_to_gguf": "aft_sdk.trainers.gguf",
@@ -42,6 +45,8 @@ _LAZY = {
 __all__ = [
     "AftRow",
     "AggregatorConfig",
+    "AggregatorGRPOConfig",
+    "AggregatorGRPOTrainer",
     "AggregatorTrainer",
     "RowCounter",
     "RowError",

@@ -19,13 +19,11 @@ from trl import SFTConfig
 from aft_sdk.config import PromptConfig, validate
 from aft_sdk.errors import ConfigError
 
-@dataclass
-class AggregatorConfig(SFTConfig):
-    """Configuration of :class:`~aft_sdk.trainers.AggregatorTrainer`.
 
-    Everything from ``transformers.TrainingArguments`` and ``trl.SFTConfig`` applies;
-    the fields below are ours (and the changed defaults named in the module docstring).
-    """
+@dataclass
+class AggregatorFields:
+    """The fields every aggregator trainer shares (SFT and GRPO): model, data, prompt,
+    LoRA and export. Mixed into a TRL config (a ``TrainingArguments``)."""
 
     model_name_or_path: str | None = field(
         default=None,
@@ -72,12 +70,6 @@ class AggregatorConfig(SFTConfig):
         default=False,
         metadata={"help": "Skip and count malformed rows instead of stopping at the first."},
     )
-    sft_ratio: float = field(
-        default=0.0,
-        metadata={"help": "Add this many plain SFT rows (conversation -> target) per AFT "
-                          "row, drawn at random (seed) from the same data, so the model "
-                          "also proposes; at most 1."},
-    )
     use_lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft)."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
@@ -107,6 +99,46 @@ class AggregatorConfig(SFTConfig):
                           "checkpoints are removed first); without it such a folder is "
                           "refused unless resuming."},
     )
+
+    def check_aggregator_fields(self) -> None:
+        """Validation both trainers run before TRL's own (a user error, said plainly)."""
+        if self.model_name_or_path is None:
+            raise ConfigError("model_name_or_path is required: an HF id, a folder or a .gguf file")
+        if self.dataset_path is None:
+            raise ConfigError("dataset_path is required: a .jsonl/.json/.parquet file or Hub id")
+        if self.export_gguf and not self.use_lora:
+            raise ConfigError("export_gguf writes a GGUF LoRA adapter: set use_lora too (a "
+                              "full fine-tune converts with llama.cpp's convert_hf_to_gguf.py)")
+        if self.template_file and not Path(self.template_file).is_file():
+            raise ConfigError(f"template_file not found: {self.template_file}")
+        self.prompt_config()  # a bad preset, item format or placement fails now
+
+    def prompt_config(self) -> PromptConfig:
+        """The aggregation prompt as the one :class:`~aft_sdk.config.PromptConfig` the
+        graph and the data builders take (the flags here are its fields)."""
+        template = (Path(self.template_file).read_text(encoding="utf-8")
+                    if self.template_file else None)
+        return validate(PromptConfig, {
+            "preset": None if template else self.preset, "template": template,
+            "item_format": self.item_format, "separator": self.separator,
+            "placement": self.placement}, source="AggregatorConfig prompt")
+
+
+@dataclass
+class AggregatorConfig(AggregatorFields, SFTConfig):
+    """Configuration of :class:`~aft_sdk.trainers.AggregatorTrainer`.
+
+    Everything from ``transformers.TrainingArguments`` and ``trl.SFTConfig`` applies;
+    the fields of :class:`AggregatorFields` and below are ours (and the changed defaults
+    named in the module docstring).
+    """
+
+    sft_ratio: float = field(
+        default=0.0,
+        metadata={"help": "Add this many plain SFT rows (conversation -> target) per AFT "
+                          "row, drawn at random (seed) from the same data, so the model "
+                          "also proposes; at most 1."},
+    )
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
     num_train_epochs: float = field(default=2.0, metadata={"help": "Training epochs."})
     max_length: int | None = field(
@@ -122,35 +154,15 @@ class AggregatorConfig(SFTConfig):
     logging_steps: float = field(default=5, metadata={"help": "Log every N steps."})
 
     def __post_init__(self) -> None:
-        if self.model_name_or_path is None:
-            raise ConfigError("model_name_or_path is required: an HF id, a folder or a .gguf file")
-        if self.dataset_path is None:
-            raise ConfigError("dataset_path is required: a .jsonl/.json/.parquet file or Hub id")
+        self.check_aggregator_fields()
         if not 0 <= self.sft_ratio <= 1:
             raise ConfigError(
                 f"sft_ratio must be between 0 and 1 (SFT rows per AFT row, made from the "
                 f"same rows), got {self.sft_ratio}"
             )
-        if self.export_gguf and not self.use_lora:
-            raise ConfigError("export_gguf writes a GGUF LoRA adapter: set use_lora too (a "
-                              "full fine-tune converts with llama.cpp's convert_hf_to_gguf.py)")
-        if self.template_file and not Path(self.template_file).is_file():
-            raise ConfigError(f"template_file not found: {self.template_file}")
-        self.prompt_config()  # a bad preset, item format or placement fails now
         if self.bf16 is None:  # TRL would turn None into True even on CPUs
             self.bf16 = _bf16_supported() and not self.fp16
         super().__post_init__()
-
-
-    def prompt_config(self) -> PromptConfig:
-        """The aggregation prompt as the one :class:`~aft_sdk.config.PromptConfig` the
-        graph and the data builders take (the flags here are its fields)."""
-        template = (Path(self.template_file).read_text(encoding="utf-8")
-                    if self.template_file else None)
-        return validate(PromptConfig, {
-            "preset": None if template else self.preset, "template": template,
-            "item_format": self.item_format, "separator": self.separator,
-            "placement": self.placement}, source="AggregatorConfig prompt")
 
 
 def check_data_paths(args: AggregatorConfig) -> None:

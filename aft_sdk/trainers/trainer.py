@@ -67,7 +67,7 @@ def load_rows(path: str, args: AggregatorConfig, counter: RowCounter) -> list[Af
     rows = list(validate_rows(records, skip_bad=args.skip_bad_rows, counter=counter, source=path))
     if not rows:
         raise TrainingError(f"{path} has no usable rows ({counter.skipped} skipped)")
-    if args.sft_ratio > 0:
+    if getattr(args, "sft_ratio", 0) > 0:  # the SFT trainer's mix; GRPO has none
         aft = [r for r in rows if r.kind == "aft"]
         others = [r for r in rows if r.kind != "aft"]
         rows = mix_sft(aft, list(sft_rows(aft)), args.sft_ratio, seed=args.seed) + others
@@ -81,68 +81,50 @@ def _to_dataset(rows: list[AftRow], template: PromptTemplate, tokenizer: Any, ma
     return datasets.Dataset.from_list(to_examples(rows, template, tokenizer, max_length, report))
 
 
-class AggregatorTrainer(SFTTrainer):
-    """Trains an aggregator on AFT rows.
+def model_and_tokenizer(args: Any, model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """The model given (with its tokenizer) or loaded from ``args``, tokenizer prepared."""
+    if model is None:
+        model, tokenizer = load_model_and_tokenizer(args)
+    elif tokenizer is None:
+        raise ConfigError("pass the tokenizer together with a loaded model")
+    prepare_tokenizer(args, tokenizer)
+    return model, tokenizer
 
-    Args:
-        args: The configuration (model, data, LoRA, all Trainer flags).
-        model: An already loaded model; default: loaded from ``args``.
-        tokenizer: Its tokenizer; default: loaded with the model.
-        train_rows: Rows to train on; default: read from ``args.dataset_path``.
-        eval_rows: Rows to evaluate on; default: ``args.eval_dataset_path`` if set.
-        **kwargs: Passed on to ``SFTTrainer`` (callbacks, ...).
-    """
 
-    def __init__(
-        self,
-        args: AggregatorConfig,
-        model: Any = None,
-        tokenizer: Any = None,
-        train_rows: list[AftRow] | None = None,
-        eval_rows: list[AftRow] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if model is None:
-            model, tokenizer = load_model_and_tokenizer(args)
-        elif tokenizer is None:
-            raise ConfigError("pass the tokenizer together with a loaded model")
-        if not getattr(tokenizer, "chat_template", None) and not args.chat_template_path:
-            raise ConfigError(
-                f"the tokenizer of {args.model_name_or_path} has no chat template; set "
-                "chat_template_path to a Jinja template file"
-            )
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self.row_counter = RowCounter()
-        if train_rows is None:
-            train_rows = load_rows(str(args.dataset_path), args, self.row_counter)
-        if eval_rows is None and args.eval_dataset_path:
-            eval_rows = load_rows(args.eval_dataset_path, args, self.row_counter)
-        self.prompt = args.prompt_config()
-        self.template = self.prompt.template_obj()
-        self.fit_report = FitReport()
-        self.data_sources = [s for s in (args.dataset_path, args.eval_dataset_path) if s]
-        peft_config = None
-        if args.use_lora:
-            from peft import LoraConfig
-
-            targets = args.lora_target_modules
-            peft_config = LoraConfig(
-                r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                target_modules=targets if targets == "all-linear" else targets.split(","),
-                task_type="CAUSAL_LM",
-            )
-        super().__init__(
-            model=model,
-            args=args,
-            train_dataset=_to_dataset(train_rows, self.template, tokenizer, args.max_length,
-                                      self.fit_report),
-            eval_dataset=_to_dataset(eval_rows, self.template, tokenizer, args.max_length,
-                                     self.fit_report) if eval_rows else None,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            **kwargs,
+def prepare_tokenizer(args: Any, tokenizer: Any) -> None:
+    """Refuses a tokenizer without a chat template; pads with EOS when it has no pad."""
+    if not getattr(tokenizer, "chat_template", None) and not getattr(args, "chat_template_path", None):
+        raise ConfigError(
+            f"the tokenizer of {args.model_name_or_path} has no chat template; set "
+            "chat_template_path to a Jinja template file"
         )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def lora_config(args: Any) -> Any:
+    """The peft ``LoraConfig`` the flags ask for, or ``None`` without ``use_lora``."""
+    if not args.use_lora:
+        return None
+    from peft import LoraConfig
+
+    targets = args.lora_target_modules
+    return LoraConfig(
+        r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+        target_modules=targets if targets == "all-linear" else targets.split(","),
+        task_type="CAUSAL_LM",
+    )
+
+
+class SavesAggregator:
+    """``save_aggregator`` for both trainers (SFT and GRPO): an HF folder, adapters,
+    GGUF, and ``aft_sdk.json`` saying how the model was trained."""
+
+    method = "sft"
+
+    def training_record(self) -> dict[str, Any]:
+        """Extra facts for ``aft_sdk.json`` (the GRPO trainer adds its reward and mix)."""
+        return {}
 
     def save_aggregator(self, output_dir: str | os.PathLike[str] | None = None) -> Path:
         """Writes the trained aggregator as a plain HF folder and returns its path.
@@ -188,6 +170,8 @@ class AggregatorTrainer(SFTTrainer):
             "rows_with_proposals_trimmed": self.fit_report.proposals_trimmed,
             "rows_with_target_cut": self.fit_report.targets_cut,
             "lora": bool(self.args.use_lora),
+            "method": self.method,
+            **self.training_record(),
             "config": self.args.to_dict(),  # TrainingArguments masks hub tokens here
         }
         record = json.dumps(meta, indent=2, default=str) + "\n"
@@ -207,6 +191,51 @@ class AggregatorTrainer(SFTTrainer):
             return str(bundled_model_path())
         return str(Path(name) / gguf_file) if gguf_file else name
 
+
+
+class AggregatorTrainer(SavesAggregator, SFTTrainer):
+    """Trains an aggregator on AFT rows.
+
+    Args:
+        args: The configuration (model, data, LoRA, all Trainer flags).
+        model: An already loaded model; default: loaded from ``args``.
+        tokenizer: Its tokenizer; default: loaded with the model.
+        train_rows: Rows to train on; default: read from ``args.dataset_path``.
+        eval_rows: Rows to evaluate on; default: ``args.eval_dataset_path`` if set.
+        **kwargs: Passed on to ``SFTTrainer`` (callbacks, ...).
+    """
+
+    def __init__(
+        self,
+        args: AggregatorConfig,
+        model: Any = None,
+        tokenizer: Any = None,
+        train_rows: list[AftRow] | None = None,
+        eval_rows: list[AftRow] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        model, tokenizer = model_and_tokenizer(args, model, tokenizer)
+        self.row_counter = RowCounter()
+        if train_rows is None:
+            train_rows = load_rows(str(args.dataset_path), args, self.row_counter)
+        if eval_rows is None and args.eval_dataset_path:
+            eval_rows = load_rows(args.eval_dataset_path, args, self.row_counter)
+        self.prompt = args.prompt_config()
+        self.template = self.prompt.template_obj()
+        self.fit_report = FitReport()
+        self.data_sources = [s for s in (args.dataset_path, args.eval_dataset_path) if s]
+        peft_config = lora_config(args)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=_to_dataset(train_rows, self.template, tokenizer, args.max_length,
+                                      self.fit_report),
+            eval_dataset=_to_dataset(eval_rows, self.template, tokenizer, args.max_length,
+                                     self.fit_report) if eval_rows else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            **kwargs,
+        )
 
 def _version() -> str:
     """The installed aft-sdk version (from its metadata: ``trainers/`` imports nothing
