@@ -132,7 +132,9 @@ def test_grpo_aggregator_reduced(tmp_path: Path) -> None:
             tmp_path / "eval" / key, n).read_text().splitlines())} for n in (names[0], names[5])}
         assert len(runs[names[0]]) == 3
         assert all(runs[names[5]][i] >= s for i, s in runs[names[0]].items())
-        assert [c["a"] for c in summary["comparisons"][split]] == names[1:]
+        # Each method against the vote, then the shift test, then GRPO vs SFT-drafts AFT.
+        assert [(c["a"], c["b"]) for c in summary["comparisons"][split]] == [
+            *((n, names[0]) for n in names[1:]), (names[3], names[2]), (names[4], names[3])]
     drafts = [json.loads(x) for x in (tmp_path / "data/aft_rows_sft_drafts.jsonl").read_text().splitlines()]
     assert len(drafts) == 8 and all(r["meta"]["proposal_models"] == [str(tmp_path / "work" / "sft")]
                                     for r in drafts)
