@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import itertools
 import os
+from contextlib import nullcontext
 from typing import Any, Protocol
 
-from aft_sdk import errors
+from aft_sdk import errors, lifecycle
 from aft_sdk.config import GraphConfig, load_yaml
 
 
@@ -162,9 +163,11 @@ class RayGraphPool:
         ray = import_ray()
         data = portable_config(config).model_dump(mode="json")
         if not ray.is_initialized():
-            ray.init(address=address or os.environ.get("RAY_ADDRESS"),
-                     include_dashboard=False, ignore_reinit_error=True,
-                     log_to_driver=False)
+            address = address or os.environ.get("RAY_ADDRESS")
+            # A local cluster started here ends with this process, however it ends.
+            with lifecycle.adopting("Ray local cluster") if not address else nullcontext():
+                ray.init(address=address, include_dashboard=False, ignore_reinit_error=True,
+                         log_to_driver=False)
         have = ray.cluster_resources().get("GPU", 0)
         if num_gpus and have < num_gpus:
             raise errors.ConfigError(

@@ -113,9 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         Method(f"P&A {k}x1, AFT aggregator", "propose_aggregate", width=k, depth=1,
                proposers=proposer, aggregator=trained, graph_kwargs=common),
     ]
-    with stage("5. evaluate on held-out problems"):
+    with stage("5. evaluate on held-out problems"), untrained:  # closes the shared engine
         table = evaluate(task, methods, out / "eval", max_concurrency=1)
-    untrained.shutdown()  # the engine both share
 
     text = format_table(table)
     print(text)

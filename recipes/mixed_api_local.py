@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             stack.enter_context(cpu_demo(args))
         if not args.proposer or not args.aggregator_model:
             raise SystemExit("give --proposer (one or more) and --aggregator-model, or --cpu-demo")
-        aggregator = VLLMBackend(args.aggregator_model, lora_path=args.lora,
-                                 max_model_len=args.max_model_len)
+        aggregator = stack.enter_context(VLLMBackend(  # closed on the way out, errors too
+            args.aggregator_model, lora_path=args.lora, max_model_len=args.max_model_len))
         graph = AggregateGraph(
             [api_backend(p) for p in args.proposer], aggregator, width=args.width,
             depth=args.depth, proposer_sampling={"max_tokens": args.max_tokens,
@@ -112,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         output = Path(args.output)
         result = run_batch(graph, args.questions, output, max_concurrency=args.concurrency)
-        aggregator.shutdown()
     summary = summarise(output, result)
     summary_path = output.with_name(output.stem + ".summary.json")
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")

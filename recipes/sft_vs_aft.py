@@ -210,13 +210,12 @@ def main(argv: list[str] | None = None) -> int:
 
     rows_path, sft_path = out / "data" / "aft_rows.jsonl", out / "data" / "sft_rows.jsonl"
     with stage("3. on-policy proposals of the base model (AFT rows) and SFT rows"):
-        engine = VLLMBackend(str(work / "base-hf"), max_model_len=1024, dtype="bfloat16",
-                             seed=args.seed)
         prompts = [{"id": it["id"], "prompt": task.prompt(it), "reference": it["solution"]}
                    for it in data["train"]]
-        build = asyncio.run(abuild_on_policy(prompts, engine, rows_path, k=size["k"],
-                                             sampling=sampling))
-        engine.shutdown()  # free its memory for training
+        with VLLMBackend(str(work / "base-hf"), max_model_len=1024, dtype="bfloat16",
+                         seed=args.seed) as engine:  # closed before training needs the memory
+            build = asyncio.run(abuild_on_policy(prompts, engine, rows_path, k=size["k"],
+                                                 sampling=sampling))
         aft = [AftRow.model_validate(r) for r in read_jsonl(rows_path)]
         write_jsonl(sft_path, [r.model_dump() for r in sft_rows(aft)])
         print(f"   {build}; {len(aft)} AFT rows, {len(aft)} SFT rows")
@@ -233,14 +232,13 @@ def main(argv: list[str] | None = None) -> int:
                       for folder in (work / "base-hf", sft_model, aft_model))
     methods = methods_for(base, sft, aft, size, sampling, agg)
     tables, comparisons = {}, {}
-    for split_name, key in SPLITS.items():
-        with stage(f"5. evaluate on {split_name} problems"):
-            eval_dir = out / "eval" / key
-            tables[split_name] = evaluate(ExactMatchTask(data[key]), methods, eval_dir)
-            comparisons[split_name] = compare(eval_dir, [m.name for m in methods])
-            print(format_table(tables[split_name]))
-    for backend in (base, sft, aft):
-        backend.shutdown()
+    with base, sft, aft:  # the three engines close on the way out, errors too
+        for split_name, key in SPLITS.items():
+            with stage(f"5. evaluate on {split_name} problems"):
+                eval_dir = out / "eval" / key
+                tables[split_name] = evaluate(ExactMatchTask(data[key]), methods, eval_dir)
+                comparisons[split_name] = compare(eval_dir, [m.name for m in methods])
+                print(format_table(tables[split_name]))
 
     plot_splits(tables, out / "quality_vs_tokens.png",
                 title=f"SmolLM2-135M, SFT vs AFT, {size['k'] + 1} generations per item")

@@ -81,28 +81,27 @@ def main(argv: list[str] | None = None) -> int:
         if not (folder / "config.json").is_file():
             folder, _ = train_adapter("sft", EVIDENCE / "sft_rows.jsonl", 0.0, size, args.seed,
                                       work)
-    model = VLLMBackend(str(folder), max_model_len=1024, dtype="bfloat16", seed=args.seed)
-    tables, paired = {}, {}
-    for split_name, key in SPLITS.items():
-        with stage(f"3. evaluate on {split_name} problems"):
-            items = list(read_jsonl(EVIDENCE / f"{key}.jsonl"))
-            folder_out = out / "eval" / key
-            table = evaluate(ExactMatchTask(items), methods(model, sampling, agg), folder_out)
-            tables[split_name] = table
-            print(format_table(table))
+    with VLLMBackend(str(folder), max_model_len=1024, dtype="bfloat16", seed=args.seed) as model:
+        tables, paired = {}, {}
+        for split_name, key in SPLITS.items():
+            with stage(f"3. evaluate on {split_name} problems"):
+                items = list(read_jsonl(EVIDENCE / f"{key}.jsonl"))
+                folder_out = out / "eval" / key
+                table = evaluate(ExactMatchTask(items), methods(model, sampling, agg), folder_out)
+                tables[split_name] = table
+                print(format_table(table))
 
-            def scores(name: str, where: Path = folder_out) -> dict[str, float]:
-                return {r["id"]: r["score"] for r in read_jsonl(run_path(where, name))
-                        if "error" not in r}
-            single = scores("single")
-            paired[split_name] = {}
-            for row in table[1:]:
-                mine = scores(row["method"])
-                ids = sorted(set(mine) & set(single))
-                paired[split_name][f"{row['method']} - single"] = {
-                    k: round(v, 4) for k, v in paired_difference(
-                        [mine[i] for i in ids], [single[i] for i in ids]).items()}
-    model.shutdown()
+                def scores(name: str, where: Path = folder_out) -> dict[str, float]:
+                    return {r["id"]: r["score"] for r in read_jsonl(run_path(where, name))
+                            if "error" not in r}
+                single = scores("single")
+                paired[split_name] = {}
+                for row in table[1:]:
+                    mine = scores(row["method"])
+                    ids = sorted(set(mine) & set(single))
+                    paired[split_name][f"{row['method']} - single"] = {
+                        k: round(v, 4) for k, v in paired_difference(
+                            [mine[i] for i in ids], [single[i] for i in ids]).items()}
     plot_splits(tables, out / "accuracy_vs_tokens.png",
                 title="SFT-tuned SmolLM2-135M proposing, 4 generations per question at most")
     summary = {"command": "python recipes/strategies_quality.py " + " ".join(argv or sys.argv[1:]),

@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from aft_sdk.testing import FaultServer, LocalServer
+from suite_report import SuiteReport
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+SUITE = SuiteReport()
 
 
 def _need(module: str, extra: str) -> None:
@@ -67,6 +72,7 @@ def hf_model_dir(gguf_path: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def vllm_server(hf_model_dir: Path):
     _need("vllm", "vllm")
     with LocalServer.vllm(hf_model_dir, name="smollm2-vllm", max_model_len=1024) as srv:
+        RELEASE["vllm_server"] = srv.stop
         yield srv
 
 
@@ -95,6 +101,7 @@ def vllm_pair(hf_model_dir: Path, lora_adapter: Path):
     base = VLLMBackend(str(hf_model_dir), max_model_len=1024, dtype="bfloat16")
     adapter = base.with_lora(lora_adapter)
     base.engine.start()  # once for the whole session
+    RELEASE["vllm_pair"] = base.shutdown
     yield base, adapter
     base.shutdown()
 
@@ -119,29 +126,47 @@ def fault(fault_server: FaultServer) -> FaultServer:
     return fault_server
 
 
-def _engine_processes() -> list[str]:
-    try:
-        import psutil
-    except ImportError:
-        return []
-    _, alive = psutil.wait_procs(psutil.Process().children(recursive=True), timeout=15)
-    found = []
-    for child in alive:  # engines take a few seconds to exit after shutdown
-        try:
-            name = " ".join(child.cmdline()[:4]) + " " + child.name()
-        except psutil.Error:
-            continue
-        if "api_server" not in name and ("EngineCore" in name or "VLLM" in name.upper()):
-            found.append(f"{child.pid}: {name}")
-    return found
+def pytest_sessionstart(session: pytest.Session) -> None:
+    SUITE.start()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    SUITE.add(report)
+    _standard_outcome(report)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fails the run if an in-process vLLM engine left worker processes behind."""
-    leftovers = _engine_processes()
+    """Fails the run if anything the suite started (engines, servers, clusters) is
+    still running once every fixture has been torn down."""
+    SUITE.stop()
+    leftovers = SUITE.leftovers()
     if leftovers:
-        print("\nvLLM engine processes left behind:\n  " + "\n  ".join(leftovers))
+        print("\nprocesses the suite started that are still running:\n  " + "\n  ".join(leftovers))
         session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in SUITE.summary():
+        terminalreporter.write_line(line)
+
+
+#: Engines that end as soon as the last test that uses them is done (not at the end
+#: of the session): fixture name -> its close (idempotent; the fixture closes again).
+RELEASE: dict[str, Callable[[], None]] = {}
+LAST_USER: dict[str, str] = {}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    for item in session.items:
+        for name in ("vllm_pair", "vllm_server"):
+            if name in getattr(item, "fixturenames", ()):
+                LAST_USER[name] = item.nodeid
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    for name, last in LAST_USER.items():
+        if last == item.nodeid and name in RELEASE:
+            RELEASE.pop(name)()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -156,7 +181,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 #: Outcomes of the LangChain standard tests, by class then test: whether it passed.
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+def _standard_outcome(report: pytest.TestReport) -> None:
     parts = report.nodeid.split("::")
     if "test_langchain_standard.py" in parts[0] and len(parts) == 3 and report.when == "call":
         # An unexpected pass counts as a pass; an expected failure does not.

@@ -14,6 +14,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="needs pip install 'aft-sdk[ray]'")
 
+from aft_sdk import lifecycle  # noqa: E402
 from aft_sdk import AggregateGraph, ConfigError, InsufficientProposalsError, run_batch  # noqa: E402
 from aft_sdk.scale import RayExecutor  # noqa: E402
 from aft_sdk.jsonl import read_jsonl  # noqa: E402
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with lifecycle.adopting("Ray local cluster"):  # ends with the suite, however it ends
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

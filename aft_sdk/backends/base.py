@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -161,7 +161,23 @@ class Backend(abc.ABC):
         return run_sync(self.generate(normalize_messages(messages), n=n, sampling=sampling, **kw))
 
     async def aclose(self) -> None:
-        """Releases connections or engines held by the backend."""
+        """Releases connections or engines held by the backend (their processes end)."""
+
+    def close(self) -> None:
+        """Blocking twin of :meth:`aclose`."""
+        run_sync(self.aclose())
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def __repr__(self) -> str:
         return self.label

@@ -237,6 +237,17 @@ class EmbeddedBackend(Backend):
             tool_choice=choice, temperature=kwargs["temperature"], top_p=kwargs["top_p"],
             max_tokens=kwargs["max_tokens"], stop=kwargs["stop"])
 
+    def close(self) -> None:
+        """Frees the model's memory (after the generation in progress, if any); the next
+        call loads it again."""
+        with self._load_lock, self._lock:
+            llama, self._llama = self._llama, None
+        if llama is not None:
+            llama.close()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
     def _rejected(self, e: ValueError) -> errors.BadRequestError:
         """llama.cpp raises ``ValueError`` when the prompt overflows the context."""
         return errors.BadRequestError(

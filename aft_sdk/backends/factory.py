@@ -68,6 +68,16 @@ def _from_config(cfg: Any) -> Backend:
         return _shared[key]
 
 
+async def aclose_shared() -> None:
+    """Closes every backend built from a spec or config in this process (their engines
+    and connections end); later calls build new ones."""
+    with _shared_lock:
+        backends = list(_shared.values())
+        _shared.clear()
+    for backend in backends:
+        await backend.aclose()
+
+
 def _build(cfg: Any) -> Backend:
     if isinstance(cfg, OpenAIBackendConfig):
         from aft_sdk.backends.openai_backend import OpenAIBackend

@@ -301,8 +301,11 @@ class VLLMBackend(Backend):
         return errors.BackendError(f"{self.label} failed: {name}: {e}", backend=self.label)
 
     def shutdown(self) -> None:
-        """Stops the engine and its worker processes now (shared by ``with_lora`` views)."""
+        """Stops the engine and its worker processes now (shared by ``with_lora`` views);
+        returns when they have exited."""
         self.engine.shutdown()
+
+    close = shutdown
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.shutdown)

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aft_sdk import errors
+from aft_sdk import errors, lifecycle
 from aft_sdk.aio import Channel
 from aft_sdk.config import VLLMBackendConfig
 
@@ -49,6 +49,7 @@ class VLLMEngine:
         self._llm: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._start_lock = threading.Lock()
+        self._owned: lifecycle.Owned | None = None  # EngineCore and its workers
         self.requests = 0  # requests submitted (for tests and benchmarks)
 
     @property
@@ -92,11 +93,26 @@ class VLLMEngine:
         """Starts the engine if needed (blocking: seconds to minutes); returns it."""
         with self._start_lock:
             if self._llm is None:
-                self._loop = asyncio.new_event_loop()
-                threading.Thread(target=self._loop.run_forever, name="aft-vllm-engine",
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="aft-vllm-engine",
                                  daemon=True).start()
-                self._llm = self._create()
+                owned = None
+                try:
+                    with lifecycle.adopting(f"vLLM engine for {self.cfg.model}") as owned:
+                        llm = self._create()
+                except BaseException:
+                    loop.call_soon_threadsafe(loop.stop)
+                    if owned is not None:  # what a failed start left running
+                        owned.end(grace_s=5)
+                    raise
+                self._loop, self._llm, self._owned = loop, llm, owned
+                lifecycle.close_at_exit(self.shutdown)
         return self._llm
+
+    @property
+    def pids(self) -> list[int]:
+        """The engine's processes (``EngineCore``) started by this process."""
+        return self._owned.pids if self._owned is not None else []
 
     def _create(self) -> Any:
         from vllm import AsyncEngineArgs
@@ -181,13 +197,27 @@ class VLLMEngine:
             fut.cancel()
 
     def shutdown(self) -> None:
-        """Stops the engine and its worker processes, and the engine loop."""
+        """Stops the engine and its worker processes, and the engine loop.
+
+        Returns once the engine's processes have exited (and their memory is back):
+        vLLM is asked to stop, and whatever still runs after a grace period is ended.
+        """
         with self._start_lock:
             llm, self._llm = self._llm, None
             loop, self._loop = self._loop, None
+            owned, self._owned = self._owned, None
         if llm is None or loop is None:
             return
+        try:
+            self._stop(llm, loop)
+        finally:
+            if owned is not None and not owned.wait(timeout_s=10):
+                owned.end(grace_s=5)
+            elif owned is not None:
+                owned.release()
 
+    @staticmethod
+    def _stop(llm: Any, loop: asyncio.AbstractEventLoop) -> None:
         async def stop() -> None:
             # On the engine's own loop, so its output task ends quietly, not as an error.
             llm.shutdown()

@@ -24,6 +24,7 @@ from aft_sdk.cli.args import (
     user_errors,
 )
 from aft_sdk.runner import DEFAULT_CONCURRENCY
+from aft_sdk.lifecycle import exit_on_sigterm
 
 def _call(args: argparse.Namespace) -> dict | None:
     """The run's tools and response format from ``--tools`` / ``--json-schema`` files."""
@@ -223,6 +224,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aft`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    exit_on_sigterm()  # a `timeout` or a scheduler's SIGTERM stops engines cleanly
     parser = make_parser()
     known, _ = parser.parse_known_args(argv)
     if known.command == "train":  # TRL's parser reads its flags and --config (see cli/train)

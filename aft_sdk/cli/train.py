@@ -189,6 +189,9 @@ def _train(argv: list[str]) -> int:
 
 def main() -> None:
     """The ``aft-train`` console script."""
+    from aft_sdk.lifecycle import exit_on_sigterm
+
+    exit_on_sigterm()
     sys.exit(train_main())
 
 

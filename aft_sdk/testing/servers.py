@@ -9,6 +9,7 @@ a hosted API::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from aft_sdk import lifecycle
 from aft_sdk.errors import BackendUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class LocalServer:
         self.env = {**os.environ, **(env or {})}
         self.ready_timeout_s = ready_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
+        self._owned: lifecycle.Owned | None = None
         self._log = tempfile.NamedTemporaryFile(prefix="aft-server-", suffix=".log", delete=False)
 
     @property
@@ -133,6 +136,10 @@ class LocalServer:
             self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
             start_new_session=True,
         )
+        # Ends with this process however it ends (a server in a session of its own is
+        # out of reach of a Ctrl-C or a signal to this process's group).
+        self._owned = lifecycle.own(self.proc.pid, f"server {self.cmd[2]} on :{self.port}")
+        lifecycle.close_at_exit(self.stop)
         poll = Retrying(
             stop=stop_after_delay(self.ready_timeout_s), wait=wait_fixed(0.25),
             retry=retry_if_exception_type(_NotReady), reraise=True,
@@ -171,17 +178,17 @@ class LocalServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
-        """Terminates the server (and its children), killing it if it lingers."""
-        if self.proc is None or self.proc.poll() is not None:
+        """Terminates the server and its children, killing what lingers; returns when
+        they have exited."""
+        if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, 15)
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
+        owned, self._owned = self._owned, None
+        if owned is not None:  # the server and its children at once (vLLM's EngineCore)
+            owned.end(grace_s=20)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, 9)  # anything else still in its group
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
-        except ProcessLookupError:
-            pass
 
     def __enter__(self) -> LocalServer:
         return self.start()

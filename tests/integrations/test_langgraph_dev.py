@@ -22,6 +22,7 @@ import pytest
 
 sdk = pytest.importorskip("langgraph_sdk", reason="needs langgraph-sdk")
 
+from aft_sdk import lifecycle  # noqa: E402
 from aft_sdk.testing.servers import free_port  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -73,6 +74,7 @@ def langgraph_dev(fault_server, tmp_path_factory):
          "--config", str(ROOT / "langgraph.json")],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "AFT_GRAPH_CONFIG": configs["plain"], "LANGGRAPH_NO_BROWSER": "1"})
+    owned = lifecycle.own(proc.pid, "langgraph dev")  # it and its workers end with the suite
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -88,11 +90,8 @@ def langgraph_dev(fault_server, tmp_path_factory):
     if proc.poll() is not None:
         raise AssertionError(f"langgraph dev did not start: {(folder / 'server.log').read_text()[-3000:]}")
     yield base, configs
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    owned.end(grace_s=30)
+    proc.wait(timeout=10)
     log.close()
 
 
