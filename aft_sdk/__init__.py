@@ -36,11 +36,19 @@ from aft_sdk._lazy import lazy_getattr
 from typing import TYPE_CHECKING
 
 from aft_sdk.config import (
+    AdaptiveConfig,
+    BudgetConfig,
     EmbeddedBackendConfig,
     GraphConfig,
+    LangChainBackendConfig,
     OpenAIBackendConfig,
+    PromptConfig,
+    RSAConfig,
     SamplingConfig,
+    StructuredConfig,
+    ToolsConfig,
     VLLMBackendConfig,
+    VoteConfig,
     load_yaml,
 )
 from aft_sdk.errors import (
@@ -61,8 +69,10 @@ from aft_sdk.errors import (
     PartialGenerationError,
     RateLimitError,
     ServerError,
+    StructuredOutputError,
     TrainingError,
 )
+from aft_sdk.plugins import BackendKind
 from aft_sdk.prompts import PRESETS, PromptTemplate, get_template
 
 try:  # one source of the version: pyproject.toml, through the install's metadata
@@ -75,13 +85,16 @@ if TYPE_CHECKING:
         Backend,
         EmbeddedBackend,
         Generation,
+        LangChainBackend,
         OpenAIBackend,
         VLLMBackend,
         default_backend,
         make_backend,
     )
     from aft_sdk.batch import arun_batch, run_batch
-    from aft_sdk.graphs import AggregateGraph, AggregateResult
+    from aft_sdk.graphs import AggregateGraph, AggregateResult, create_aggregate_graph
+    from aft_sdk.graphs.strategies import Shape, Strategy
+    from aft_sdk.tools import CallOptions
 
 _LAZY = {
     "Backend": "aft_sdk.backends",
@@ -89,16 +102,22 @@ _LAZY = {
     "OpenAIBackend": "aft_sdk.backends",
     "VLLMBackend": "aft_sdk.backends",
     "EmbeddedBackend": "aft_sdk.backends",
+    "LangChainBackend": "aft_sdk.backends",
+    "Strategy": "aft_sdk.graphs.strategies",
+    "Shape": "aft_sdk.graphs.strategies",
+    "CallOptions": "aft_sdk.tools",
     "default_backend": "aft_sdk.backends",
     "make_backend": "aft_sdk.backends",
     "AggregateGraph": "aft_sdk.graphs",
     "AggregateResult": "aft_sdk.graphs",
+    "create_aggregate_graph": "aft_sdk.graphs",
     "run_batch": "aft_sdk.batch",
     "arun_batch": "aft_sdk.batch",
 }
 
 __all__ = [
     "PRESETS",
+    "AdaptiveConfig",
     "AftError",
     "AggregateGraph",
     "AggregateResult",
@@ -106,10 +125,13 @@ __all__ = [
     "Backend",
     "BackendConnectionError",
     "BackendError",
+    "BackendKind",
     "BackendStatusError",
     "BackendTimeoutError",
     "BackendUnavailableError",
     "BadRequestError",
+    "BudgetConfig",
+    "CallOptions",
     "ConfigError",
     "EmbeddedBackend",
     "EmbeddedBackendConfig",
@@ -118,19 +140,30 @@ __all__ = [
     "GraphError",
     "GraphTimeoutError",
     "InsufficientProposalsError",
+    "LangChainBackend",
+    "LangChainBackendConfig",
     "MalformedResponseError",
     "ModelNotFoundError",
     "OpenAIBackend",
     "OpenAIBackendConfig",
     "PartialGenerationError",
+    "PromptConfig",
     "PromptTemplate",
+    "RSAConfig",
     "RateLimitError",
     "SamplingConfig",
     "ServerError",
+    "Shape",
+    "Strategy",
+    "StructuredConfig",
+    "StructuredOutputError",
+    "ToolsConfig",
     "TrainingError",
     "VLLMBackend",
     "VLLMBackendConfig",
+    "VoteConfig",
     "arun_batch",
+    "create_aggregate_graph",
     "default_backend",
     "get_template",
     "load_yaml",

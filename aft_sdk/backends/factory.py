@@ -8,7 +8,12 @@ Specs accepted by :func:`make_backend` (and the ``--proposer`` / ``--aggregator`
 - ``openai:MODEL``: api.openai.com with ``OPENAI_API_KEY``;
 - ``http://host:port/v1#MODEL``: any OpenAI-compatible server (``#MODEL`` optional).
   It is sent no key unless the spec names the environment variable that holds one:
-  ``https://api.together.xyz/v1#MODEL?key_env=TOGETHER_API_KEY``.
+  ``https://api.together.xyz/v1#MODEL?key_env=TOGETHER_API_KEY``;
+- ``langchain:MODULE:CLASS[#MODEL][?key_env=VAR]``: any LangChain chat model;
+- ``KIND:...``: a plug-in kind (entry point group ``aft_sdk.backends``), parsed by it.
+
+Which class serves which config is one table (:data:`BUILTIN_BACKENDS`) plus the
+plug-ins' :class:`~aft_sdk.plugins.BackendKind` entries.
 """
 
 from __future__ import annotations
@@ -16,22 +21,32 @@ from __future__ import annotations
 import threading
 from typing import Any, Union
 
-from pydantic import ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from aft_sdk.backends.base import Backend
 from aft_sdk.config import (
     EmbeddedBackendConfig,
+    LangChainBackendConfig,
     OpenAIBackendConfig,
+    PluginBackendConfig,
     VLLMBackendConfig,
     describe_validation_error,
 )
 from aft_sdk.errors import ConfigError
+from aft_sdk.plugins import backend_plugins, get_backend_plugin, load_object
 from aft_sdk.redact import redact_url
 
-#: What every public entry point accepts where a backend is wanted.
-BackendLike = Union[
-    Backend, str, OpenAIBackendConfig, VLLMBackendConfig, EmbeddedBackendConfig
-]
+#: What every public entry point accepts where a backend is wanted: a backend, a spec,
+#: or a config (of a built-in or a plug-in kind).
+BackendLike = Union[Backend, str, BaseModel]
+
+#: Backend kind (a config's ``type``) -> the class that serves it.
+BUILTIN_BACKENDS = {
+    "openai": "aft_sdk.backends.openai_backend:OpenAIBackend",
+    "vllm": "aft_sdk.backends.vllm_backend:VLLMBackend",
+    "embedded": "aft_sdk.backends.embedded_backend:EmbeddedBackend",
+    "langchain": "aft_sdk.backends.langchain_backend:LangChainBackend",
+}
 
 
 def make_backend(spec: BackendLike) -> Backend:
@@ -46,7 +61,7 @@ def make_backend(spec: BackendLike) -> Backend:
         return spec
     if isinstance(spec, str):
         return _from_spec(spec.strip())
-    if isinstance(spec, (OpenAIBackendConfig, VLLMBackendConfig, EmbeddedBackendConfig)):
+    if isinstance(spec, BaseModel) and isinstance(getattr(spec, "type", None), str):
         return _from_config(spec)
     raise ConfigError(
         f"cannot make a backend from {type(spec).__name__}: pass a Backend, a config, or a "
@@ -59,9 +74,12 @@ _shared_lock = threading.Lock()
 
 
 def _from_config(cfg: Any) -> Backend:
-    # Equal configs share one backend: one model in memory, one concurrency bound.
-    secret = getattr(cfg, "api_key", None)
-    key = (type(cfg).__name__, cfg.model_dump_json(), hash(secret.get_secret_value()) if secret else 0)
+    if isinstance(cfg, PluginBackendConfig):
+        cfg = cfg.resolve()
+    # Equal configs share one backend: one model in memory, one concurrency bound. Secret
+    # fields dump masked, so their values join the key (hashed, never stored as text).
+    secrets = tuple(v.get_secret_value() for v in dict(cfg).values() if isinstance(v, SecretStr))
+    key = (type(cfg).__name__, cfg.model_dump_json(), hash(secrets))
     with _shared_lock:
         if key not in _shared:
             _shared[key] = _build(cfg)
@@ -79,17 +97,14 @@ async def aclose_shared() -> None:
 
 
 def _build(cfg: Any) -> Backend:
-    if isinstance(cfg, OpenAIBackendConfig):
-        from aft_sdk.backends.openai_backend import OpenAIBackend
-
-        return OpenAIBackend.from_config(cfg)
-    if isinstance(cfg, VLLMBackendConfig):
-        from aft_sdk.backends.vllm_backend import VLLMBackend
-
-        return VLLMBackend.from_config(cfg)
-    from aft_sdk.backends.embedded_backend import EmbeddedBackend
-
-    return EmbeddedBackend.from_config(cfg)
+    if cfg.type in BUILTIN_BACKENDS:
+        target, what = BUILTIN_BACKENDS[cfg.type], f"backend {cfg.type!r}"
+    else:  # a plug-in kind: its own config model, then its class
+        kind = get_backend_plugin(cfg.type)
+        if not isinstance(cfg, kind.config):
+            cfg = kind.config.model_validate(dict(cfg))
+        target, what = kind.backend, f"backend plug-in {cfg.type!r}"
+    return load_object(target, what).from_config(cfg)
 
 
 def parse_spec(spec: str) -> OpenAIBackendConfig | VLLMBackendConfig | EmbeddedBackendConfig:
@@ -110,9 +125,21 @@ def parse_spec(spec: str) -> OpenAIBackendConfig | VLLMBackendConfig | EmbeddedB
         return OpenAIBackendConfig(model=spec.split(":", 1)[1])
     if spec.startswith(("http://", "https://")):
         return _url_spec(spec)
+    if spec.startswith("langchain:"):
+        return _langchain_spec(spec)
+    kind, _, rest = spec.partition(":")
+    if rest and kind in backend_plugins():
+        plugin = get_backend_plugin(kind)
+        if plugin.parse is None:
+            raise ConfigError(f"backend plug-in {kind!r} has no spec form: give it as a config "
+                              f"(type: {kind}) in YAML or Python")
+        return plugin.parse(rest)
     raise ConfigError(
         f"unknown backend spec {_shown(spec)!r}: use 'embedded', 'embedded:FILE.gguf', "
-        "'vllm:MODEL', 'openai:MODEL' or 'http://HOST:PORT/v1#MODEL'"
+        "'vllm:MODEL', 'openai:MODEL', 'http://HOST:PORT/v1#MODEL', "
+        "'langchain:MODULE:CLASS#MODEL' or a plug-in's 'KIND:...'"
+        + (f" (installed plug-ins: {', '.join(sorted(backend_plugins()))})"
+           if backend_plugins() else "")
     )
 
 
@@ -129,6 +156,20 @@ def _url_spec(spec: str) -> OpenAIBackendConfig:
             )
         settings["api_key_env"] = value
     return OpenAIBackendConfig(model=model or "default", base_url=url.rstrip("/"), **settings)
+
+
+def _langchain_spec(spec: str) -> LangChainBackendConfig:
+    head, _, options = spec[len("langchain:"):].partition("?")
+    target, _, model = head.partition("#")
+    key_env = None
+    for option in filter(None, options.split("&")):
+        name, _, value = option.partition("=")
+        if name != "key_env" or not value:
+            raise ConfigError(f"unknown option {name!r} in backend spec {spec!r}: the only "
+                              "option is key_env=ENV_VAR (the variable holding the key)")
+        key_env = value
+    return LangChainBackendConfig(model_class=target, kwargs={"model": model} if model else {},
+                                  api_key_env=key_env)
 
 
 def _shown(spec: str) -> str:

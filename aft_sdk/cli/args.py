@@ -11,10 +11,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from aft_sdk.errors import AftError
+from aft_sdk.plugins import strategy_names
 
 SPEC_HELP = (
     "backend spec: 'embedded', 'embedded:FILE.gguf', 'vllm:MODEL_OR_FOLDER[+lora:ADAPTER]', "
-    "'openai:MODEL' or 'http://HOST:PORT/v1#MODEL' (repeat to mix several)"
+    "'openai:MODEL', 'http://HOST:PORT/v1#MODEL', 'langchain:MODULE:CLASS#MODEL' or an "
+    "installed plug-in's 'KIND:...' (repeat to mix several)"
 )
 
 
@@ -74,10 +76,9 @@ def add_graph_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-proposals", type=int, help="proposals that must succeed (default 1)")
     g.add_argument("--quorum", type=int, help="go on once this many outputs of a layer are "
                                                 "in, cancelling the rest")
-    g.add_argument("--strategy", choices=("propose-aggregate", "vote", "best-of-n", "rsa"),
-                   help="propose-aggregate (default), vote (self-consistency), best-of-n (a "
-                        "judge model or --verifier picks) or rsa (recursive self-aggregation: "
-                        "--width population, --depth steps)")
+    g.add_argument("--strategy", choices=strategy_names(),
+                   help="the graph's strategy (default propose-aggregate); `aft strategies` "
+                        "lists each, plug-ins included, with its settings")
     g.add_argument("--verifier", help="best-of-n: import:module:function (question, draft) "
                                       "-> score")
     g.add_argument("--extractor", help="answer key for votes and agreement: normalized "

@@ -163,6 +163,25 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from aft_sdk.errors import ConfigError
+    from aft_sdk.plugins import get_strategy, strategy_names, strategy_targets
+
+    targets = strategy_targets()
+    for name in strategy_names():
+        try:
+            strategy = get_strategy(name)
+        except ConfigError as e:  # one broken plug-in does not hide the others
+            print(f"{name}: cannot be loaded ({e})")
+            continue
+        print(f"{name}: {strategy.summary}  [{targets[name]}]")
+        if strategy.settings is not None:
+            for field, info in strategy.settings.model_fields.items():
+                print(f"    {name.replace('-', '_')}.{field} = {info.default!r}"
+                      f"{'  ' + info.description if info.description else ''}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aft", description="Propose-and-aggregate test-time compute and AFT training."
@@ -214,6 +233,9 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate.register(sub)
     serve.register(sub)
     train.register(sub)
+
+    p = sub.add_parser("strategies", help="list strategies (plug-ins too) and their settings")
+    p.set_defaults(func=cmd_strategies)
 
     p = sub.add_parser("presets", help="list aggregation prompt presets")
     p.add_argument("--show", metavar="NAME", help="print one preset's template")

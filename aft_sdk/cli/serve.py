@@ -70,7 +70,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                             timeout_graceful_shutdown=args.graceful_timeout)
-    _server_class(uvicorn)(config).run()
+    try:
+        _server_class(uvicorn)(config).run()
+    finally:  # after the last run (or a failed start): engines end, connections close
+        from aft_sdk.aio import run_sync
+        from aft_sdk.backends.factory import aclose_shared
+
+        run_sync(aclose_shared())
     return 0
 
 

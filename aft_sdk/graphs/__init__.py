@@ -5,6 +5,7 @@ the uncompiled ``StateGraph`` for embedding in larger graphs.
 """
 
 from aft_sdk.graphs.aggregate import AggregateGraph
+from aft_sdk.graphs.create import create_aggregate_graph
 from aft_sdk.graphs.topology import build_state_graph, compile_graph
 from aft_sdk.graphs.plan import GraphPlan, LayerPlan
 from aft_sdk.graphs.trace import AggregateResult, LayerTrace, OutputRecord, Usage
@@ -19,4 +20,5 @@ __all__ = [
     "Usage",
     "build_state_graph",
     "compile_graph",
+    "create_aggregate_graph",
 ]

@@ -16,7 +16,7 @@ from aft_sdk.config import GraphConfig, PromptConfig, SamplingConfig, load_yaml,
 from aft_sdk.errors import AftError, ConfigError, GraphTimeoutError
 from aft_sdk.graphs.topology import compile_graph
 from aft_sdk.graphs.context import RunContext
-from aft_sdk.graphs.plan import as_configs, build_plan, portable, split_layers
+from aft_sdk.graphs.plan import build_plan, place_backends, split_layers
 from aft_sdk.graphs.trace import AggregateResult, build_result
 from aft_sdk.runner import DEFAULT_CONCURRENCY
 from aft_sdk.tools import CallOptions, call_options
@@ -27,9 +27,8 @@ class AggregateGraph:
 
     ``width`` proposals are sampled, then ``depth`` aggregation layers each read all
     outputs of the layer before; intermediate layers write ``width`` outputs, the last
-    writes one. Width 3, depth 2 makes 3 + 3 + 1 = 7 generations. ``depth=0`` samples
-    proposals only (the answer is the first surviving one): the on-policy data builder
-    and sampling baselines use it.
+    writes one. Width 3, depth 2 makes 3 + 3 + 1 = 7 generations; ``depth=0`` samples
+    proposals only. The settings are one :class:`GraphConfig` (:attr:`config`).
 
     Args:
         proposers: A backend (sampled ``width`` times) or a list spread over the slots
@@ -43,28 +42,22 @@ class AggregateGraph:
         depth: Number of aggregation layers.
         proposer_sampling: Sampling for layer 0 (its ``max_tokens`` caps proposals only).
         aggregator_sampling: Sampling for aggregation layers (own ``max_tokens``).
-        layers: Per-layer overrides ``{layer: {"backends": [...], "sampling": {...}}}``;
-            layer 0 is the proposal layer.
-        prompt: The aggregation prompt (:class:`~aft_sdk.config.PromptConfig`). Unset,
-            a trained aggregator's own prompt (its ``aft_sdk.json``) is used, so it
-            reads the bytes it was trained on; else ``aft-v1``.
-        preset, template, item_format, separator, placement, shuffle, shuffle_seed,
-            hide_models: The fields of ``prompt``, as keywords (``preset="moa"``).
+        layers: Per-layer overrides ``{layer: {"backends": [...], "sampling": {...}}}``.
+        prompt: The aggregation prompt (:class:`~aft_sdk.config.PromptConfig`). Unset: a
+            trained aggregator's own (its ``aft_sdk.json``), else ``aft-v1``.
+        preset, template, ...: The fields of ``prompt``, as keywords (``preset="moa"``).
         min_proposals: Proposals that must succeed for the run to go on.
         deadline_s: Bound on a whole run; branches still running then are cut off.
-        layer_timeout_s: Bound on each branch; a slow branch is recorded as failed and
-            the survivors go on.
+        layer_timeout_s: Bound on each branch; a slow one fails, the survivors go on.
         name: A label for the graph (``aft serve`` lists it as a model id).
-        strategy: ``propose-aggregate`` (default), ``vote`` or ``rsa``; with ``vote``
-            (answer keys), ``adaptive`` (rounds that stop at agreement) and ``rsa``
-            (subset, final): see :class:`~aft_sdk.config.GraphConfig`.
+        strategy: A strategy's name (``aft strategies`` lists them; default
+            ``propose-aggregate``); with ``vote`` (answer keys), ``adaptive`` and ``rsa``,
+            and a plug-in's own section as a keyword of its name (``**settings``).
         quorum: A layer goes on once this many of its outputs are in; the others are
             cancelled (stragglers cost latency, not quality, when it is close to width).
-        budget: ``{"generations": N, "tokens": T}`` per question (see
-            :class:`~aft_sdk.config.BudgetConfig`).
+        budget: ``{"generations": N, "tokens": T}`` per question (``BudgetConfig``).
         tools, structured: How drafts' tool calls decide the answer's call, and how a
-            response format applies (:class:`~aft_sdk.config.ToolsConfig`,
-            :class:`~aft_sdk.config.StructuredConfig`).
+            response format applies (``ToolsConfig``, ``StructuredConfig``).
         checkpointer: A LangGraph checkpointer (``InMemorySaver``, ``AsyncSqliteSaver``)
             so a failed run resumes without redoing finished branches. A thread holds
             one run: invoking again on a ``thread_id`` that already has a checkpoint is
@@ -106,6 +99,7 @@ class AggregateGraph:
         budget: Mapping[str, Any] | None = None,
         tools: Mapping[str, Any] | None = None,
         structured: Mapping[str, Any] | None = None,
+        **settings: Any,
     ) -> None:
         # Keyword sugar: the arguments become one GraphConfig (validated once); backends
         # given as specs or configs go into it, live backend objects beside it.
@@ -117,13 +111,10 @@ class AggregateGraph:
             placement=placement, shuffle=shuffle, shuffle_seed=shuffle_seed,
             hide_models=hide_models, min_proposals=min_proposals, deadline_s=deadline_s,
             layer_timeout_s=layer_timeout_s, strategy=strategy, vote=vote, adaptive=adaptive,
-            rsa=rsa, quorum=quorum, budget=budget, tools=tools, structured=structured)
-        for role, value in (("proposers", proposers), ("aggregator", aggregator)):
-            if value is not None:
-                if portable(value):
-                    data[role] = as_configs(value, role)
-                else:
-                    live[role] = value
+            rsa=rsa, quorum=quorum, budget=budget, tools=tools, structured=structured,
+            proposers=proposers, aggregator=aggregator,
+            **settings)  # a plug-in strategy's section; a misspelt name fails by name
+        place_backends(data, live)
         data["layers"], live["layer_backends"] = split_layers(layers or {})
         config = GraphConfig().with_changes(**data)
         self._setup(config, checkpointer, **live)
@@ -140,6 +131,8 @@ class AggregateGraph:
         self.portable = proposers is None and aggregator is None and not layer_backends
         """Whether :attr:`config` describes every backend, so the graph can be rebuilt
         from it elsewhere (Ray workers)."""
+        self._live = dict(proposers=proposers, aggregator=aggregator,
+                          layer_backends=layer_backends)
         self.plan = build_plan(config, proposers, aggregator, layer_backends)
         self.graph = compile_graph(self.plan, checkpointer)
         """The compiled LangGraph graph, for checkpointers, subgraphs and drawing."""
@@ -166,16 +159,22 @@ class AggregateGraph:
             config = load_yaml(config, GraphConfig)
         elif not isinstance(config, GraphConfig):
             config = validate(GraphConfig, dict(config), source="graph config")
-        for role in ("proposers", "aggregator"):  # specs and configs are data
-            value = proposers if role == "proposers" else aggregator
-            if value is not None and portable(value):
-                changes[role] = as_configs(value, role)
-        proposers = None if "proposers" in changes else proposers
-        aggregator = None if "aggregator" in changes else aggregator
+        live: dict[str, Any] = {}
+        place_backends(changes := {**changes, "proposers": proposers, "aggregator": aggregator},
+                       live)  # specs and configs are data; live backends beside them
         if changes:
             config = config.with_changes(**changes)
         graph = cls.__new__(cls)
-        graph._setup(config, checkpointer, proposers, aggregator)
+        graph._setup(config, checkpointer, **live)
+        return graph
+
+    def with_options(self, **changes: Any) -> AggregateGraph:
+        """A variant: ``changes`` to :attr:`config` (``None`` resets a field), the same
+        live backends and checkpointer."""
+        live = dict(self._live)
+        place_backends(changes, live)  # new backends replace the live ones
+        graph = type(self).__new__(type(self))
+        graph._setup(self.config.with_options(**changes), self.graph.checkpointer, **live)
         return graph
 
     @property
@@ -188,8 +187,7 @@ class AggregateGraph:
 
     @property
     def num_generations(self) -> int:
-        """Generations one run makes at most: ``width * depth + 1`` for propose-aggregate
-        (``width`` for depth 0); adaptive rounds, agreements and budgets may make fewer."""
+        """Generations one run makes at most (adaptive rounds and budgets may make fewer)."""
         return self.plan.num_generations
 
     def _config(self, thread_id: str | None) -> dict[str, Any]:
@@ -225,9 +223,8 @@ class AggregateGraph:
         return self._result(state, time.perf_counter() - t0)
 
     def _backstop(self) -> float | None:
-        # Branches already stop at the deadline and record why, which keeps survivors
-        # and gives precise errors; this outer guard has a little grace, so it only
-        # fires if something outside a branch overruns.
+        # Branches stop at the deadline themselves (precise errors, survivors kept); this
+        # outer guard, with a little grace, fires only if something else overruns.
         limit = self.plan.deadline_s
         return None if limit is None else limit * 1.05 + 0.5
 

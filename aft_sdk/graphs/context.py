@@ -7,9 +7,7 @@ Server a run passes it as ``context`` (a JSON object with these field names).
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -52,36 +50,20 @@ class RunContext:
 _NAMES = {f.name for f in fields(RunContext)}
 
 
-#: When each run (by LangGraph's run id) was first seen, for runs whose context brings no
-#: deadline (LangGraph Server calls the compiled graph, not AggregateGraph). Bounded.
-_RUN_STARTS: OrderedDict[str, float] = OrderedDict()
-_RUN_STARTS_MAX = 4096
-_RUN_STARTS_LOCK = threading.Lock()
-
-
-def _run_start(runtime: Any) -> float | None:
-    run_id = getattr(getattr(runtime, "execution_info", None), "run_id", None)
-    if run_id is None:
-        return None
-    with _RUN_STARTS_LOCK:
-        start = _RUN_STARTS.setdefault(str(run_id), time.monotonic())
-        while len(_RUN_STARTS) > _RUN_STARTS_MAX:
-            _RUN_STARTS.popitem(last=False)
-    return start
-
-
-def context_of(runtime: Any, deadline_s: float | None = None) -> RunContext:
+def context_of(runtime: Any, deadline_s: float | None = None,
+               started_at: float | None = None) -> RunContext:
     """The run's context from a node's ``runtime``: a :class:`RunContext`, a JSON object
     with its fields (LangGraph Server), or nothing (defaults).
 
-    ``deadline_s`` is the graph's own: a run whose context sets no ``deadline_at`` (one
-    started by LangGraph Server, which calls the compiled graph directly) gets it,
-    counted from when its run id was first seen (the ``begin`` node)."""
+    ``deadline_s`` is the graph's own: a run whose context sets no ``deadline_at`` (the
+    compiled graph run directly, as a subgraph, or by LangGraph Server) gets it, counted
+    from ``started_at``, the wall-clock time the run's ``begin`` node recorded in the
+    state. A run resumed from a checkpoint keeps that start (``AggregateGraph.resume``
+    gives the resumed run a fresh deadline through its context instead)."""
     ctx = _parse(getattr(runtime, "context", None))
-    if ctx.deadline_at is None and deadline_s is not None:
-        start = _run_start(runtime)
-        if start is not None:
-            ctx = replace(ctx, deadline_at=start + deadline_s)
+    if ctx.deadline_at is None and deadline_s is not None and started_at is not None:
+        elapsed = max(0.0, time.time() - started_at)
+        ctx = replace(ctx, deadline_at=time.monotonic() - elapsed + deadline_s)
     return ctx
 
 

@@ -63,11 +63,15 @@ class GraphState(TypedDict, total=False):
             the final answer is appended as an assistant message.
         outputs: Every output record so far, the run's trace (merged by concatenation).
         answer: The final answer's text.
+        started_at: When the run began (``time.time()``, set by ``begin``): the clock of
+            a deadline that the run's context does not carry, however the compiled graph
+            is run (directly, as a subgraph, resumed from a checkpoint).
     """
 
     messages: Annotated[list[AnyMessage], add_messages]
     outputs: Annotated[list[dict[str, Any]], operator.add]
     answer: str
+    started_at: float
 
 
 class GraphInput(TypedDict):
@@ -83,6 +87,7 @@ class BranchInput(TypedDict):
     layer: int
     slots: list[int]
     inputs: list[dict[str, Any]]
+    started_at: float | None
 
 
 def node_name(layer: int) -> str:
@@ -117,7 +122,7 @@ class LayerBranch:
         return RunnableLambda(run, afunc=arun, name=node_name(self.layer))
 
     async def run(self, payload: BranchInput, runtime: Runtime[RunContext]) -> dict[str, Any]:
-        ctx = context_of(runtime, self.plan.deadline_s)
+        ctx = context_of(runtime, self.plan.deadline_s, payload.get("started_at"))
         if self.plan.quorum_for(self.layer) and len(payload["slots"]) > 1:
             return {"outputs": await self._quorum(payload, ctx)}
         return {"outputs": await self._records(payload, ctx)}
@@ -308,7 +313,8 @@ class Router:
         messages = normalize_messages(state["messages"])
         return [
             Send(target, BranchInput(messages=messages, layer=self.layer, slots=group,
-                                     inputs=self._read(inputs, group[0])))
+                                     inputs=self._read(inputs, group[0]),
+                                     started_at=state.get("started_at")))
             for group in self.plan.groups(self.layer, slots)
         ]
 
@@ -325,11 +331,10 @@ def begin(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """First node: a new run starts with no records, even on a thread that had runs
     (LangGraph Server threads, a parent graph's checkpointed subgraph); the run's clock
     starts here for a deadline its context does not carry."""
-    context_of(runtime, 0.0)
     if not state.get("messages"):
         raise ConfigError("the input has no messages: send {'messages': [{'role': 'user', "
                           "'content': 'your question'}]}")
-    return {"outputs": Overwrite([]), "answer": ""}
+    return {"outputs": Overwrite([]), "answer": "", "started_at": time.time()}
 
 
 def finish(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from aft_sdk.config import (
     ToolsConfig,
 )
 from aft_sdk.errors import ConfigError
+from aft_sdk.plugins import get_strategy
 from aft_sdk.messages import non_text_parts, text_view
 from aft_sdk.prompts import PromptTemplate, shuffled_order
 
@@ -179,6 +180,20 @@ def portable(value: Any) -> bool:
     return all(isinstance(v, (str, BaseModel)) for v in items)
 
 
+def place_backends(changes: dict[str, Any], live: dict[str, Any]) -> None:
+    """Backends given in ``changes`` go where they belong: specs and configs stay in
+    ``changes`` (as configs), live objects move to ``live``; either replaces what ``live``
+    held for that role."""
+    for role in ("proposers", "aggregator"):
+        value = changes.pop(role, None)
+        if value is None:
+            continue
+        if portable(value):
+            changes[role], live[role] = as_configs(value, role), None
+        else:
+            live[role] = value
+
+
 def as_configs(value: Any, what: str) -> list[Any]:
     """Backend specs or configs as a list of configs (for a :class:`GraphConfig`)."""
     items = value if isinstance(value, (list, tuple)) else [value]
@@ -201,7 +216,9 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
     prop = _as_backends(proposers if proposers is not None else list(cfg.proposers), "proposers")
     agg = _as_backends(aggregator if aggregator is not None else list(cfg.aggregator),
                        "aggregator", default_aggregator)
-    depth, answer_by = _shape(cfg)
+    strategy = get_strategy(cfg.strategy)
+    shape = strategy.shape(cfg, strategy.own(cfg))
+    depth, answer_by = shape.depth, shape.answer_by
     plans = []
     for index in range(depth + 1):
         final = answer_by == "aggregate" and index == depth
@@ -214,8 +231,8 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
         plans.append(LayerPlan(index, 1 if final else cfg.width, backends,
                                cfg.layer_sampling(min(index, max(cfg.depth, 1)))))
     prompt = cfg.prompt
-    if cfg.strategy == "best-of-n" and not prompt.is_set:
-        prompt = prompt.model_copy(update={"preset": "select-v1"})
+    if shape.preset and not prompt.is_set:
+        prompt = prompt.model_copy(update={"preset": shape.preset})
     if depth > 0:
         prompt, warning = prompt.for_aggregator(plans[-1].backends[0].trained_prompt)
         if warning:
@@ -230,7 +247,7 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
         extractor_name=cfg.vote.extractor,
         verifier=get_verifier(cfg.vote.verifier) if cfg.vote.verifier else None,
         adaptive=cfg.adaptive,
-        subset=cfg.rsa.subset if cfg.strategy == "rsa" else None,
+        subset=shape.subset,
         quorum=cfg.quorum,
         budget=cfg.budget,
         tools=cfg.tools,
@@ -241,18 +258,6 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
         deadline_s=cfg.deadline_s,
         layer_timeout_s=cfg.layer_timeout_s,
     )
-
-
-def _shape(cfg: GraphConfig) -> tuple[int, str]:
-    """The plan's depth (layers after the drafts) and how its answer is chosen."""
-    if cfg.strategy == "vote" or (cfg.strategy == "best-of-n" and cfg.vote.verifier):
-        return 0, "vote"
-    if cfg.strategy == "best-of-n":  # a judge model picks (select-v1)
-        return 1, "aggregate"
-    if cfg.strategy == "rsa":  # steps, then a vote or one last aggregation
-        final = cfg.rsa.final
-        return cfg.depth + (final == "aggregate"), final
-    return cfg.depth, "aggregate" if cfg.depth else "first"
 
 
 def split_layers(layers: Mapping[int, Mapping[str, Any]]) -> tuple[dict[int, Any], dict[int, Any]]:

@@ -114,7 +114,7 @@ class ToolDecision:
         """One call of the final aggregator over the candidate calls; ``None`` (and the
         reason in ``decision``) when it fails or gives nothing."""
         runtime = get_runtime()
-        ctx = context_of(runtime, self.plan.deadline_s)
+        ctx = context_of(runtime, self.plan.deadline_s, state.get("started_at"))
         layer = self.plan.depth
         messages = normalize_messages(state["messages"])
         inputs = [{"text": draft_text(r), "model": r["model"], "slot": r["slot"]} for r in drafts]

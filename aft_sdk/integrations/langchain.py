@@ -4,14 +4,13 @@
   ``BaseChatModel``: ``invoke`` / ``ainvoke`` / ``stream`` / ``astream`` / ``batch``,
   usage summed over every layer in ``usage_metadata``, the trace summary in
   ``response_metadata``; it drops into LCEL chains (``prompt | model | parser``).
-- :class:`LangChainBackend` makes any LangChain chat model (Anthropic, Bedrock, Ollama,
-  ... through their LangChain packages) a proposer or aggregator.
+- :class:`LangChainBackend` (from :mod:`aft_sdk.backends.langchain_backend`, re-exported
+  here) makes any LangChain chat model a proposer or aggregator.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from operator import itemgetter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -28,11 +27,9 @@ from pydantic import BaseModel, ConfigDict
 
 from aft_sdk import errors
 from aft_sdk.aio import run_sync
-from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
-from aft_sdk.config import SamplingConfig
+from aft_sdk.backends.langchain_backend import LangChainBackend
 from aft_sdk.graphs import AggregateGraph, AggregateResult
-from aft_sdk.messages import PART_TYPES
-from aft_sdk.tools import CALL_FIELDS, CallOptions, langchain_call, openai_call
+from aft_sdk.tools import CALL_FIELDS, langchain_call
 
 
 def _usage(result: AggregateResult) -> dict[str, int]:
@@ -233,114 +230,4 @@ class AggregateChatModel(BaseChatModel):
                     await run_manager.on_llm_new_token(event["text"], chunk=chunk)
                 yield chunk
 
-
-_SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens")
-
-
-class LangChainBackend(Backend):
-    """Any LangChain chat model as a proposer or aggregator.
-
-    Sampling fields the model class has (``temperature``, ``top_p``, ``max_tokens``,
-    ``seed``) are set per call on a copy of the model; ``stop`` goes with the call.
-    ``n`` is emulated with parallel calls. Errors become :class:`BackendError` (the
-    ``openai`` ones map as for :class:`OpenAIBackend`).
-
-    Args:
-        chat_model: A ``langchain_core`` ``BaseChatModel``.
-        context_window: The model's total token window, for the graph's prompt budget.
-        sampling: Default sampling for calls that pass none.
-    """
-
-    parts = PART_TYPES[1:]  # content blocks pass to the model, which decides
-    keeps_developer = True  # LangChain maps the role for its provider
-    handles = frozenset({"tools", "response_format"})  # bind_tools / bind(response_format)
-
-    def __init__(self, chat_model: BaseChatModel, *, context_window: int | None = None,
-                 sampling: SamplingConfig | None = None) -> None:
-        if not isinstance(chat_model, BaseChatModel):
-            raise errors.ConfigError(
-                f"LangChainBackend needs a LangChain chat model, got {type(chat_model).__name__}")
-        self.chat_model = chat_model
-        self.model = str(getattr(chat_model, "model_name", None)
-                         or getattr(chat_model, "model", None) or type(chat_model).__name__)
-        self.context_window = context_window
-        self.sampling = sampling or SamplingConfig()
-
-    @property
-    def label(self) -> str:
-        return f"langchain:{type(self.chat_model).__name__}({self.model})"
-
-    def _configured(self, sampling: SamplingConfig, seed: int | None) -> BaseChatModel:
-        fields = type(self.chat_model).model_fields
-        update = {name: getattr(sampling, name) for name in _SAMPLING_FIELDS if name in fields}
-        if seed is not None and "seed" in fields:
-            update["seed"] = seed
-        return self.chat_model.model_copy(update=update)
-
-    def _bound(self, model: BaseChatModel, options: CallOptions | None) -> Any:
-        """The model with the request's tools (``bind_tools``) and response format."""
-        if options is None:
-            return model
-        bound: Any = model
-        if options.tools:
-            extra = {} if options.parallel_tool_calls is None else {
-                "parallel_tool_calls": options.parallel_tool_calls}
-            try:
-                bound = model.bind_tools(options.tools, tool_choice=options.tool_choice, **extra)
-            except NotImplementedError as e:
-                raise errors.BadRequestError(
-                    f"{self.label} cannot call tools (its bind_tools is not implemented)",
-                    status_code=400, backend=self.label) from e
-        if options.response_format is not None:
-            bound = bound.bind(response_format=options.response_format)
-        return bound
-
-    async def _one(self, messages: Sequence[Message], sampling: SamplingConfig,
-                   seed: int | None, options: CallOptions | None = None) -> Generation:
-        model = self._bound(self._configured(sampling, seed), options)
-        t0 = time.perf_counter()
-        try:
-            message = await model.ainvoke(list(messages), stop=sampling.stop)
-        except errors.AftError:
-            raise
-        except Exception as e:  # noqa: BLE001 - each provider has its own error types
-            raise _map(e, self.label) from e
-        content = message.content if isinstance(message.content, str) else "".join(
-            b if isinstance(b, str) else str(b.get("text", "")) for b in message.content
-            if isinstance(b, str) or b.get("type") == "text")
-        usage = getattr(message, "usage_metadata", None) or {}
-        meta = getattr(message, "response_metadata", None) or {}
-        return Generation(
-            text=content, finish_reason=meta.get("finish_reason"),
-            prompt_tokens=int(usage.get("input_tokens", 0)),
-            completion_tokens=int(usage.get("output_tokens", 0)),
-            latency_s=time.perf_counter() - t0,
-            model=str(meta.get("model_name") or self.model), backend=self.label,
-            tool_calls=[openai_call(c) for c in getattr(message, "tool_calls", None) or []]
-            or None,
-        )
-
-    async def generate(self, messages: Sequence[Message], *, n: int = 1,
-                       sampling: SamplingConfig | None = None,
-                       options: CallOptions | None = None) -> list[Generation]:
-        """Samples ``n`` outputs with parallel calls (seeds ``seed``, ``seed+1``, ...)."""
-        check_n(n)
-        sampling = sampling or self.sampling
-
-        async def one(seed: int | None) -> Generation:
-            return await self._one(messages, sampling, seed, options)
-
-        return await emulate_n(one, n, seed=sampling.seed, label=self.label)
-
-
-def _map(e: Exception, label: str) -> errors.BackendError:
-    try:
-        import openai
-
-        from aft_sdk.backends.http_errors import map_openai_error
-
-        if isinstance(e, openai.OpenAIError):
-            return map_openai_error(e, label)
-    except ImportError:
-        pass
-    return errors.BackendError(f"{label} failed: {type(e).__name__}: {e}", backend=label)
+__all__ = ["AggregateChatModel", "LangChainBackend"]

@@ -12,14 +12,13 @@ error event, then ``[DONE]``); a client that leaves cancels its run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +27,6 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from aft_sdk.backends.factory import aclose_shared
 from aft_sdk.config import GraphConfig, describe_validation_error
 from aft_sdk.errors import ConfigError
 from aft_sdk.graphs import AggregateGraph
@@ -108,20 +106,13 @@ class Models:
                 raise ConfigError(f"{name}={value} is above this server's limit of {cap}")
 
 
-@contextlib.asynccontextmanager
-async def _close_backends_at_shutdown(app: FastAPI) -> AsyncIterator[None]:
-    yield  # after the last run: in-process engines end, connections close
-    await aclose_shared()
-
-
 def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | None = None
                ) -> FastAPI:
     """The ASGI app serving ``configs`` (model id -> graph config)."""
     settings = settings or ServeSettings()
     models = Models(configs, settings)
     slots = RunSlots(settings.max_concurrent_runs)
-    app = FastAPI(title="aft serve", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=_close_backends_at_shutdown)
+    app = FastAPI(title="aft serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.models = models
     app.state.slots = slots
     app.add_middleware(Guard, settings=settings)

@@ -18,11 +18,10 @@ from typing import Any
 
 from llama_cpp import llama_chat_format
 
-from aft_sdk.backends.embedded_backend import chatml_tool_messages, unescape_chatml_tools
+from aft_sdk.backends.embedded_backend import chatml_function_calling, chatml_tool_messages
 from aft_sdk.messages import calls_as_text
 
 HANDLER = "aft-chatml-tools"
-unescape_chatml_tools()
 
 
 @llama_chat_format.register_chat_completion_handler(HANDLER)
@@ -38,7 +37,7 @@ def chatml_tools(*, llama: Any, messages: list[dict[str, Any]], tools: Any = Non
     if not tools or tool_choice == "none":  # the model's own template, as without tools
         return llama._chat_handlers["chat_template.default"](
             llama=llama, messages=calls_as_text(messages), **kwargs)
-    return llama_chat_format.chatml_function_calling(
+    return chatml_function_calling()(
         llama=llama, messages=chatml_tool_messages(messages), tools=tools,
         tool_choice=tool_choice, **kwargs)
 

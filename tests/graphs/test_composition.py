@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from langgraph.graph import END, START, MessagesState, StateGraph
 
 from aft_sdk import AggregateGraph, OpenAIBackend
@@ -41,3 +42,25 @@ async def test_state_holds_the_answer_and_the_trace(fault) -> None:
     result = await aft.ainvoke("hi")
     assert result.messages == [{"role": "user", "content": "hi"}]  # the answer is not in it
     assert result.answer.startswith("answer 0 from a")
+
+
+async def test_create_aggregate_graph_and_with_options(fault) -> None:
+    from aft_sdk import ConfigError, create_aggregate_graph
+
+    spec = f"{fault.base_url}#p"
+    compiled = create_aggregate_graph([spec], spec, width=2, depth=1, name="drafts_then_one")
+    assert compiled.name == "drafts_then_one"
+    state = await compiled.ainvoke({"messages": [{"role": "user", "content": "hi"}]})
+    assert state["answer"].startswith("answer") and len(state["outputs"]) == 3
+    with pytest.raises(ConfigError, match="widht"):
+        create_aggregate_graph([spec], widht=2)
+
+    # A variant keeps the live backends; None resets a field to its default.
+    live = OpenAIBackend("p", base_url=fault.base_url)
+    graph = AggregateGraph(live, live, width=2, depth=1, adaptive={"round_size": 1})
+    variant = graph.with_options(adaptive=None, width=3)
+    assert variant.config.adaptive is None and variant.width == 3
+    assert variant.plan.layers[0].backends == (live,) and graph.config.adaptive is not None
+    assert len((await variant.ainvoke("hi")).layers[0].outputs) == 3
+    with pytest.raises(ConfigError, match="cannot reset wdith"):
+        graph.with_options(wdith=None)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from typing import Annotated, TypedDict
 
 import pytest
+from langchain_core.messages import AnyMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -17,6 +21,12 @@ from aft_sdk import (
     InsufficientProposalsError,
     OpenAIBackend,
 )
+
+
+class Parent(TypedDict):
+    """A user's own graph with the aggregate graph as one of its nodes."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
 
 
 def api(fault, model: str, **kw) -> OpenAIBackend:
@@ -193,3 +203,23 @@ async def test_seeded_slots_get_distinct_seeds(fault) -> None:
     assert sorted(r["seed"] for r in fault.requests if r["model"] == "p") == [10, 11, 12]
     assert sorted(r["seed"] for r in fault.requests if r["model"] == "agg") == [50, 50, 51, 52]
     assert len({r.text for r in result.layers[0].outputs}) == 3
+
+
+async def test_deadline_holds_for_the_compiled_graph_run_directly_and_as_a_subgraph(fault) -> None:
+    """The deadline's clock is the run's own (the begin node's time in the state), so it
+    holds without AggregateGraph's context: compiled graph alone, or inside a parent.
+    A hanging proposer (30 s, under a 30 s client timeout) ends the run at about 2 s."""
+    fault.script("slow", ["hang:30"] * 4)
+    graph = AggregateGraph([api(fault, "fast"), api(fault, "slow", timeout=30)],
+                           api(fault, "agg"), width=2, depth=1, deadline_s=2.0)
+    question = {"messages": [{"role": "user", "content": "question deadline"}]}
+
+    parent = StateGraph(Parent)
+    parent.add_node("aggregate", graph.graph)
+    parent.add_edge(START, "aggregate")
+    parent.add_edge("aggregate", END)
+    for runnable in (graph.graph, parent.compile()):
+        t0 = time.monotonic()
+        with pytest.raises(GraphError, match="layer timeout/deadline"):
+            await runnable.ainvoke(question)
+        assert 1.5 < time.monotonic() - t0 < 6

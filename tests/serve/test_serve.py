@@ -190,8 +190,9 @@ def test_graceful_shutdown_lets_a_running_request_finish(fault_server, tmp_path)
             os.killpg(server.proc.pid, signal.SIGTERM)
             t.join(timeout=15)
             assert answers and answers[0].startswith("answer 0 from a")
-            # uvicorn re-raises SIGTERM after its graceful shutdown
-            assert server.proc.wait(timeout=15) in (0, -signal.SIGTERM)
+            # uvicorn re-raises SIGTERM after its graceful shutdown; `aft` turns it into a
+            # clean exit with the conventional status (its engines closed on the way)
+            assert server.proc.wait(timeout=15) in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
     finally:
         fault_server.delay_s = 0.0
 

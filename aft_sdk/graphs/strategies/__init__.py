@@ -1,32 +1,15 @@
-"""Test-time compute strategies, each a small module that builds a ``StateGraph``.
+"""Test-time compute strategies: one module each, on one contract (:class:`Strategy`).
 
-A strategy reuses the shared pieces (:mod:`aft_sdk.graphs.nodes`: branches that sample or
-aggregate and record every output, gather barriers, ``begin`` and ``finish``) and so
-returns the same state, result and trace type (:mod:`aft_sdk.graphs.trace`). Adding one:
-
-1. write ``strategies/NAME.py`` with ``build(plan: GraphPlan) -> StateGraph`` (or, for a
-   new layered shape, teach ``plan._shape`` and ``layered.build`` about it);
-2. register it in :data:`STRATEGIES` below and add its name to
-   ``GraphConfig.strategy`` (``aft_sdk/config.py``), with any settings it needs as a
-   config embedded in ``GraphConfig``;
-3. everything that builds from a config (``AggregateGraph``, ``aft run``/``batch``/
-   ``serve``, Ray workers, LangChain) then runs it.
+A strategy owns its name, its settings, its checks against the shared settings, its
+cost and the builder of its graph (:mod:`.base`); the shared nodes
+(:mod:`aft_sdk.graphs.nodes`, :mod:`aft_sdk.graphs.rounds`) give every strategy the
+same state, result and trace, and the cross-cutting policies (adaptive rounds, quorum,
+budget, tool calls, structured output). Built-ins: :mod:`.propose_aggregate`,
+:mod:`.vote`, :mod:`.best_of_n`, :mod:`.rsa`. Another package adds one through the entry
+point group ``aft_sdk.strategies`` (:mod:`aft_sdk.plugins`; docs/WRITE_A_STRATEGY.md).
 """
 
-from __future__ import annotations
+from aft_sdk.graphs.strategies.base import Cost, Shape, Strategy
+from aft_sdk.plugins import get_strategy, strategy_names
 
-from collections.abc import Callable
-
-from langgraph.graph import StateGraph
-
-from aft_sdk.graphs.plan import GraphPlan
-from aft_sdk.graphs.strategies import layered
-
-#: Strategy name -> builder of its uncompiled graph. The three layered strategies share
-#: one builder; what differs is in their plan (``graphs/plan.py: _shape``).
-STRATEGIES: dict[str, Callable[[GraphPlan], StateGraph]] = {
-    "propose-aggregate": layered.build,
-    "vote": layered.build,
-    "best-of-n": layered.build,
-    "rsa": layered.build,
-}
+__all__ = ["Cost", "Shape", "Strategy", "get_strategy", "strategy_names"]
