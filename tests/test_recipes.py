@@ -125,6 +125,7 @@ def test_grpo_aggregator_committed_results_follow_from_its_runs() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # its own budget: training, four engines, two runs
 def test_grpo_aggregator_reduced(tmp_path: Path) -> None:
     pytest.importorskip("vllm")
     r = run("grpo_aggregator", "--reduced", "--out", str(tmp_path), timeout=1500)
