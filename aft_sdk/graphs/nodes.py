@@ -74,6 +74,14 @@ class GraphState(TypedDict, total=False):
     started_at: float
 
 
+class GraphOutput(TypedDict, total=False):
+    """What a run returns (the public output schema): the state without its clock."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    outputs: Annotated[list[dict[str, Any]], operator.add]
+    answer: str
+
+
 class GraphInput(TypedDict):
     """What a run takes (the graph's public input schema): the conversation."""
 

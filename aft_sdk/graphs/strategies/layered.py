@@ -23,6 +23,7 @@ from aft_sdk.graphs.context import RunContext
 from aft_sdk.graphs.nodes import (
     Gather,
     GraphInput,
+    GraphOutput,
     GraphState,
     LayerBranch,
     Router,
@@ -41,7 +42,7 @@ def build(plan: GraphPlan) -> StateGraph:
     whose outputs are read again, and the node that gives the answer."""
     # The state is the public output (messages, answer, outputs); input: messages.
     g = StateGraph(GraphState, context_schema=RunContext, input_schema=GraphInput,
-                   output_schema=GraphState)
+                   output_schema=GraphOutput)
     depth = plan.depth
     for layer in range(depth + 1):
         name = node_name(layer)
