@@ -82,7 +82,10 @@ def end_owner(kind: str, way: str, model: str, *, start_s: float, end_s: float =
     try:
         _wait_line(proc, "READY", start_s)
         started = _tree(proc.pid)
-        wardens = {p.pid for p in started if "_warden.py" in _cmdline(p)}
+        # The warden, and multiprocessing's resource tracker (the owner's own helper, not
+        # the engine's), end with the owner, not with close().
+        wardens = {p.pid for p in started if "_warden.py" in _cmdline(p)
+                   or "multiprocessing.resource_tracker" in _cmdline(p)}
         assert started or kind == "llama", f"{kind}: the owner started no process"
         held = _anonymous([*started, psutil.Process(proc.pid)])
         avail_running = psutil.virtual_memory().available
