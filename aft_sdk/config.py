@@ -147,8 +147,10 @@ class RSAConfig(_Strict):
             ``aggregate`` (one last aggregation over the whole last population).
     """
 
-    subset: int = Field(2, ge=1, strict=True)
-    final: Literal["vote", "aggregate"] = "vote"
+    subset: int = Field(2, ge=1, strict=True,
+                        description="candidates each aggregation reads (at most width)")
+    final: Literal["vote", "aggregate"] = Field(
+        "vote", description="answer by a vote over the last population, or one aggregation")
 
 
 class BudgetConfig(_Strict):

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -86,19 +87,43 @@ def test_cli_lists_and_runs_the_plugin(fault, tmp_path) -> None:
                          timeout=120)
     assert run.returncode == 0, run.stderr
     assert [len(layer["outputs"]) for layer in json.loads(run.stdout)["layers"]] == [2, 2, 2, 1]
+    # The plug-in's settings are flags too (from the registry), over the file's section.
+    run = subprocess.run([*cli, "run", "--config", str(yaml_config(tmp_path, fault.base_url)),
+                          "--refine-steps", "1", "--json", "hello"], capture_output=True,
+                         text=True, env=ENV, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert [len(layer["outputs"]) for layer in json.loads(run.stdout)["layers"]] == [2, 1]
 
 
 @pytest.mark.slow
 def test_aft_serve_and_langchain_run_the_plugin(fault, tmp_path) -> None:
     config = yaml_config(tmp_path, fault.base_url)
-    with LocalServer.aft_serve([config], env={"PYTHONPATH": ENV["PYTHONPATH"]}) as srv:
-        body = json.dumps({"model": "refiner",
-                           "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+    def ask(srv: LocalServer, **fields) -> tuple[int, dict]:
+        body = json.dumps({"model": "refiner", "messages": [{"role": "user", "content": "hi"}],
+                           **fields}).encode()
         req = urllib.request.Request(f"{srv.base_url}/chat/completions", data=body,
                                      headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            answer = json.loads(r.read())
-    assert answer["choices"][0]["message"]["content"].startswith("refined ")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    with LocalServer.aft_serve([config], env={"PYTHONPATH": ENV["PYTHONPATH"]}) as srv:
+        status, answer = ask(srv)
+        assert status == 200 and answer["aft"]["strategy"] == "refine"
+        assert answer["choices"][0]["message"]["content"].startswith("refined ")
+        assert len(answer["aft"]["layers"]) == 4  # the file's refine.steps: 3
+        # Per request: the strategy's own section, and another strategy, by the registry.
+        status, answer = ask(srv, refine={"steps": 1})
+        assert status == 200 and len(answer["aft"]["layers"]) == 2, answer
+        status, answer = ask(srv, strategy="vote", width=3)
+        assert status == 200 and answer["aft"]["strategy"] == "vote", answer
+        status, answer = ask(srv, refine={"stepz": 1})
+        assert status == 400 and "stepz" in answer["error"]["message"], answer
+        status, answer = ask(srv, refine={"steps": 60})
+        assert status == 400 and "above this server's limit of 80" in answer["error"]["message"]
     pytest.importorskip("langchain_core")
     from aft_sdk.integrations.langchain import AggregateChatModel
 

@@ -124,8 +124,9 @@ def test_grpo_aggregator_committed_results_follow_from_its_runs() -> None:
         out / "summary.md").read_text()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1500)  # its own budget: training, four engines, two runs
+@pytest.mark.heavy  # four trainings and four engines: its parts are test_training's,
+# test_grpo's and cpu_end_to_end's, its tables the committed-results test above
+@pytest.mark.timeout(1500)
 def test_grpo_aggregator_reduced(tmp_path: Path) -> None:
     pytest.importorskip("vllm")
     r = run("grpo_aggregator", "--reduced", "--out", str(tmp_path), timeout=1500)

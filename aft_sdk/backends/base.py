@@ -123,8 +123,15 @@ class Backend(abc.ABC):
         """Yields text pieces (and :class:`ToolCallChunk` pieces of tool calls) as they
         arrive, then one final :class:`Generation`.
 
-        The default generates in one piece; streaming backends override it.
+        Plain text streams through :meth:`_stream_text` where the backend has one; with
+        tools or a response format (or without it) the answer is generated whole, then
+        yielded in pieces.
         """
+        live = self._stream_text(messages, sampling) if options is None else None
+        if live is not None:
+            async for piece in live:
+                yield piece
+            return
         kw = {"options": options} if options is not None else {}
         (gen,) = await self.generate(messages, n=1, sampling=sampling, **kw)
         if gen.text:
@@ -132,6 +139,13 @@ class Backend(abc.ABC):
         for chunk in call_chunks(gen.tool_calls):
             yield chunk
         yield gen
+
+    def _stream_text(self, messages: Sequence[Message], sampling: SamplingConfig | None
+                     ) -> AsyncIterator[str | Generation] | None:
+        """Text as the engine produces it, then the final :class:`Generation`; ``None``
+        when the backend cannot stream (an engine's backend writes it as an async
+        generator)."""
+        return None
 
     def check_options(self, options: CallOptions | None) -> None:
         """Refuses tools or a response format this backend cannot honour, by name."""

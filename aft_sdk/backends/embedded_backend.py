@@ -22,7 +22,7 @@ from typing import Any
 
 from aft_sdk import errors
 from aft_sdk.aio import Channel
-from aft_sdk.backends.base import Backend, Generation, Message, ToolCallChunk, check_n, emulate_n
+from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
 from aft_sdk.config import EmbeddedBackendConfig, PromptConfig, SamplingConfig, validate
 from aft_sdk.messages import calls_as_text, for_backend, tool_view
 from aft_sdk.tools import CallOptions
@@ -268,16 +268,10 @@ class EmbeddedBackend(Backend):
 
         return await emulate_n(one, n, seed=base, label=self.label)
 
-    async def stream(
-        self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None,
-        options: CallOptions | None = None,
-    ) -> AsyncIterator[str | ToolCallChunk | Generation]:
-        """Streams tokens from llama.cpp, then yields the final Generation. With tools
-        or a response format the answer is generated whole, then yielded in pieces."""
-        if options is not None:
-            async for piece in super().stream(messages, sampling=sampling, options=options):
-                yield piece
-            return
+    async def _stream_text(  # type: ignore[override]
+        self, messages: Sequence[Message], sampling: SamplingConfig | None,
+    ) -> AsyncIterator[str | Generation]:
+        """Streams tokens from llama.cpp, then yields the final Generation."""
         sampling = sampling or self.sampling
         seed = sampling.seed if sampling.seed is not None else random.randrange(2**31)
         channel = Channel()

@@ -20,14 +20,7 @@ from openai._constants import DEFAULT_CONNECTION_LIMITS
 
 from aft_sdk import errors
 from aft_sdk.backends.base import (
-    Backend,
-    Generation,
-    Message,
-    ToolCallChunk,
-    check_n,
-    emulate_n,
-    is_greedy,
-)
+    Backend, Generation, Message, ToolCallChunk, check_n, emulate_n, is_greedy)
 from aft_sdk.backends.credentials import is_openai_endpoint, resolve_api_key, scrub_ambient_headers
 from aft_sdk.backends.http_errors import MALFORMED, map_upstream_error
 from aft_sdk.backends.limiter import AdaptiveLimiter, LimitedTransport, httpx

@@ -24,15 +24,7 @@ from typing import Any
 
 from aft_sdk import errors
 from aft_sdk.backends.vllm_tools import calls_of, structured, template_messages
-from aft_sdk.backends.base import (
-    Backend,
-    Generation,
-    Message,
-    ToolCallChunk,
-    check_n,
-    emulate_n,
-    is_greedy,
-)
+from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n, is_greedy
 from aft_sdk.backends.vllm_engine import VLLMEngine
 from aft_sdk.config import PromptConfig, SamplingConfig, VLLMBackendConfig, validate
 from aft_sdk.messages import for_backend
@@ -254,16 +246,10 @@ class VLLMBackend(Backend):
             ))
         return gens
 
-    async def stream(
-        self, messages: Sequence[Message], *, sampling: SamplingConfig | None = None,
-        options: CallOptions | None = None,
-    ) -> AsyncIterator[str | ToolCallChunk | Generation]:
-        """Yields text as the engine produces it, then the final Generation. With tools
-        or a response format the answer is generated whole, then yielded in pieces."""
-        if options is not None:
-            async for piece in super().stream(messages, sampling=sampling, options=options):
-                yield piece
-            return
+    async def _stream_text(  # type: ignore[override]
+        self, messages: Sequence[Message], sampling: SamplingConfig | None,
+    ) -> AsyncIterator[str | Generation]:
+        """Yields text as the engine produces it, then the final Generation."""
         sampling = sampling or self.sampling
         ids = await self._prepare(messages)
         t0 = time.perf_counter()

@@ -89,9 +89,7 @@ def add_graph_args(p: argparse.ArgumentParser) -> None:
                         "skips its aggregation)")
     g.add_argument("--round-size", type=int, help="drafts per adaptive round (default: width)")
     g.add_argument("--agreement", type=float, help="share of drafts that must agree (0.75)")
-    g.add_argument("--subset", type=int, help="rsa: candidates each aggregation reads (2)")
-    g.add_argument("--rsa-final", choices=("vote", "aggregate"),
-                   help="rsa: answer by a vote over the last population, or one aggregation")
+    add_strategy_settings_args(g)
     g.add_argument("--deadline", type=float, help="seconds a whole run may take")
     add_sampling_args(p)
 
@@ -134,10 +132,58 @@ def _strategy_changes(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
                                   ("agreement", args.agreement)) if v is not None}
     if args.adaptive or adaptive:
         changes["adaptive"] = {**(cfg.adaptive.model_dump() if cfg.adaptive else {}), **adaptive}
-    rsa = {k: v for k, v in (("subset", args.subset), ("final", args.rsa_final)) if v is not None}
-    if rsa:
-        changes["rsa"] = {**cfg.rsa.model_dump(), **rsa}
+    for section, values in _strategy_settings(args).items():
+        if section in type(cfg).model_fields:
+            changes[section] = {**getattr(cfg, section).model_dump(), **values}
+        else:  # a plug-in strategy's section
+            plugins = changes.setdefault("plugins", dict(cfg.plugins))
+            plugins[section] = {**plugins.get(section, {}), **values}
     return changes
+
+
+_SETTING = "strategy_setting:"
+
+
+def add_strategy_settings_args(g: Any) -> None:
+    """``--STRATEGY-FIELD`` for each field of each registered strategy's own settings
+    (built-ins and plug-ins, e.g. ``--rsa-subset``); a plug-in that cannot load adds no
+    flags here and says what is wrong when it is used."""
+    from aft_sdk.plugins import get_strategy
+
+    for name in strategy_names():
+        try:
+            model = get_strategy(name).settings
+        except Exception:  # noqa: BLE001 - reported by name where the strategy is used
+            continue
+        for field, info in (model.model_fields.items() if model is not None else ()):
+            kind, choices = _flag_type(info.annotation)
+            default = "" if info.is_required() else f" (default {info.get_default()})"
+            g.add_argument(f"--{name}-{field.replace('_', '-')}", type=kind, choices=choices,
+                           metavar=None if choices else field.upper(),
+                           dest=f"{_SETTING}{name.replace('-', '_')}.{field}",
+                           help=f"{name}: {info.description or field}{default}")
+
+
+def _flag_type(annotation: Any) -> tuple[Any, tuple[Any, ...] | None]:
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return type(args[0]), tuple(args)
+    if args and typing.get_origin(annotation) is not typing.Literal and len(args) == 1:
+        return _flag_type(args[0])  # Optional[X]
+    if annotation is bool:
+        return (lambda v: v.lower() in ("1", "true", "yes", "on")), None
+    return (annotation if annotation in (int, float, str) else json.loads), None
+
+
+def _strategy_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for dest, value in vars(args).items():
+        if dest.startswith(_SETTING) and value is not None:
+            section, field = dest[len(_SETTING):].split(".", 1)
+            found.setdefault(section, {})[field] = value
+    return found
 
 
 def build_graph(args: argparse.Namespace) -> Any:

@@ -26,6 +26,8 @@ def register(sub: Any) -> None:
                    help="environment variable holding the accepted bearer keys (comma-separated)")
     p.add_argument("--max-width", type=int, default=16, help="largest width a request may ask")
     p.add_argument("--max-depth", type=int, default=4, help="largest depth a request may ask")
+    p.add_argument("--max-generations", type=int, default=80,
+                   help="most generations a request's own settings may make one run cost")
     p.add_argument("--max-concurrent-runs", type=int, default=128,
                    help="runs at once; more are answered 429 with Retry-After")
     p.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request")
@@ -47,10 +49,12 @@ def settings_from(args: argparse.Namespace) -> Any:
             raise ConfigError(f"--api-key-env names {args.api_key_env}, which is unset or empty")
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port} is not a TCP port: use 1 to 65535")
-    for name in ("max_width", "max_depth", "max_concurrent_runs", "max_body_bytes"):
+    for name in ("max_width", "max_depth", "max_generations", "max_concurrent_runs",
+                 "max_body_bytes"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
     return ServeSettings(max_width=args.max_width, max_depth=args.max_depth,
+                         max_generations=args.max_generations,
                          max_concurrent_runs=args.max_concurrent_runs,
                          request_timeout_s=args.request_timeout,
                          max_body_bytes=args.max_body_bytes, api_keys=keys)

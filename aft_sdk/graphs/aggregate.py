@@ -6,13 +6,15 @@ import asyncio
 import os
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from aft_sdk.aio import gather_all, iterate_sync, run_sync, within
 from aft_sdk.backends.base import normalize_messages
 from aft_sdk.backends.factory import BackendLike
-from aft_sdk.config import GraphConfig, PromptConfig, SamplingConfig, load_yaml, validate
+from aft_sdk.config import (
+    PROMPT_FIELDS, GraphConfig, PromptConfig, SamplingConfig, load_yaml, validate)
 from aft_sdk.errors import AftError, ConfigError, GraphTimeoutError
 from aft_sdk.graphs.topology import compile_graph
 from aft_sdk.graphs.context import RunContext
@@ -45,7 +47,9 @@ class AggregateGraph:
         layers: Per-layer overrides ``{layer: {"backends": [...], "sampling": {...}}}``.
         prompt: The aggregation prompt (:class:`~aft_sdk.config.PromptConfig`). Unset: a
             trained aggregator's own (its ``aft_sdk.json``), else ``aft-v1``.
-        preset, template, ...: The fields of ``prompt``, as keywords (``preset="moa"``).
+        preset: The prompt's preset (``"moa"``, ...), the one prompt field that is also
+            a keyword; the others as keywords (``shuffle=True``) still work but are
+            deprecated: pass ``prompt={"shuffle": True}``.
         min_proposals: Proposals that must succeed for the run to go on.
         deadline_s: Bound on a whole run; branches still running then are cut off.
         layer_timeout_s: Bound on each branch; a slow one fails, the survivors go on.
@@ -79,13 +83,6 @@ class AggregateGraph:
         layers: Mapping[int, Mapping[str, Any]] | None = None,
         prompt: PromptConfig | Mapping[str, Any] | None = None,
         preset: str | None = None,
-        template: str | None = None,
-        item_format: str | None = None,
-        separator: str | None = None,
-        placement: str | None = None,
-        shuffle: bool | None = None,
-        shuffle_seed: int | None = None,
-        hide_models: bool | None = None,
         min_proposals: int = 1,
         deadline_s: float | None = None,
         layer_timeout_s: float | None = None,
@@ -103,13 +100,17 @@ class AggregateGraph:
     ) -> None:
         # Keyword sugar: the arguments become one GraphConfig (validated once); backends
         # given as specs or configs go into it, live backend objects beside it.
+        flat = sorted(set(PROMPT_FIELDS) - {"preset"} & settings.keys())
+        if flat:
+            warnings.warn(
+                f"AggregateGraph({', '.join(f'{k}=...' for k in flat)}) is deprecated: pass "
+                f"prompt={{{', '.join(repr(k) + ': ...' for k in flat)}}} (the keywords "
+                "will be removed in aft-sdk 0.3)", DeprecationWarning, stacklevel=2)
         live: dict[str, Any] = {}
         data: dict[str, Any] = dict(
             name=name, width=width, depth=depth, proposer_sampling=proposer_sampling,
             aggregator_sampling=aggregator_sampling, prompt=prompt, preset=preset,
-            template=template, item_format=item_format, separator=separator,
-            placement=placement, shuffle=shuffle, shuffle_seed=shuffle_seed,
-            hide_models=hide_models, min_proposals=min_proposals, deadline_s=deadline_s,
+            min_proposals=min_proposals, deadline_s=deadline_s,
             layer_timeout_s=layer_timeout_s, strategy=strategy, vote=vote, adaptive=adaptive,
             rsa=rsa, quorum=quorum, budget=budget, tools=tools, structured=structured,
             proposers=proposers, aggregator=aggregator,

@@ -47,9 +47,9 @@ from aft_sdk.errors import (
 from aft_sdk.graphs.chat_shim import final_call
 from aft_sdk.graphs.context import RunContext, context_of
 from aft_sdk.graphs.plan import GraphPlan
-from aft_sdk.graphs.rounds import more_rounds, survivors
+from aft_sdk.graphs.rounds import more_rounds
 from aft_sdk.graphs.tool_calls import layer_options, needs_check
-from aft_sdk.graphs.trace import ANSWER_NAME, draft_text, failure_record, final_record, ok_record
+from aft_sdk.graphs.trace import ANSWER_NAME, OutputRecord, final_record, records_of
 from aft_sdk.messages import normalize_messages
 from aft_sdk.prompts import parse_selection
 from aft_sdk.tools import CallOptions, check_structured, langchain_call
@@ -132,33 +132,35 @@ class LayerBranch:
     async def run(self, payload: BranchInput, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = context_of(runtime, self.plan.deadline_s, payload.get("started_at"))
         if self.plan.quorum_for(self.layer) and len(payload["slots"]) > 1:
-            return {"outputs": await self._quorum(payload, ctx)}
-        return {"outputs": await self._records(payload, ctx)}
+            records = await self._quorum(payload, ctx)
+        else:
+            records = await self._records(payload, ctx)
+        return {"outputs": [r.model_dump() for r in records]}
 
-    async def _quorum(self, payload: BranchInput, ctx: RunContext) -> list[dict[str, Any]]:
+    async def _quorum(self, payload: BranchInput, ctx: RunContext) -> list[OutputRecord]:
         """Every slot as its own request; once ``quorum`` have succeeded the rest are
         cancelled (their requests aborted) and recorded as not needed."""
         need = self.plan.quorum or 0
         tasks = [asyncio.ensure_future(self._records({**payload, "slots": [s]}, ctx))
                  for s in payload["slots"]]
-        records: list[dict[str, Any]] = []
+        records: list[OutputRecord] = []
         try:
             for next_done in asyncio.as_completed(tasks):
                 records += await next_done
-                if sum(r["ok"] for r in records) >= need:
+                if sum(r.ok for r in records) >= need:
                     break
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        done = {r["slot"] for r in records}
+        done = {r.slot for r in records}
         lp = self.plan.layers[self.layer]
         reached = QuorumReachedError(f"cancelled: {need} of {len(tasks)} outputs of layer "
                                      f"{self.layer} were in (quorum)")
-        return records + [failure_record(self.layer, s, lp.backend_for(s).label, reached, 0.0)
+        return records + [OutputRecord.failed(self.layer, s, lp.backend_for(s).label, reached, 0.0)
                           for s in payload["slots"] if s not in done]
 
-    async def _records(self, payload: BranchInput, ctx: RunContext) -> list[dict[str, Any]]:
+    async def _records(self, payload: BranchInput, ctx: RunContext) -> list[OutputRecord]:
         lp = self.plan.layers[self.layer]
         slots = payload["slots"]
         backend = lp.backend_for(slots[0])
@@ -222,11 +224,14 @@ class LayerBranch:
                 "only this step (on LangGraph Server: a new run on the same thread with "
                 "input null)"
             ) from error
+        decisions: list[dict[str, Any] | None] = [None] * len(gens)
         if self.plan.template.selects and self.layer > 0:
-            gens = [self._selected(g, payload["inputs"], info) for g in gens]
-        records = [ok_record(self.layer, s, g, info, message_id) for s, g in zip(slots, gens)]
+            picks = [self._selected(g, payload["inputs"], info) for g in gens]
+            gens, decisions = [g for g, _ in picks], [d for _, d in picks]
+        records = [OutputRecord.of(self.layer, s, g, info, message_id=message_id, decision=d)
+                   for s, g, d in zip(slots, gens, decisions)]
         elapsed = time.perf_counter() - t0
-        records += [failure_record(self.layer, s, backend.label, error, elapsed)
+        records += [OutputRecord.failed(self.layer, s, backend.label, error, elapsed)
                     for s in slots[len(gens):]]
         return records
 
@@ -252,14 +257,16 @@ class LayerBranch:
         return [gen], message_id
 
     @staticmethod
-    def _selected(gen: Generation, inputs: list[dict[str, Any]], info: dict[str, Any]) -> Generation:
-        # Selection presets answer with a number; the output is the chosen proposal.
+    def _selected(gen: Generation, inputs: list[dict[str, Any]], info: dict[str, Any]
+                  ) -> tuple[Generation, dict[str, Any]]:
+        """A selecting preset answers with a number; the output is the chosen proposal,
+        and the judge's raw answer and pick are its decision."""
         order = info.get("order", list(range(len(inputs))))
         pick = parse_selection(gen.text, len(order))
-        info["selection"] = {"raw": gen.text, "picked": None if pick is None else order[pick]}
+        decision = {"selection": {"raw": gen.text, "picked": None if pick is None else order[pick]}}
         if pick is None:
-            return gen
-        return gen.model_copy(update={"text": inputs[order[pick]]["text"]})
+            return gen, decision
+        return gen.model_copy(update={"text": inputs[order[pick]]["text"]}), decision
 
 
 class Gather:
@@ -279,12 +286,12 @@ class Gather:
         return RunnableLambda(self.run, afunc=arun, name=f"gather_{self.layer}")
 
     def run(self, state: GraphState) -> dict[str, Any]:
-        mine = [r for r in state.get("outputs", []) if r["layer"] == self.layer]
+        mine = records_of(state, self.layer)
         if self.layer == 0 and len(mine) < self.plan.layers[0].width and \
                 more_rounds(self.plan, state):
             return {}  # another round of drafts follows: judge survivors after it
-        ok = [r for r in mine if r["ok"]]
-        failed = [r for r in mine if not r["ok"]]
+        ok = [r for r in mine if r.ok]
+        failed = [r for r in mine if not r.ok]
         need = self.plan.min_proposals if self.layer == 0 else 1
         get_stream_writer()(
             {"event": "layer", "layer": self.layer, "ok": len(ok), "failed": len(failed)}
@@ -292,14 +299,15 @@ class Gather:
         if len(ok) < need:
             what = "proposals" if self.layer == 0 else f"outputs in layer {self.layer}"
             details = "; ".join(
-                f"slot {r['slot']} on {r['backend']}: {r['error']['type']}: {r['error']['message']}"
+                f"slot {r.slot} on {r.backend}: {(r.error or {}).get('type')}: "
+                f"{(r.error or {}).get('message')}"
                 for r in failed
             )
             raise InsufficientProposalsError(
                 f"only {len(ok)} of {len(mine)} {what} succeeded, {need} needed. "
                 f"Failures: {details}",
                 layer=self.layer,
-                failures=[{"slot": r["slot"], "backend": r["backend"], **r["error"]} for r in failed],
+                failures=[{"slot": r.slot, "backend": r.backend, **(r.error or {})} for r in failed],
             )
         return {}
 
@@ -315,8 +323,7 @@ class Router:
         """Sends for the layer's slots (default: all; a round of drafts: some)."""
         if self.layer == 0 and slots is None:
             slots = range(self.plan.round_size())
-        prev = survivors(state, self.layer - 1)
-        inputs = [{"text": draft_text(r), "model": r["model"], "slot": r["slot"]} for r in prev]
+        inputs = [r.as_input() for r in records_of(state, self.layer - 1, ok=True)]
         target = node_name(self.layer)
         messages = normalize_messages(state["messages"])
         return [
@@ -348,14 +355,14 @@ def begin(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:
 def finish(state: GraphState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Last node: the answer goes into state and, as an assistant message, the chat (with
     its tool calls). An answer under a JSON schema is checked here too (a vote's pick)."""
-    record = final_record(state.get("outputs", [])) or {}
-    answer = record.get("text", "")
-    calls = record.get("tool_calls") or []
+    record = final_record(records_of(state))
+    answer = record.text if record else ""
+    calls = (record.tool_calls if record else None) or []
     options = context_of(runtime).call
-    if record and needs_check(options, Generation(text=answer, tool_calls=calls or None)):
+    if record and needs_check(options, record):
         check_structured(answer, options.schema)  # type: ignore[union-attr]
     # The id of the message LangGraph already streamed, so messages mode shows it once.
-    message_id = record.get("message_id")
+    message_id = record.message_id if record else None
     return {"answer": answer,
             "messages": [AIMessage(content=answer, name=ANSWER_NAME, id=message_id,
                                    tool_calls=[langchain_call(c) for c in calls])]}

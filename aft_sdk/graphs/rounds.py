@@ -14,7 +14,7 @@ from typing import Any
 
 from aft_sdk.answers import Tally, tally
 from aft_sdk.graphs.plan import GraphPlan
-from aft_sdk.graphs.trace import derived_record
+from aft_sdk.graphs.trace import OutputRecord, records_of
 from aft_sdk.messages import normalize_messages, text_of
 
 logger = logging.getLogger(__name__)
@@ -25,16 +25,15 @@ def _question(state: Any) -> str:
     return next((text_of(m["content"]) for m in reversed(messages) if m["role"] == "user"), "")
 
 
-def survivors(state: Any, layer: int) -> list[dict[str, Any]]:
+def survivors(state: Any, layer: int) -> list[OutputRecord]:
     """The successful records of ``layer``, in slot order."""
-    return sorted((r for r in state.get("outputs", []) if r["layer"] == layer and r["ok"]),
-                  key=lambda r: r["slot"])
+    return records_of(state, layer, ok=True)
 
 
-def drafts_tally(plan: GraphPlan, state: Any, layer: int = 0) -> tuple[list[dict[str, Any]], Tally]:
+def drafts_tally(plan: GraphPlan, state: Any, layer: int = 0) -> tuple[list[OutputRecord], Tally]:
     """The layer's surviving records and their vote."""
     records = survivors(state, layer)
-    return records, tally([r["text"] for r in records], plan.extractor)
+    return records, tally([r.text for r in records], plan.extractor)
 
 
 def agreed(plan: GraphPlan, state: Any) -> bool:
@@ -51,7 +50,7 @@ def more_rounds(plan: GraphPlan, state: Any) -> bool:
     and the round (with the layers after it) within the budget."""
     if plan.adaptive is None:
         return False
-    sent = sum(1 for r in state.get("outputs", []) if r["layer"] == 0)
+    sent = len(records_of(state, 0))
     later = sum(layer.width for layer in plan.layers[1:])
     return (sent < plan.layers[0].width and not agreed(plan, state)
             and fits(plan, state, len(next_round(plan, state)) + later))
@@ -62,11 +61,11 @@ def fits(plan: GraphPlan, state: Any, planned: int) -> bool:
     from the mean per generation so far)."""
     if plan.budget is None:
         return True
-    done = [r for r in state.get("outputs", []) if r["ok"] and not r.get("derived")]
+    done = [r for r in records_of(state, ok=True) if not r.derived]
     if plan.budget.generations is not None and len(done) + planned > plan.budget.generations:
         return False
     if plan.budget.tokens is not None and done:
-        used = sum(r["prompt_tokens"] + r["completion_tokens"] for r in done)
+        used = sum(r.prompt_tokens + r.completion_tokens for r in done)
         if used + used / len(done) * planned > plan.budget.tokens:
             return False
     return True
@@ -74,7 +73,7 @@ def fits(plan: GraphPlan, state: Any, planned: int) -> bool:
 
 def next_round(plan: GraphPlan, state: Any) -> range:
     """The slots of the next round of drafts."""
-    sent = sum(1 for r in state.get("outputs", []) if r["layer"] == 0)
+    sent = len(records_of(state, 0))
     return range(sent, min(sent + plan.round_size(), plan.layers[0].width))
 
 
@@ -96,7 +95,7 @@ class Decide:
         if self.rule == "agreement":
             read, layer = 0, self.plan.depth
         elif self.rule == "budget":  # the latest layer that has outputs
-            read = max((r["layer"] for r in state.get("outputs", []) if r["ok"]), default=0)
+            read = max((r.layer for r in records_of(state, ok=True)), default=0)
             layer = read + 1
         else:
             read, layer = self.plan.depth, self.plan.depth + 1
@@ -108,7 +107,7 @@ class Decide:
             decision["skipped"] = "aggregation"
         if self.rule == "budget":
             decision["stopped"] = "budget"
-        return {"outputs": [derived_record(layer, records[votes.winner], decision)]}
+        return {"outputs": [OutputRecord.chosen(layer, records[votes.winner], decision).model_dump()]}
 
     def _verified(self, state: Any, read: int, layer: int) -> dict[str, Any]:
         """Best-of-N by the verifier: the highest score answers (ties: the first)."""
@@ -117,10 +116,11 @@ class Decide:
         scores: list[float | None] = []
         for r in records:
             try:
-                scores.append(float(self.plan.verifier(question, r["text"])))  # type: ignore[misc]
+                scores.append(float(self.plan.verifier(question, r.text)))  # type: ignore[misc]
             except Exception as e:  # a verifier failing on one draft: that draft loses
                 scores.append(None)
-                logger.warning("verifier failed on slot %s: %s", r["slot"], e)
+                logger.warning("verifier failed on slot %s: %s", r.slot, e)
         ranked = [s if s is not None else float("-inf") for s in scores]
         best = max(range(len(records)), key=lambda i: (ranked[i], -i))
-        return derived_record(layer, records[best], {"rule": "verifier", "scores": scores})
+        return OutputRecord.chosen(layer, records[best], {"rule": "verifier", "scores": scores}
+                                   ).model_dump()

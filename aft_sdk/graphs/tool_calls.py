@@ -36,7 +36,7 @@ from aft_sdk.errors import AftError
 from aft_sdk.graphs.context import context_of
 from aft_sdk.graphs.plan import GraphPlan
 from aft_sdk.graphs.rounds import more_rounds, survivors
-from aft_sdk.graphs.trace import derived_record, draft_text, ok_record
+from aft_sdk.graphs.trace import OutputRecord
 from aft_sdk.messages import normalize_messages
 from aft_sdk.tools import CallOptions, calls_key
 
@@ -60,8 +60,8 @@ def needs_check(options: CallOptions | None, gen: Generation) -> bool:
     return options is not None and options.json_mode and not gen.tool_calls
 
 
-def _calls_win(records: list[dict[str, Any]]) -> bool:
-    calls = sum(1 for r in records if r.get("tool_calls"))
+def _calls_win(records: list[OutputRecord]) -> bool:
+    calls = sum(1 for r in records if r.tool_calls)
     return calls > 0 and 2 * calls >= len(records)
 
 
@@ -87,15 +87,15 @@ class ToolDecision:
         self.layer = max(plan.depth, 1)  # the answer's layer
 
     async def run(self, state: Any) -> dict[str, Any]:
-        drafts = [r for r in survivors(state, 0) if r.get("tool_calls")]
-        keys = [calls_key(r["tool_calls"]) for r in drafts]
+        drafts = [r for r in survivors(state, 0) if r.tool_calls]
+        keys = [calls_key(r.tool_calls) for r in drafts]
         votes = Counter(keys)
         ranked = votes.most_common()
         top_votes = ranked[0][1]
         tied = [k for k, v in ranked if v == top_votes]
         top = next(k for k in keys if k in tied)  # ties: the set that came first
         decision: dict[str, Any] = {
-            "rule": "tool-vote", "candidates": [{"slot": r["slot"], "key": k}
+            "rule": "tool-vote", "candidates": [{"slot": r.slot, "key": k}
                                                 for r, k in zip(drafts, keys)],
             "votes": dict(votes), "top": top, "tie": len(tied) > 1}
         picked = drafts[keys.index(top)]
@@ -106,18 +106,18 @@ class ToolDecision:
         if asks_model:
             record = await self._aggregate(state, drafts, decision)
             if record is not None:
-                return {"outputs": [record]}
-        return {"outputs": [derived_record(self.layer, picked, decision)]}
+                return {"outputs": [record.model_dump()]}
+        return {"outputs": [OutputRecord.chosen(self.layer, picked, decision).model_dump()]}
 
-    async def _aggregate(self, state: Any, drafts: list[dict[str, Any]],
-                         decision: dict[str, Any]) -> dict[str, Any] | None:
+    async def _aggregate(self, state: Any, drafts: list[OutputRecord],
+                         decision: dict[str, Any]) -> OutputRecord | None:
         """One call of the final aggregator over the candidate calls; ``None`` (and the
         reason in ``decision``) when it fails or gives nothing."""
         runtime = get_runtime()
         ctx = context_of(runtime, self.plan.deadline_s, state.get("started_at"))
         layer = self.plan.depth
         messages = normalize_messages(state["messages"])
-        inputs = [{"text": draft_text(r), "model": r["model"], "slot": r["slot"]} for r in drafts]
+        inputs = [r.as_input() for r in drafts]
         prompt, info = await asyncio.to_thread(self.plan.aggregation_prompt, messages,
                                                inputs, layer, 0)
         lp = self.plan.layers[layer]
@@ -139,4 +139,4 @@ class ToolDecision:
             return None
         decision["rule"] = "tool-aggregate"
         decision["winner"] = calls_key(gen.tool_calls) if gen.tool_calls else "text"
-        return ok_record(layer if layer else 1, 0, gen, {**info, **decision})
+        return OutputRecord.of(layer if layer else 1, 0, gen, info, decision=decision)

@@ -1,7 +1,9 @@
-"""The result of a propose-and-aggregate run and its trace, as plain data.
+"""The result of a propose-and-aggregate run and its trace.
 
-Inside the graph every output is a plain dict (so LangGraph checkpointers can store
-it); :func:`build_result` turns the final state into typed, JSON-serialisable models.
+One typed record per output, from the backend's :class:`Generation` to the trace:
+:class:`OutputRecord`. Graph state holds each as its plain dump (so every LangGraph
+checkpointer and LangGraph Server store it as JSON); nodes read them back typed with
+:func:`records_of`, and :func:`build_result` turns the final state into the result.
 Traces never hold API keys: backends are named by :attr:`Backend.label` only.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import BaseModel, Field, computed_field, model_validator
 
 from aft_sdk.backends.base import Generation
 from aft_sdk.messages import as_dicts
@@ -43,8 +45,17 @@ class Usage(BaseModel):
         return u
 
 
-class OutputRecord(BaseModel):
-    """One slot of one layer: a generation, or the error that took its place.
+#: Keys of a decision (votes, agreement, budget, verifier scores, a judge's pick, the
+#: tool-call vote). Records written before ``decision`` was a field kept them in
+#: ``prompt``; they are moved on load.
+DECISION_KEYS = frozenset({
+    "rule", "extractor", "keys", "votes", "top", "tie", "share", "no_answer", "picked",
+    "skipped", "stopped", "scores", "selection", "fallback", "winner", "candidates"})
+
+
+class OutputRecord(Generation):
+    """One slot of one layer: a backend's :class:`Generation` with where it sits in the
+    run, or the error that took its place.
 
     Attributes:
         layer: 0 for proposals, 1..depth for aggregation layers.
@@ -52,14 +63,15 @@ class OutputRecord(BaseModel):
         ok: Whether the slot produced text.
         text: The output (empty on failure).
         prompt: How the aggregation prompt was built: proposal ``order`` shown, any
-            ``trimmed`` proposals (index -> [tokens before, tokens kept]), and ``read``
-            (the previous layer's slots it read, when it read a subset). For a derived
-            record, the decision: ``rule`` (``majority`` or ``agreement``), the drafts'
-            ``keys``, ``votes``, ``top``, ``tie``, ``share``, ``picked`` (the slot).
+            ``trimmed`` proposals (index -> [tokens before, tokens kept]), ``read`` (the
+            previous layer's slots it read, when it read a subset), ``developer_as``.
+        decision: How the answer was chosen, when a rule chose it: ``rule``
+            (``majority``, ``agreement``, ``budget``, ``verifier``, ``tool-vote``,
+            ``tool-aggregate``), the drafts' ``keys``, ``votes``, ``top``, ``tie``,
+            ``share``, ``picked`` (the slot), ``scores``, a judge's ``selection``.
         derived: Not a model call: the answer chosen by a vote, or the agreed draft that
-            took the place of a skipped aggregation (copied from ``picked``).
+            took the place of a skipped aggregation (copied from ``decision.picked``).
         message_id: For the answer's own call, the id of the message LangGraph streamed.
-        tool_calls: The tool calls the output made, in OpenAI's format.
         error: ``{"type", "message"}`` on failure.
     """
 
@@ -67,17 +79,70 @@ class OutputRecord(BaseModel):
     slot: int
     ok: bool
     text: str = ""
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    model: str = ""
-    backend: str = ""
     prompt: dict[str, Any] = Field(default_factory=dict)
+    decision: dict[str, Any] | None = None
     derived: bool = False
     message_id: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
     error: dict[str, str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decision_out_of_prompt(cls, data: Any) -> Any:
+        """Loads records written before ``decision`` had a field of its own."""
+        if isinstance(data, dict) and data.get("decision") is None and \
+                isinstance(data.get("prompt"), dict) and DECISION_KEYS & data["prompt"].keys():
+            prompt = data["prompt"]
+            data = {**data, "prompt": {k: v for k, v in prompt.items() if k not in DECISION_KEYS},
+                    "decision": {k: v for k, v in prompt.items() if k in DECISION_KEYS}}
+        return data
+
+    @classmethod
+    def of(cls, layer: int, slot: int, gen: Generation, prompt: dict[str, Any] | None = None,
+           *, message_id: str | None = None, decision: dict[str, Any] | None = None,
+           ) -> OutputRecord:
+        """The record of a successful generation."""
+        return cls(**gen.model_dump(), layer=layer, slot=slot, ok=True, prompt=prompt or {},
+                   message_id=message_id, decision=decision)
+
+    @classmethod
+    def failed(cls, layer: int, slot: int, backend: str, error: BaseException,
+               latency_s: float) -> OutputRecord:
+        """The record of a failed slot, keeping the error type and message."""
+        message = str(error) or type(error).__name__
+        return cls(layer=layer, slot=slot, ok=False, backend=backend, latency_s=latency_s,
+                   error={"type": type(error).__name__, "message": message})
+
+    @classmethod
+    def chosen(cls, layer: int, picked: OutputRecord, decision: dict[str, Any]) -> OutputRecord:
+        """The record of an answer chosen without a model call (a vote, an agreement):
+        the picked draft's output, none of its cost."""
+        return cls(**picked.model_dump(include=set(Generation.model_fields) - _COST),
+                   layer=layer, slot=0, ok=True, derived=True,
+                   decision={**decision, "picked": picked.slot})
+
+    @property
+    def draft(self) -> str:
+        """How the record reads to the next layer: its text, then any tool calls."""
+        if not self.tool_calls:
+            return self.text
+        listed = render_calls(self.tool_calls)
+        return f"{self.text}\n{listed}" if self.text else listed
+
+    def as_input(self) -> dict[str, Any]:
+        """What an aggregation prompt is built from (see :mod:`aft_sdk.prompts`)."""
+        return {"text": self.draft, "model": self.model, "slot": self.slot}
+
+
+_COST = {"prompt_tokens", "completion_tokens", "latency_s"}
+
+
+def records_of(state: Any, layer: int | None = None, *, ok: bool | None = None
+               ) -> list[OutputRecord]:
+    """The run's records (typed) from graph state, optionally of one ``layer`` and only
+    successful (``ok=True``) or failed ones, in slot order within a layer."""
+    found = (OutputRecord.model_validate(r) for r in state.get("outputs", []))
+    return sorted((r for r in found if (layer is None or r.layer == layer)
+                   and (ok is None or r.ok == ok)), key=lambda r: (r.layer, r.slot))
 
 
 class LayerTrace(BaseModel):
@@ -162,61 +227,21 @@ class AggregateResult(BaseModel):
         return "\n".join(lines)
 
 
-def ok_record(layer: int, slot: int, gen: Generation, prompt: dict[str, Any],
-              message_id: str | None = None) -> dict[str, Any]:
-    """Plain-dict record of a successful generation."""
-    return OutputRecord(
-        layer=layer, slot=slot, ok=True, text=gen.text, finish_reason=gen.finish_reason,
-        prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
-        latency_s=gen.latency_s, model=gen.model, backend=gen.backend, prompt=prompt,
-        message_id=message_id, tool_calls=gen.tool_calls,
-    ).model_dump()
-
-
-def failure_record(
-    layer: int, slot: int, backend: str, error: BaseException, latency_s: float
-) -> dict[str, Any]:
-    """Plain-dict record of a failed slot, keeping the error type and message."""
-    message = str(error) or type(error).__name__
-    return OutputRecord(
-        layer=layer, slot=slot, ok=False, backend=backend, latency_s=latency_s,
-        error={"type": type(error).__name__, "message": message},
-    ).model_dump()
-
-
 #: ``name`` of the assistant message that carries the final answer in graph state.
 ANSWER_NAME = "aft_aggregate"
 
 
-def final_record(outputs: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+def final_record(records: Iterable[OutputRecord]) -> OutputRecord | None:
     """The record holding the answer: the first surviving slot of the last layer.
 
     The one rule for "the answer" (the ``finish`` node, results, streams and servers
     all read it from here or from :attr:`AggregateResult.final_output`)."""
-    records = list(outputs)
+    records = list(records)
     if not records:
         return None
-    last = max(r["layer"] for r in records)
-    return next((r for r in sorted(records, key=lambda r: r["slot"])
-                 if r["layer"] == last and r["ok"]), None)
-
-
-def derived_record(layer: int, picked: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
-    """The record of an answer chosen without a model call (a vote, an agreement)."""
-    return OutputRecord(
-        layer=layer, slot=0, ok=True, text=picked["text"], finish_reason=picked["finish_reason"],
-        model=picked["model"], backend=picked["backend"], derived=True,
-        prompt={**decision, "picked": picked["slot"]}, tool_calls=picked.get("tool_calls"),
-    ).model_dump()
-
-
-def draft_text(record: dict[str, Any]) -> str:
-    """How a record reads to the next layer: its text, then any tool calls it made."""
-    calls = record.get("tool_calls")
-    if not calls:
-        return record["text"]
-    listed = render_calls(calls)
-    return f"{record['text']}\n{listed}" if record["text"] else listed
+    last = max(r.layer for r in records)
+    return next((r for r in sorted(records, key=lambda r: r.slot)
+                 if r.layer == last and r.ok), None)
 
 
 def build_result(
@@ -224,25 +249,16 @@ def build_result(
     strategy: str = "propose-aggregate", budget: dict[str, int | None] | None = None,
 ) -> AggregateResult:
     """Builds the typed result from the graph's final state."""
-    records = [OutputRecord.model_validate(r) for r in state.get("outputs", [])]
+    records = records_of(state)
     layers = []
     for index in range(max([depth, *(r.layer for r in records)]) + 1):
         outs = sorted((r for r in records if r.layer == index), key=lambda r: r.slot)
         kind = "propose" if index == 0 else "aggregate"
         if outs and all(r.derived for r in outs):
-            kind = outs[0].prompt.get("rule", "derived")
+            kind = (outs[0].decision or {}).get("rule", "derived")
         layers.append(LayerTrace(index=index, kind=kind, outputs=outs, usage=Usage.of(outs)))
-    final = final_record(state.get("outputs", []))
+    final = final_record(records)
     messages = [m for m in state["messages"] if getattr(m, "name", None) != ANSWER_NAME]
-    return AggregateResult(
-        answer=final["text"] if final else "",
-        messages=as_dicts(messages),
-        layers=layers,
-        usage=Usage.of(records),
-        width=width,
-        depth=depth,
-        preset=preset,
-        strategy=strategy,
-        budget=budget,
-        elapsed_s=elapsed_s,
-    )
+    return AggregateResult(answer=final.text if final else "", messages=as_dicts(messages),
+                           layers=layers, usage=Usage.of(records), width=width, depth=depth,
+                           preset=preset, strategy=strategy, budget=budget, elapsed_s=elapsed_s)

@@ -43,6 +43,9 @@ class ServeSettings:
     Attributes:
         max_width: Largest ``width`` a request may ask for.
         max_depth: Largest ``depth`` a request may ask for.
+        max_generations: Most generations a request that changes the graph's settings
+            may make it cost (its strategy's estimate, :meth:`GraphConfig.cost`; a
+            served config costs what it costs).
         max_concurrent_runs: Runs at once; more get 429 with ``Retry-After``.
         request_timeout_s: Deadline of one request; past it the run is cancelled (504).
         max_body_bytes: Largest request body accepted (413 beyond).
@@ -51,6 +54,7 @@ class ServeSettings:
 
     max_width: int = 16
     max_depth: int = 4
+    max_generations: int = 80
     max_concurrent_runs: int = 128
     request_timeout_s: float = 300.0
     max_body_bytes: int = 1_000_000
@@ -92,7 +96,13 @@ class Models:
         """The graph for this shape, built if need be (may be slow: call off the loop)."""
         graph = self.cached(model, shape)
         if graph is None:
-            graph = AggregateGraph.from_config(self.configs[model], **shape)
+            config = self.configs[model].with_changes(**shape)
+            most, limit = config.cost().most, self.settings.max_generations
+            if shape and most > max(limit, self.configs[model].cost().most):
+                raise ConfigError(f"this request's graph costs up to {most} generations, above "
+                                  f"this server's limit of {limit}: "
+                                  "ask for a smaller width, depth or strategy setting")
+            graph = AggregateGraph.from_config(config)
             with self._lock:
                 graph = self._graphs.setdefault(self._key(model, shape), graph)
                 if len(self._graphs) > self._cache_size:

@@ -17,10 +17,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aft_sdk.errors import ConfigError
 from aft_sdk.graphs import AggregateResult
+from aft_sdk.plugins import strategy_names
 from aft_sdk.tools import CallOptions, options_of
 
-#: Per-request graph settings a client may send (``extra_body`` in the openai client).
-SHAPE_FIELDS = ("width", "depth", "preset", "shuffle", "min_proposals")
+#: Per-request graph settings a client may send (``extra_body`` in the openai client);
+#: besides these, ``strategy`` and each registered strategy's own section (``rsa``,
+#: a plug-in's ``refine``, ...) by its name (see :func:`strategy_sections`).
+SHAPE_FIELDS = ("width", "depth", "preset", "shuffle", "min_proposals", "strategy")
+
+
+def strategy_sections() -> set[str]:
+    """The settings sections of the registered strategies (built-ins and plug-ins)."""
+    return {name.replace("-", "_") for name in strategy_names()}
 
 
 class StreamOptions(BaseModel):
@@ -50,6 +58,7 @@ class ChatRequest(BaseModel):
     preset: str | None = None
     shuffle: bool | None = None
     min_proposals: int | None = None
+    strategy: str | None = None
 
     def refuse_unsupported(self) -> None:
         """Raises :class:`ConfigError` naming the first field this server cannot honour."""
@@ -85,8 +94,16 @@ class ChatRequest(BaseModel):
         return {k: v for k, v in values.items() if v is not None}
 
     def shape(self) -> dict[str, Any]:
-        """The per-request graph overrides that were set."""
-        return {k: getattr(self, k) for k in SHAPE_FIELDS if getattr(self, k) is not None}
+        """The per-request graph overrides that were set: the shape fields, then any
+        strategy's own section (an object)."""
+        shape = {k: getattr(self, k) for k in SHAPE_FIELDS if getattr(self, k) is not None}
+        extra = self.model_extra or {}
+        for section in sorted(strategy_sections() & extra.keys()):
+            if not isinstance(extra[section], dict):
+                raise ConfigError(f"'{section}' must be an object of {section} settings, "
+                                  f"got {type(extra[section]).__name__}")
+            shape[section] = extra[section]
+        return shape
 
 
 def completion_id() -> str:

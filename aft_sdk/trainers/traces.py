@@ -6,6 +6,9 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from pydantic import ValidationError
+
+from aft_sdk.graphs.trace import OutputRecord
 from aft_sdk.jsonl import read_jsonl
 from aft_sdk.trainers.rows import AftRow, RowCounter, RowError, skip_or_raise, validate_row
 
@@ -45,8 +48,8 @@ def _trace_row(item: Any, i: int, references: dict[str, str] | None) -> AftRow:
     if not layers or not isinstance(layers, list):
         raise RowError(f"{where}: field 'layers' is missing; pass graph results")
     try:
-        proposals = [r["text"] for r in layers[0]["outputs"] if r["ok"]]
-    except (KeyError, TypeError, IndexError) as e:
+        proposals = [r.text for r in map(OutputRecord.model_validate, layers[0]["outputs"]) if r.ok]
+    except (KeyError, TypeError, IndexError, ValidationError) as e:
         raise RowError(f"{where}: layer 0 is not a graph result's ({e!r})") from e
     target = (references or {}).get(row_id) or result.get("answer", "")
     return validate_row(

@@ -60,6 +60,10 @@ async def test_a_custom_item_format_separator_and_placement_render_byte_for_byte
                          "to: q?</d>|<d n=2>answer 0 from p (seed None) to: q?</d>>"}]
     assert texts == ["q?", "q?"]
     with pytest.raises(ConfigError, match=r"item_format must contain \{text\}"):
+        AggregateGraph(api(fault, "p"), api(fault, "a"), prompt={"item_format": "{index}"})
+    # The flat keyword still works, with a warning that says what to write instead.
+    with pytest.warns(DeprecationWarning, match=r"prompt=\{'item_format': \.\.\.\}"), \
+            pytest.raises(ConfigError, match=r"item_format must contain \{text\}"):
         AggregateGraph(api(fault, "p"), api(fault, "a"), item_format="{index}")
 
 

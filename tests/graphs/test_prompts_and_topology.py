@@ -76,8 +76,8 @@ async def test_shuffle_and_model_names_reach_the_aggregator(fault) -> None:
     a = OpenAIBackend("prop-a", base_url=fault.base_url)
     b = OpenAIBackend("prop-b", base_url=fault.base_url)
     agg = OpenAIBackend("agg", base_url=fault.base_url)
-    graph = AggregateGraph([a, b], agg, width=4, depth=1, shuffle=True, shuffle_seed=5,
-                           hide_models=False)
+    graph = AggregateGraph([a, b], agg, width=4, depth=1,
+                           prompt={"shuffle": True, "shuffle_seed": 5, "hide_models": False})
     result = await graph.ainvoke("hi")
     info = result.layers[1].outputs[0].prompt
     assert info["order"] == shuffled_order(4, seed=5, layer=1, slot=0)
@@ -100,7 +100,7 @@ async def test_select_preset_outputs_the_chosen_proposal(fault) -> None:
     fault.script("judge", ["say:Candidate 2"])
     graph = AggregateGraph(prop, agg, width=3, depth=1, preset="select")
     result = await graph.ainvoke("hi")
-    assert result.layers[1].outputs[0].prompt["selection"] == {"raw": "Candidate 2", "picked": 1}
+    assert result.layers[1].outputs[0].decision["selection"] == {"raw": "Candidate 2", "picked": 1}
     assert result.answer == result.layers[0].outputs[1].text
     judge_prompt = next(r for r in fault.requests if r["model"] == "judge")["messages"]
     assert judge_prompt[-1]["content"].startswith("Question:\nhi\n\nHere are 3 candidate")

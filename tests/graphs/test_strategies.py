@@ -36,7 +36,7 @@ async def test_vote_answers_with_the_majority_and_records_the_count(fault) -> No
     assert result.answer.startswith("answer 0 from p1") and result.usage.generations == 4
     vote = result.layers[-1]
     assert vote.kind == "majority" and vote.usage.generations == 0
-    decision = vote.outputs[0].prompt
+    decision = vote.outputs[0].decision
     assert decision["votes"] == {"p1": 3, "p2": 1} and decision["picked"] == 0
     assert decision["tie"] is False and decision["share"] == 0.75
 
@@ -45,13 +45,13 @@ async def test_a_tie_goes_to_the_first_answer_and_no_answer_drafts_do_not_vote(f
     graph = AggregateGraph.from_config(cfg(
         fault, ["zz", "p2", "p1"], strategy="vote", width=3,
         vote={"extractor": r"regex:from (p\d)"}))
-    decision = (await graph.ainvoke("hi")).layers[-1].outputs[0].prompt
+    decision = (await graph.ainvoke("hi")).layers[-1].outputs[0].decision
     assert decision["no_answer"] == [0] and decision["tie"] is True
     assert decision["top"] == "p2" and decision["picked"] == 1
     none = AggregateGraph.from_config(cfg(fault, strategy="vote", width=2,
                                           vote={"extractor": "regex:nothing-like-this"}))
     result = await none.ainvoke("hi")
-    assert result.layers[-1].outputs[0].prompt["no_answer"] == [0, 1]
+    assert result.layers[-1].outputs[0].decision["no_answer"] == [0, 1]
     assert result.answer.startswith("answer 0 from p")  # the first draft
 
 
@@ -60,7 +60,7 @@ async def test_adaptive_propose_aggregate_skips_the_aggregation_when_drafts_agre
     result = await graph.ainvoke("hi")
     assert fault.count("p") == 3 and fault.count("a") == 0  # no aggregation call
     assert [layer.kind for layer in result.layers] == ["propose", "agreement"]
-    assert result.layers[1].outputs[0].prompt["skipped"] == "aggregation"
+    assert result.layers[1].outputs[0].decision["skipped"] == "aggregation"
     assert result.usage.generations == 3
     # Drafts that differ (seeded: the reply names each slot's seed) are aggregated.
     fault.reset()
@@ -146,7 +146,7 @@ async def test_every_strategy_keeps_to_its_budget(fault) -> None:
     capped = AggregateGraph.from_config(cfg(fault, width=3, budget={"tokens": drafts + 1}))
     result = await capped.ainvoke("hi")
     assert fault.count("a") == 0 and result.usage.total_tokens == drafts
-    decision = result.layers[1].outputs[0].prompt
+    decision = result.layers[1].outputs[0].decision
     assert result.layers[1].kind == "budget" and decision["stopped"] == "budget"
     assert result.answer in result.proposals
     assert result.budget == {"generations": None, "tokens": drafts + 1}
@@ -178,8 +178,8 @@ def test_aft_run_takes_a_strategy(fault) -> None:
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["strategy"] == "vote" and out["layers"][-1]["kind"] == "majority"
-    assert out["layers"][-1]["outputs"][0]["prompt"]["votes"] == {"p": 3}
-    r = subprocess.run([*AFT, "run", "hi", "--strategy", "rsa", "--width", "2", "--subset",
+    assert out["layers"][-1]["outputs"][0]["decision"]["votes"] == {"p": 3}
+    r = subprocess.run([*AFT, "run", "hi", "--strategy", "rsa", "--width", "2", "--rsa-subset",
                         "3", "--proposer", url], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "rsa.subset=3 exceeds width=2" in r.stderr
 
@@ -226,12 +226,12 @@ async def test_best_of_n_by_a_verifier_or_a_judge(fault, tmp_path, monkeypatch) 
                                            width=3, vote={"verifier": "import:my_checks:prefers_p2"}))
     result = await graph.ainvoke("pick one")
     assert fault.count() == 3 and result.answer.startswith("answer 0 from p2")
-    decision = result.layers[-1].outputs[0].prompt
+    decision = result.layers[-1].outputs[0].decision
     assert decision["rule"] == "verifier" and decision["scores"] == [0.0, 1.0, 0.0]
     broken = AggregateGraph.from_config(cfg(fault, ["p1", "p2"], strategy="best-of-n", width=2,
                                             vote={"verifier": "import:my_checks:broken"}))
     result = await broken.ainvoke("pick one")  # a failing verifier loses, never crashes
-    assert result.layers[-1].outputs[0].prompt["scores"] == [None, None]
+    assert result.layers[-1].outputs[0].decision["scores"] == [None, None]
     # Without a verifier a judge model picks, with the select-v1 preset.
     fault.reset()
     fault.script("a", ["say:2"])
@@ -256,3 +256,25 @@ async def test_strategies_checkpoint_and_resume(fault) -> None:
     result = await graph.aresume("t1")  # drafts and the step are kept; only the end is redone
     assert (fault.count("p"), fault.count("a")) == (3, 7)
     assert [layer.kind for layer in result.layers] == ["propose", "aggregate", "aggregate"]
+
+
+def test_results_written_before_decisions_had_a_field_still_load() -> None:
+    """Older traces kept a vote's decision inside ``prompt``: they load with it moved to
+    ``decision``, the prompt's own keys left where they were."""
+    from aft_sdk.graphs import AggregateResult
+
+    old = {"answer": "p", "messages": [{"role": "user", "content": "hi"}], "width": 3,
+           "depth": 0, "preset": "aft-v1", "strategy": "vote",
+           "usage": {"generations": 3},
+           "layers": [{"index": 0, "kind": "propose", "usage": {"generations": 1},
+                       "outputs": [{"layer": 0, "slot": 0, "ok": True, "text": "p",
+                                    "prompt": {"order": [0]}}]},
+                      {"index": 1, "kind": "majority", "usage": {},
+                       "outputs": [{"layer": 1, "slot": 0, "ok": True, "text": "p",
+                                    "derived": True, "prompt": {
+                                        "rule": "majority", "votes": {"p": 3}, "picked": 0}}]}]}
+    result = AggregateResult.model_validate_json(json.dumps(old))
+    vote = result.layers[1].outputs[0]
+    assert vote.decision == {"rule": "majority", "votes": {"p": 3}, "picked": 0}
+    assert vote.prompt == {} and result.layers[0].outputs[0].prompt == {"order": [0]}
+    assert result.layers[0].outputs[0].decision is None

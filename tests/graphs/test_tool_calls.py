@@ -44,9 +44,9 @@ async def test_three_drafts_with_the_same_call_vote_to_it_without_an_aggregation
     assert call["function"]["name"] == "add" and json.loads(call["function"]["arguments"]) == {
         "a": 1, "b": 2}
     decision = result.layers[-1].outputs[0]
-    assert decision.derived and decision.prompt["rule"] == "tool-vote"
-    assert decision.prompt["votes"] == {'add({"a":1,"b":2})': 3}
-    assert [c["slot"] for c in decision.prompt["candidates"]] == [0, 1, 2]
+    assert decision.derived and decision.decision["rule"] == "tool-vote"
+    assert decision.decision["votes"] == {'add({"a":1,"b":2})': 3}
+    assert [c["slot"] for c in decision.decision["candidates"]] == [0, 1, 2]
     # Every draft was offered the tools (tool_choice unset: the server's auto).
     assert all(r["tools"] == [ADD, MUL] for r in requests_of(fault, "p"))
 
@@ -57,7 +57,7 @@ async def test_calls_that_differ_in_argument_order_or_whitespace_count_as_one(fa
     result = await graph(fault).ainvoke("what is 1 + 2?", call=TOOLS)
     assert fault.count("a") == 0
     assert json.loads(result.tool_calls[0]["function"]["arguments"]) == {"a": 1, "b": 2}
-    assert result.layers[-1].outputs[0].prompt["votes"] == {
+    assert result.layers[-1].outputs[0].decision["votes"] == {
         'add({"a":1,"b":2})': 2, 'add({"a":5,"b":2})': 1}
 
 
@@ -67,7 +67,7 @@ async def test_parallel_calls_compare_as_a_set(fault) -> None:
     result = await graph(fault).ainvoke("1+2 and 3", call=TOOLS)
     assert fault.count("a") == 0
     assert sorted(c["function"]["name"] for c in result.tool_calls) == ["add", "mul"]
-    assert result.layers[-1].outputs[0].prompt["votes"] == {
+    assert result.layers[-1].outputs[0].decision["votes"] == {
         'add({"a":1,"b":2}) & mul({"x":3})': 2, 'add({"a":1,"b":2})': 1}
 
 
@@ -83,8 +83,8 @@ async def test_a_tie_goes_to_the_aggregator_offered_the_same_tools(fault) -> Non
     assert '[calls tool] add({\\"a\\":5,\\"b\\":2})' in prompt
     assert json.loads(result.tool_calls[0]["function"]["arguments"]) == {"a": 5, "b": 2}
     record = result.layers[-1].outputs[0]
-    assert not record.derived and record.prompt["rule"] == "tool-aggregate"
-    assert record.prompt["tie"] is True and record.prompt["winner"] == 'add({"a":5,"b":2})'
+    assert not record.derived and record.decision["rule"] == "tool-aggregate"
+    assert record.decision["tie"] is True and record.decision["winner"] == 'add({"a":5,"b":2})'
 
 
 async def test_an_aggregator_that_fails_on_a_tie_leaves_the_vote_in_place(fault) -> None:
@@ -94,16 +94,16 @@ async def test_an_aggregator_that_fails_on_a_tie_leaves_the_vote_in_place(fault)
                                                          max_retries=0), width=2, depth=1)
     result = await g.ainvoke("what is 1 + 2?", call=TOOLS)
     record = result.layers[-1].outputs[0]
-    assert record.derived and "BadRequestError" in record.prompt["fallback"]
+    assert record.derived and "BadRequestError" in record.decision["fallback"]
     first = result.layers[0].outputs[0].tool_calls  # a tie goes to the first draft's calls
-    assert result.tool_calls == first and record.prompt["picked"] == 0
+    assert result.tool_calls == first and record.decision["picked"] == 0
 
 
 async def test_policy_aggregate_always_asks_the_aggregator(fault) -> None:
     fault.script("p", ['call:add:{"a":1,"b":2}'] * 3)
     fault.script("a", ['call:add:{"a":1,"b":2}'])
     result = await graph(fault, tools={"policy": "aggregate"}).ainvoke("1+2?", call=TOOLS)
-    assert fault.count("a") == 1 and result.layers[-1].outputs[0].prompt["rule"] == "tool-aggregate"
+    assert fault.count("a") == 1 and result.layers[-1].outputs[0].decision["rule"] == "tool-aggregate"
 
 
 async def test_mixed_drafts_follow_the_majority_kind(fault) -> None:

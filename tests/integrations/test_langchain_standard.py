@@ -77,7 +77,10 @@ class _Features:
 
 def _graph(url: str, model: str) -> dict[str, Any]:
     backend = OpenAIBackend(model, base_url=url)
-    return {"graph": AggregateGraph(backend, backend, width=2, depth=1)}
+    # Drafts get the answer's budget: the standard suite asks both models for at most
+    # 100 tokens (max_tokens), which reaches the final aggregation only.
+    return {"graph": AggregateGraph(backend, backend, width=2, depth=1,
+                                    proposer_sampling={"max_tokens": 100})}
 
 
 class TestChatOpenAIOnTheServer(_Features, ChatModelIntegrationTests):

@@ -128,7 +128,7 @@ def test_langgraph_dev_serves_the_graph_as_its_users_run_it(langgraph_dev, fault
             "messages": [{"role": "user", "content": "1+2?"}]}, context={"call": {"tools": [add]}})
         (call,) = called["messages"][-1]["tool_calls"]
         assert call["name"] == "add" and call["args"] == {"a": 1, "b": 2}
-        assert called["outputs"][-1]["prompt"]["rule"] == "tool-vote"
+        assert called["outputs"][-1]["decision"]["rule"] == "tool-vote"
 
         # A failing proposer's message reaches the client.
         fault.script("broken", ["500"] * 4)

@@ -112,26 +112,19 @@ def test_proposals_are_cut_before_the_target(gguf_path, tmp_path) -> None:
     assert text.count("alpha") > 10 and text.count("beta") > 10  # both trimmed, evenly
 
 
-@pytest.mark.parametrize("use_lora_adapter", [False, True])
-async def test_trained_aggregator_serves_in_vllm_inside_a_graph(
-    trained, hf_model_dir, fault, use_lora_adapter
-) -> None:
+async def test_trained_aggregator_serves_in_vllm_inside_a_graph(trained, fault) -> None:
+    """The merged folder in a vLLM engine of its own (a LoRA adapter on a shared engine is
+    test_engines' base-and-adapter test, with the same PEFT folder format)."""
     pytest.importorskip("vllm")
     from aft_sdk import VLLMBackend
 
-    folder = trained["dir"]
-    if use_lora_adapter:
-        agg = VLLMBackend(str(hf_model_dir), lora_path=str(folder / "adapter"),
-                          max_model_len=1024, dtype="bfloat16")
-    else:
-        agg = VLLMBackend(str(folder), max_model_len=1024, dtype="bfloat16")
+    agg = VLLMBackend(str(trained["dir"]), max_model_len=1024, dtype="bfloat16")
     try:
         graph = AggregateGraph(OpenAIBackend("p", base_url=fault.base_url), agg, width=3,
                                aggregator_sampling={"max_tokens": 24, "temperature": 0.0})
         result = await graph.ainvoke("What is 9 times 3?")
         assert result.answer.strip()
         assert result.layers[1].outputs[0].backend == agg.label
-        assert ("+lora:adapter" in agg.label) == use_lora_adapter
     finally:
         agg.shutdown()
 
