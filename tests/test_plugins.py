@@ -122,6 +122,9 @@ def test_aft_serve_and_langchain_run_the_plugin(fault, tmp_path) -> None:
         assert status == 200 and answer["aft"]["strategy"] == "vote", answer
         status, answer = ask(srv, refine={"stepz": 1})
         assert status == 400 and "stepz" in answer["error"]["message"], answer
+        status, answer = ask(srv, strategy="vote", vote={"extractor": "import:os:getcwd"})
+        assert status == 400 and "'vote' is a setting of the served graph" in \
+            answer["error"]["message"], answer
         status, answer = ask(srv, refine={"steps": 60})
         assert status == 400 and "above this server's limit of 80" in answer["error"]["message"]
     pytest.importorskip("langchain_core")

