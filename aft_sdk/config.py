@@ -308,6 +308,17 @@ class GraphConfig(_Strict):
         fixed layer after them."""
         return int(self.cost().least)
 
+    def merged_sections(self, sections: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """Each strategy section in ``sections`` merged onto this config's own, as changes
+        for :meth:`with_changes` (``{"rsa": {"subset": 3}}`` keeps ``rsa.final``)."""
+        merged = {}
+        for key, values in sections.items():
+            current = getattr(self, key) if key in type(self).model_fields else \
+                self.plugins.get(key)
+            base = current.model_dump() if hasattr(current, "model_dump") else dict(current or {})
+            merged[key] = {**base, **values}
+        return merged
+
     def with_changes(self, **changes: Any) -> GraphConfig:
         """A validated copy with ``changes`` applied (``None`` values are ignored).
 

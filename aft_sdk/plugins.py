@@ -88,6 +88,21 @@ def get_strategy(name: str) -> Any:
     return _load_strategy(check_strategy_name(name), strategy_targets()[name])
 
 
+def strategy_settings() -> dict[str, Any]:
+    """The registered strategies that have settings of their own, by name, with their
+    settings model (a plug-in that cannot load is left out here; it says what is wrong
+    where it is used)."""
+    found = {}
+    for name in strategy_names():
+        try:
+            model = get_strategy(name).settings
+        except Exception:  # noqa: BLE001 - reported by name where the strategy is used
+            continue
+        if model is not None:
+            found[name] = model
+    return found
+
+
 @functools.lru_cache(maxsize=None)
 def _load_strategy(name: str, target: str) -> Any:
     where = "built-in" if BUILTIN_STRATEGIES.get(name) == target else "plug-in"

@@ -132,12 +132,7 @@ def _strategy_changes(args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
                                   ("agreement", args.agreement)) if v is not None}
     if args.adaptive or adaptive:
         changes["adaptive"] = {**(cfg.adaptive.model_dump() if cfg.adaptive else {}), **adaptive}
-    for section, values in _strategy_settings(args).items():
-        if section in type(cfg).model_fields:
-            changes[section] = {**getattr(cfg, section).model_dump(), **values}
-        else:  # a plug-in strategy's section
-            plugins = changes.setdefault("plugins", dict(cfg.plugins))
-            plugins[section] = {**plugins.get(section, {}), **values}
+    changes.update(cfg.merged_sections(_strategy_settings(args)))
     return changes
 
 
@@ -148,20 +143,16 @@ def add_strategy_settings_args(g: Any) -> None:
     """``--STRATEGY-FIELD`` for each field of each registered strategy's own settings
     (built-ins and plug-ins, e.g. ``--rsa-subset``); a plug-in that cannot load adds no
     flags here and says what is wrong when it is used."""
-    from aft_sdk.plugins import get_strategy
+    from aft_sdk.plugins import strategy_settings
 
-    for name in strategy_names():
-        try:
-            model = get_strategy(name).settings
-        except Exception:  # noqa: BLE001 - reported by name where the strategy is used
-            continue
-        for field, info in (model.model_fields.items() if model is not None else ()):
+    for name, model in strategy_settings().items():
+        for field, info in model.model_fields.items():
             kind, choices = _flag_type(info.annotation)
             default = "" if info.is_required() else f" (default {info.get_default()})"
             about = f"{name}: {info.description or field}{default}".replace("%", "%%")
             try:
-                    g.add_argument(f"--{name}-{field.replace('_', '-')}", type=kind, choices=choices,
-                               metavar=None if choices else field.upper(),
+                g.add_argument(f"--{name}-{field.replace('_', '-')}", type=kind,
+                               choices=choices, metavar=None if choices else field.upper(),
                                dest=f"{_SETTING}{name.replace('-', '_')}.{field}", help=about)
             except argparse.ArgumentError:  # a plug-in's flag that another flag holds
                 continue

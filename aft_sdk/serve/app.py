@@ -97,7 +97,8 @@ class Models:
         graph = self.cached(model, shape)
         if graph is None:
             base = self.configs[model]
-            config = base.with_changes(**merged_sections(base, shape))
+            config = base.with_changes(**{**shape, **base.merged_sections(
+                {k: v for k, v in shape.items() if isinstance(v, dict)})})
             most = config.cost().most
             limit = max(self.settings.max_generations, base.cost().most)
             if shape and most > limit:
@@ -116,21 +117,6 @@ class Models:
             value = shape.get(name)
             if value is not None and isinstance(value, int) and value > cap:
                 raise ConfigError(f"{name}={value} is above this server's limit of {cap}")
-
-
-def merged_sections(base: GraphConfig, shape: dict[str, Any]) -> dict[str, Any]:
-    """``shape`` with each strategy section a request sent merged onto the served
-    config's (a request's ``{"rsa": {"subset": 3}}`` keeps the config's ``rsa.final``)."""
-    changes = dict(shape)
-    for key, value in shape.items():
-        if not isinstance(value, dict):
-            continue
-        if key in type(base).model_fields:
-            current = getattr(base, key)
-            changes[key] = {**(current.model_dump() if current is not None else {}), **value}
-        else:
-            changes[key] = {**base.plugins.get(key, {}), **value}
-    return changes
 
 
 def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | None = None

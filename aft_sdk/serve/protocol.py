@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from aft_sdk.errors import ConfigError
 from aft_sdk.graphs import AggregateResult
-from aft_sdk.plugins import get_strategy, strategy_names
+from aft_sdk.plugins import strategy_settings
 from aft_sdk.tools import CallOptions, options_of
 
 #: Per-request graph settings a client may send (``extra_body`` in the openai client);
@@ -39,14 +39,7 @@ def strategy_sections() -> set[str]:
     """The settings sections of the registered strategies that have settings (built-ins
     and plug-ins that load). Shared sections such as ``vote`` (whose extractor may name
     code to import) are not a request's to set."""
-    sections = set()
-    for name in strategy_names():
-        try:
-            if get_strategy(name).settings is not None:
-                sections.add(name.replace("-", "_"))
-        except Exception:  # noqa: BLE001 - a broken plug-in is refused where it is asked for
-            continue
-    return sections
+    return {name.replace("-", "_") for name in strategy_settings()}
 
 
 class StreamOptions(BaseModel):
