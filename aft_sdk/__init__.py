@@ -6,7 +6,7 @@ Quick use::
     result = AggregateGraph(width=3, depth=1).invoke("Why is the sky blue?")
     print(result.answer)
 
-Where things live (``docs/ARCHITECTURE.md`` has the full table):
+Where things live (``docs/contributing/architecture.md`` has the full table):
 
 - ``graphs``: ``AggregateGraph`` (the facade), its LangGraph state, nodes and topology,
   and the result/trace types.

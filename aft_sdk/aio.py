@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import queue
 import threading
@@ -229,3 +230,18 @@ async def within(aw: Awaitable[T], seconds: float | None,
             return await aw
     except TimeoutError as e:
         raise error() from e
+
+
+async def aclose_on_their_loops(closers: list[tuple[Any, Callable[[], Awaitable[Any]]]]) -> None:
+    """Closes each resource on the event loop it was made on (HTTP clients bind to one):
+    this loop's here, another running loop's there (up to 5 s), and none of a loop
+    already closed, whose connections ended with it (closing them again raises on
+    Python 3.12+, as after uvicorn's own loop ends)."""
+    current = asyncio.get_running_loop()
+    for loop, close in closers:
+        if loop is current:
+            await close()
+        elif not loop.is_closed() and loop.is_running():
+            done = asyncio.run_coroutine_threadsafe(close(), loop)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.wrap_future(done), timeout=5)

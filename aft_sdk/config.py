@@ -171,7 +171,7 @@ class BudgetConfig(_Strict):
 
 
 class ToolsConfig(_Strict):
-    """How drafts that call tools become the answer's call (see ``docs/AGENTS.md``).
+    """How drafts that call tools become the answer's call (see ``docs/how-to/structured-output.md``).
 
     Attributes:
         policy: ``vote`` (default): the most common call set wins (calls compared by name

@@ -156,9 +156,10 @@ def content_tokens(content: str | list[dict[str, Any]] | None,
     return sum(count(p["text"]) if p.get("type") == "text" else PART_TOKENS for p in content)
 
 
-def for_backend(messages: Sequence[Message], label: str, *, developer: bool = False,
+def for_backend(messages: Sequence[Message] | str, label: str, *, developer: bool = False,
                 parts: Sequence[str] = ()) -> list[Message]:
-    """The view of ``messages`` a backend takes.
+    """The view of ``messages`` a backend takes (a question string is one user turn, as
+    ``generate_sync`` takes it).
 
     Args:
         label: The backend, for error messages.
@@ -169,6 +170,8 @@ def for_backend(messages: Sequence[Message], label: str, *, developer: bool = Fa
     Raises:
         BadRequestError: A part it cannot take (named with the message and the backend).
     """
+    if isinstance(messages, str):
+        messages = normalize_messages(messages)
     out = []
     for i, m in enumerate(messages):
         m = dict(m)

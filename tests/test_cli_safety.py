@@ -141,6 +141,7 @@ def test_eval_refuses_bad_method_specs_and_fails_when_a_method_never_worked(
     assert r.returncode == 1 and "single failed on every item" in r.stderr
 
 
+@pytest.mark.needs("train")
 def test_every_documented_user_error_is_one_line_and_exit_2(fault, tmp_path) -> None:
     src = questions(tmp_path / "q.jsonl", 2)
     folder = tmp_path / "folder"
@@ -163,6 +164,8 @@ def test_every_documented_user_error_is_one_line_and_exit_2(fault, tmp_path) -> 
         (["run", "q", "--config", bad_yaml], "bad.yaml"),
         (["data", "build", "off-policy", broken, "-o", tmp_path / "rows.jsonl"], "line 2"),
         (["data", "build", "traces", broken, "-o", tmp_path / "rows.jsonl"], "trace 1"),
+        (["data", "build", "on-policy", src, "-o", tmp_path / "rows.jsonl", "--sft-ratio",
+          "0.5", "--proposer", f"{fault.base_url}#p"], "--sft-ratio applies to off-policy"),
         (["eval", "exact_match", src, "-o", not_a_folder, "--proposer", f"{fault.base_url}#p"],
          "is a file"),
         (["eval", "exact_match", latin1, "-o", tmp_path / "ev"], "line 1"),

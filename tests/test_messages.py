@@ -149,3 +149,18 @@ def test_the_openai_client_sends_parts_and_the_developer_role_to_aft_serve(
         assert r.choices[0].message.content.startswith("answer 0 from a")
     sent = [x["messages"] for x in fault.requests if x["model"] == "p"][0]
     assert sent[0]["role"] == "system" and sent[1]["content"][1]["image_url"]["url"] == PNG
+
+
+async def test_every_backend_takes_a_question_string_as_generate_sync_does(fault) -> None:
+    """``await backend.generate("...")`` is one user turn, as ``generate_sync("...")`` is,
+    not a malformed-response error from treating the string as messages."""
+    from langchain_openai import ChatOpenAI
+
+    from aft_sdk import LangChainBackend
+
+    chat = ChatOpenAI(model="m", base_url=fault.base_url, api_key="none", max_retries=0)
+    for backend in (fault.backend("m"), LangChainBackend(chat)):
+        (gen,) = await backend.generate("Name a planet.")
+        assert gen.text
+    sent = [r["messages"] for r in fault.requests]
+    assert sent == [[{"role": "user", "content": "Name a planet."}]] * 2

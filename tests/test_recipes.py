@@ -20,6 +20,7 @@ def run(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProces
 
 
 @pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.needs("train")
 def test_recipe_help_shows_the_exact_command(name: str) -> None:
     r = run(name, "--help", timeout=120)
     assert r.returncode == 0, r.stderr
@@ -35,6 +36,7 @@ def test_recipes_use_only_the_public_api() -> None:
                 assert not any(part.startswith("_") for part in module.split(".")), line
 
 
+@pytest.mark.needs("train")
 def test_reproduce_paper_dry_run_checks_configs(tmp_path: Path) -> None:
     r = run("reproduce_paper", "--dry-run", "--work", str(tmp_path), timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -89,6 +91,7 @@ def _recipe_module(name: str):
         sys.path.remove(str(ROOT / "recipes"))
 
 
+@pytest.mark.needs("train")
 def test_sft_vs_aft_committed_results_follow_from_its_runs() -> None:
     """sft_vs_aft's pipeline runs in CI inside grpo_aggregator (same data, training and
     table code); its own comparison and report code is checked here on its committed
@@ -110,6 +113,7 @@ def test_sft_vs_aft_committed_results_follow_from_its_runs() -> None:
         (r["kind"], r["width"], r["depth"]) for r in summary["tables"]["in-distribution"]]
 
 
+@pytest.mark.needs("train")
 def test_grpo_aggregator_committed_results_follow_from_its_runs() -> None:
     recipe = _recipe_module("grpo_aggregator")
     out = ROOT / "recipes/results/grpo_aggregator"
@@ -194,14 +198,27 @@ def test_default_aggregator_reduced(tmp_path: Path, gguf_path) -> None:
 
 
 @pytest.mark.slow
-def test_mixed_api_local_cpu_demo(tmp_path: Path, hf_model_dir) -> None:
+def test_mixed_api_local_cpu_demo_as_documented(tmp_path: Path) -> None:
+    """The recipe's documented command, as a user types it, in a shell with none of the
+    suite's settings (no VLLM_CPU_KVCACHE_SPACE): its llama.cpp server and vLLM engine
+    start beside the suite's own servers and answer every question."""
     pytest.importorskip("vllm")
-    questions = tmp_path / "q.jsonl"
-    questions.write_text("".join(json.dumps({"id": f"q{i}", "question": q}) + "\n"
-                                 for i, q in enumerate(["Name a fruit.", "Name a color."])))
+    import os
+
+    (tmp_path / "questions.jsonl").write_text("".join(
+        json.dumps({"id": f"q{i}", "question": q}) + "\n"
+        for i, q in enumerate(["Name a fruit.", "Name a color."])))
+    import ast
+
+    documented = ast.get_docstring(ast.parse((ROOT / "recipes/mixed_api_local.py").read_text()))
+    command = "python recipes/mixed_api_local.py questions.jsonl -o /tmp/answers.jsonl --cpu-demo"
+    assert command in documented
+    env = {k: v for k, v in os.environ.items()
+           if k != "VLLM_CPU_KVCACHE_SPACE" and not k.startswith("AFT_TEST")}
     out = tmp_path / "answers.jsonl"
-    r = run("mixed_api_local", str(questions), "-o", str(out), "--cpu-demo", "--width", "2",
-            "--aggregator-model", str(hf_model_dir), "--max-model-len", "1024")
+    argv = command.replace("python recipes/", f"{sys.executable} {ROOT}/recipes/").replace(
+        "/tmp/answers.jsonl", str(out)).split()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "answers.summary.json").read_text())
     assert summary["answers"] == 2 and summary["batch"]["failed"] == 0

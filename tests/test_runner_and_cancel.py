@@ -42,6 +42,7 @@ def test_jsonl_splits_on_newlines_only(tmp_path) -> None:
     assert path.read_text(encoding="utf-8").endswith("}\n")
 
 
+@pytest.mark.needs("embedded")
 def test_a_batch_answer_with_a_line_separator_survives_reruns(fault, tmp_path) -> None:
     fault.script("p", ["say:first\u2028second"] * 2)
     src = tmp_path / "q.jsonl"
@@ -94,6 +95,7 @@ async def test_aft_errors_go_to_the_side_file_and_are_retried(tmp_path) -> None:
     assert sorted(read_ids(out)) == ["a", "b"]
 
 
+@pytest.mark.needs("embedded")
 def test_ctrl_c_cancels_a_batch_and_a_rerun_writes_no_id_twice(fault, tmp_path) -> None:
     fault.delay_s = 0.4
     src = tmp_path / "q.jsonl"

@@ -107,7 +107,8 @@ class Backend(abc.ABC):
         """Samples ``n`` outputs for one conversation.
 
         Args:
-            messages: Chat messages (``role``/``content`` dicts).
+            messages: Chat messages (``role``/``content`` dicts); the built-in backends
+                also take a question string (one user turn).
             n: Number of outputs wanted; exactly ``n`` are returned.
             sampling: Sampling parameters; backend defaults when ``None``.
             options: Tools and response format (backends that take them list them in

@@ -1,7 +1,9 @@
 """Which key an OpenAI-compatible backend may send, and to whom.
 
 The rule: ``api_key`` wins, then the variable named by ``api_key_env``; the
-environment's ``OPENAI_API_KEY`` goes only to OpenAI's own endpoint. Hosts other than
+environment's ``OPENAI_API_KEY`` goes only to OpenAI's own endpoint, or to the endpoint
+the environment names beside it in ``OPENAI_BASE_URL`` (as the ``openai`` client pairs
+them) when the backend is given no ``base_url``. Hosts other than
 OpenAI's also lose the credentials the ``openai`` client collects from the environment
 on its own (organization and project ids, ``OPENAI_CUSTOM_HEADERS``).
 """
@@ -24,12 +26,19 @@ def is_openai_endpoint(base_url: str | None) -> bool:
     return parts.scheme == "https" and parts.hostname == "api.openai.com"
 
 
+def env_base_url() -> str | None:
+    """``OPENAI_BASE_URL`` from the environment: where a backend given no ``base_url``
+    goes, with the environment's ``OPENAI_API_KEY`` (``None`` when unset or empty)."""
+    return os.environ.get("OPENAI_BASE_URL", "").strip().rstrip("/") or None
+
+
 def resolve_api_key(cfg: OpenAIBackendConfig) -> str | None:
     """The key this backend may send, by the scoping rule.
 
     ``api_key`` wins, then the variable named by ``api_key_env``. The environment's
-    ``OPENAI_API_KEY`` is used only for OpenAI's own endpoint: any other ``base_url``
-    gets no key unless the caller names one.
+    ``OPENAI_API_KEY`` is used only for OpenAI's own endpoint, or for the environment's
+    ``OPENAI_BASE_URL`` when ``base_url`` is unset (a server there may need no key): any
+    other ``base_url`` gets no key unless the caller names one.
 
     Raises:
         ConfigError: A named variable is unset, or OpenAI's endpoint has no key.
@@ -44,6 +53,8 @@ def resolve_api_key(cfg: OpenAIBackendConfig) -> str | None:
                 "not set or empty: export it, or pass api_key=..."
             )
         return key
+    if cfg.base_url is None and env_base_url() is not None:
+        return os.environ.get("OPENAI_API_KEY") or None
     if is_openai_endpoint(cfg.base_url):
         key = os.environ.get("OPENAI_API_KEY")
         if not key:

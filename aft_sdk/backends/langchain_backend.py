@@ -21,7 +21,7 @@ from langchain_core.language_models import BaseChatModel
 from aft_sdk import errors
 from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
 from aft_sdk.config import LangChainBackendConfig, SamplingConfig
-from aft_sdk.messages import PART_TYPES
+from aft_sdk.messages import PART_TYPES, normalize_messages
 from aft_sdk.plugins import load_object
 from aft_sdk.tools import CallOptions, openai_call
 
@@ -136,6 +136,8 @@ class LangChainBackend(Backend):
                        options: CallOptions | None = None) -> list[Generation]:
         """Samples ``n`` outputs with parallel calls (seeds ``seed``, ``seed+1``, ...)."""
         check_n(n)
+        if isinstance(messages, str):
+            messages = normalize_messages(messages)
         sampling = sampling or self.sampling
 
         async def one(seed: int | None) -> Generation:

@@ -19,9 +19,11 @@ import openai
 from openai._constants import DEFAULT_CONNECTION_LIMITS
 
 from aft_sdk import errors
+from aft_sdk.aio import aclose_on_their_loops
 from aft_sdk.backends.base import (
     Backend, Generation, Message, ToolCallChunk, check_n, emulate_n, is_greedy)
-from aft_sdk.backends.credentials import is_openai_endpoint, resolve_api_key, scrub_ambient_headers
+from aft_sdk.backends.credentials import env_base_url, is_openai_endpoint, resolve_api_key
+from aft_sdk.backends.credentials import scrub_ambient_headers
 from aft_sdk.backends.http_errors import MALFORMED, map_upstream_error
 from aft_sdk.backends.limiter import AdaptiveLimiter, LimitedTransport, httpx
 from aft_sdk.config import OpenAIBackendConfig, SamplingConfig, validate
@@ -46,6 +48,9 @@ class OpenAIBackend(Backend):
     Keys are scoped: OpenAI's endpoint (``base_url=None``) uses ``OPENAI_API_KEY``; any
     other ``base_url`` gets a key only when you name one (``api_key=`` or
     ``api_key_env=``), so a key from the environment never travels to a third party.
+    With ``base_url=None`` and ``OPENAI_BASE_URL`` set, the backend goes there with
+    ``OPENAI_API_KEY`` (if set), as the ``openai`` client does: both come from your
+    environment.
 
     Concurrency adapts: requests go out at once until the server answers 429, then the
     limit halves and grows back by about one per window of successes (AIMD), honouring
@@ -53,7 +58,8 @@ class OpenAIBackend(Backend):
 
     Args:
         model: Model id the server knows (``gpt-4o-mini``, ``smollm2``, ...).
-        base_url: Endpoint root ending in ``/v1``; ``None`` means api.openai.com.
+        base_url: Endpoint root ending in ``/v1``; ``None`` means ``OPENAI_BASE_URL`` from
+            the environment, else api.openai.com.
         api_key: Key for this endpoint.
         api_key_env: Name of the environment variable holding the key.
         max_retries: Retries the openai client makes on 408/409/429/5xx and connection
@@ -91,7 +97,8 @@ class OpenAIBackend(Backend):
             source="OpenAIBackend",
         )
         self.model = cfg.model
-        self.base_url = OPENAI_URL if cfg.base_url is None else cfg.base_url.rstrip("/")
+        self.base_url = (cfg.base_url.rstrip("/") if cfg.base_url is not None
+                         else env_base_url() or OPENAI_URL)
         self.native_n = bool(cfg.native_n)
         self._n_known = cfg.native_n is not None
         self.context_window = cfg.context_window
@@ -385,6 +392,6 @@ class OpenAIBackend(Backend):
         return out
 
     async def aclose(self) -> None:
-        for client, _ in list(self._per_loop.values()):
-            await client.close()
+        pairs = list(self._per_loop.items())
         self._per_loop.clear()
+        await aclose_on_their_loops([(loop, client.close) for loop, (client, _) in pairs])

@@ -74,6 +74,10 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     if args.ray and args.mode != "on-policy":
         raise ConfigError("--ray applies to on-policy builds, the only mode that samples "
                           "from models in bulk")
+    if args.sft_ratio and (args.mode == "on-policy" or args.target == "teacher"):
+        raise ConfigError("--sft-ratio applies to off-policy and traces builds without a "
+                          "teacher: mix SFT rows into this output with a second build, or "
+                          "leave it out")
     counter = RowCounter()
     inputs = [args.source] if looks_local(args.source) else []
     # The output is checked before any source is read or model called.

@@ -20,7 +20,8 @@ def register(sub: Any) -> None:
     p.add_argument("data", help="JSONL items: id, question, and answer / choices / reference")
     p.add_argument("-o", "--output", required=True, help="output folder (resumable)")
     p.add_argument("--methods", nargs="+", default=["single", "sc:3", "pa:3x1"],
-                   help="single, sc:N (self-consistency), bon:N (judge picks), pa:WxD")
+                   help="single, sc:N (self-consistency), bon:N (judge picks), pa:WxD, "
+                        "config:PATH (a graph YAML: any strategy)")
     p.add_argument("--proposer", action="append", metavar="SPEC", help=SPEC_HELP)
     p.add_argument("--aggregator", metavar="SPEC", help="aggregator / best-of-N judge")
     p.add_argument("--judge", metavar="SPEC", help="pairwise judge (default: the aggregator)")

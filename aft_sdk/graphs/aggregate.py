@@ -60,8 +60,8 @@ class AggregateGraph:
         quorum: A layer goes on once this many of its outputs are in; the others are
             cancelled (stragglers cost latency, not quality, when it is close to width).
         budget: ``{"generations": N, "tokens": T}`` per question (``BudgetConfig``).
-        tools, structured: How drafts' tool calls decide the answer's call, and how a
-            response format applies (``ToolsConfig``, ``StructuredConfig``).
+        tools: How drafts' tool calls decide the answer's call (``ToolsConfig``).
+        structured: How a response format applies (``StructuredConfig``).
         checkpointer: A LangGraph checkpointer (``InMemorySaver``, ``AsyncSqliteSaver``)
             so a failed run resumes without redoing finished branches. A thread holds
             one run: invoking again on a ``thread_id`` that already has a checkpoint is
@@ -263,7 +263,7 @@ class AggregateGraph:
                 aggregation), on top of the graph's own (for example a request's
                 ``temperature`` and ``max_tokens``).
             call: Tools, ``tool_choice``, ``parallel_tool_calls`` and ``response_format``
-                (:class:`~aft_sdk.tools.CallOptions` or a dict); see ``docs/AGENTS.md``.
+                (:class:`~aft_sdk.tools.CallOptions` or a dict); see ``docs/how-to/structured-output.md``.
 
         Raises:
             ConfigError: Bad messages, or ``thread_id`` already holds a run.

@@ -26,8 +26,9 @@ def create_aggregate_graph(proposers: Any = None, aggregator: Any = None, *,
     """The compiled LangGraph ``StateGraph`` of a propose-and-aggregate graph.
 
     Args:
-        proposers, aggregator: Backends, configs or spec strings (as
+        proposers: Backends, configs or spec strings (as
             :class:`~aft_sdk.graphs.AggregateGraph`).
+        aggregator: The aggregator: a backend, config or spec string.
         checkpointer: A LangGraph checkpointer.
         name: The compiled graph's name (default ``aggregate``), as a node or in traces.
         **settings: Any :class:`~aft_sdk.config.GraphConfig` field (``width``,

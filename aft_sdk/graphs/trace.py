@@ -253,7 +253,9 @@ def build_result(
     """Builds the typed result from the graph's final state."""
     records = records_of(state)
     layers = []
-    for index in range(max([depth, *(r.layer for r in records)]) + 1):
+    # Up to the last layer that ran: a run a budget or an agreement stopped early lists no
+    # empty layers after its decision (whose record is the answer).
+    for index in range(max((r.layer for r in records), default=depth) + 1):
         outs = sorted((r for r in records if r.layer == index), key=lambda r: r.slot)
         kind = "propose" if index == 0 else "aggregate"
         if outs and all(r.derived for r in outs):

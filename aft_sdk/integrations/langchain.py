@@ -51,10 +51,13 @@ def _metadata(result: AggregateResult) -> dict[str, Any]:
 class AggregateChatModel(BaseChatModel):
     """A propose-and-aggregate graph as a LangChain chat model.
 
-    Args:
+    Fields (keywords of the constructor, as for any LangChain chat model): ``graph``,
+    the graph to run for every call; ``temperature``, ``top_p``, ``max_tokens`` and
+    ``stop``, sampling of the final layer (the answer) on top of the graph's own (a
+    ``stop`` passed with a call wins); ``timeout`` and ``max_retries`` (below).
+
+    Attributes:
         graph: The graph to run for every call.
-        temperature, top_p, max_tokens, stop: Sampling of the final layer (the answer),
-            on top of the graph's own; a ``stop`` passed with a call wins.
         timeout: Seconds one call may take (the run is cancelled after it:
             :class:`~aft_sdk.errors.GraphTimeoutError`); ``None``: the graph's deadline.
         max_retries: Further runs after a run fails (:class:`~aft_sdk.errors.GraphError`:
@@ -97,7 +100,7 @@ class AggregateChatModel(BaseChatModel):
         ``tools``: LangChain tools, functions, pydantic classes or OpenAI tool dicts.
         ``tool_choice``: ``"auto"``, ``"none"``, ``"required"`` (``"any"`` and ``True``
         mean it too) or a tool's name. How drafts' calls become the answer's call is the
-        graph's ``tools.policy`` (see ``docs/AGENTS.md``).
+        graph's ``tools.policy`` (see ``docs/how-to/structured-output.md``).
         """
         formatted = [convert_to_openai_tool(t, strict=strict) for t in tools]
         if tool_choice in ("any", True):

@@ -54,8 +54,26 @@ async def test_a_named_key_goes_only_where_it_was_named(fault, leaky_env) -> Non
     assert ENV_KEY not in _sent(fault)
 
 
+async def test_openai_base_url_pairs_with_the_environments_key(fault, leaky_env,
+                                                               monkeypatch) -> None:
+    """As the openai client reads them: a backend given no base_url goes to
+    OPENAI_BASE_URL with OPENAI_API_KEY; one given a base_url still gets no key."""
+    monkeypatch.setenv("OPENAI_BASE_URL", fault.base_url + "/")
+    paired = OpenAIBackend("m")
+    assert paired.base_url == fault.base_url
+    await paired.generate(HI)
+    await OpenAIBackend("m", base_url=fault.base_url).generate(HI)
+    auth = [h.get("authorization") for h in fault.headers]
+    assert auth == [f"Bearer {ENV_KEY}", None]
+    assert "org-secret" not in _sent(fault)
+    monkeypatch.delenv("OPENAI_API_KEY")
+    await OpenAIBackend("m").generate(HI)  # a local server may need no key
+    assert "authorization" not in fault.headers[-1]
+
+
 def test_key_rules_fail_early_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
     with pytest.raises(ConfigError, match="no API key for OpenAI: set OPENAI_API_KEY"):
         OpenAIBackend("gpt-4o-mini")

@@ -117,6 +117,7 @@ def test_sync_sqlite_saver_is_refused_with_advice(fault, tmp_path) -> None:
         AggregateGraph(api(fault, "p"), checkpointer=saver)
 
 
+@pytest.mark.needs("embedded")
 def test_resume_needs_a_checkpointer_and_a_known_thread(fault) -> None:
     with pytest.raises(ConfigError, match="checkpointer"):
         AggregateGraph(api(fault, "p")).resume("x")

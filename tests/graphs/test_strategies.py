@@ -150,8 +150,17 @@ async def test_every_strategy_keeps_to_its_budget(fault) -> None:
     assert result.layers[1].kind == "budget" and decision["stopped"] == "budget"
     assert result.answer in result.proposals
     assert result.budget == {"generations": None, "tokens": drafts + 1}
+    # Stopped before its second aggregation too: the result ends at the decision, whose
+    # record is the answer (no empty layers after it).
+    fault.reset()
+    deep = AggregateGraph.from_config(cfg(fault, width=3, depth=2,
+                                          budget={"tokens": drafts + 1}))
+    result = await deep.ainvoke("hi")
+    assert [layer.kind for layer in result.layers] == ["propose", "budget"]
+    assert result.final_output.text == result.answer and "aggregate" not in result.summary()
 
 
+@pytest.mark.needs("embedded")
 def test_strategy_settings_are_checked_and_round_trip() -> None:
     with pytest.raises(ConfigError, match="rsa.subset=5 exceeds width=4"):
         validate(GraphConfig, {"strategy": "rsa", "width": 4, "rsa": {"subset": 5}})
@@ -170,6 +179,7 @@ def test_strategy_settings_are_checked_and_round_trip() -> None:
     assert tally(["The answer is 12.", "12.0", "twelve"], get_extractor("number")).votes == {"12": 2}
 
 
+@pytest.mark.needs("embedded")
 def test_aft_run_takes_a_strategy(fault) -> None:
     url = f"{fault.base_url}#p"
     r = subprocess.run([*AFT, "run", "hi", "--strategy", "vote", "--width", "3", "--proposer",
@@ -194,6 +204,7 @@ async def test_vote_on_the_llama_cpp_server(llama_server) -> None:
     assert result.answer in result.proposals
 
 
+@pytest.mark.needs("embedded")
 async def test_eval_and_the_chat_model_run_a_strategy_from_config(fault, tmp_path) -> None:
     from aft_sdk.eval import KeywordTask
     from aft_sdk.eval.methods import parse_method

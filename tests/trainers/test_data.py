@@ -81,6 +81,7 @@ def test_row_validation_errors(raw: dict, message: str) -> None:
         list(validate_rows([raw], source="rows.jsonl"))
 
 
+@pytest.mark.needs("train")
 def test_local_loading_and_missing_files(tmp_path: Path) -> None:
     import datasets
 
@@ -97,6 +98,7 @@ def test_local_loading_and_missing_files(tmp_path: Path) -> None:
         load_records(tmp_path / "missing.jsonl")
 
 
+@pytest.mark.needs("train")
 def test_rows_stream_into_a_dataset() -> None:
     from aft_sdk.trainers import rows_to_dataset
 

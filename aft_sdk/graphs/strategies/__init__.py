@@ -6,7 +6,7 @@ cost and the builder of its graph (:mod:`.base`); the shared nodes
 same state, result and trace, and the cross-cutting policies (adaptive rounds, quorum,
 budget, tool calls, structured output). Built-ins: :mod:`.propose_aggregate`,
 :mod:`.vote`, :mod:`.best_of_n`, :mod:`.rsa`. Another package adds one through the entry
-point group ``aft_sdk.strategies`` (:mod:`aft_sdk.plugins`; docs/WRITE_A_STRATEGY.md).
+point group ``aft_sdk.strategies`` (:mod:`aft_sdk.plugins`; docs/contributing/write-a-strategy.md).
 """
 
 from aft_sdk.graphs.strategies.base import Cost, Shape, Strategy

@@ -1,5 +1,5 @@
 """An out-of-tree backend, installed only through its ``.dist-info``: what
-docs/WRITE_A_BACKEND.md walks a newcomer through.
+docs/contributing/write-a-backend.md walks a newcomer through.
 
 ``echo`` answers with a prefix and the words of the last message in reverse order: a
 deterministic model with real token counts, enough to see which backend wrote what.

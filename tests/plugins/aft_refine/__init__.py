@@ -1,5 +1,5 @@
 """An out-of-tree strategy, installed only through its ``.dist-info`` (the test suite puts
-this folder on the path): what docs/WRITE_A_STRATEGY.md walks a newcomer through.
+this folder on the path): what docs/contributing/write-a-strategy.md walks a newcomer through.
 
 ``refine``: ``width`` drafts, then ``refine.steps`` aggregation layers, the last one
 writing the answer; its own settings section, check and shape, no edit to aft_sdk.
