@@ -132,22 +132,37 @@ def example_api():
 PAGES_WITH_RUNS = [p for p in pages() if runnable(p)]
 
 
+@pytest.fixture(scope="module")
+def page_runs(example_api, tmp_path_factory) -> dict[Path, subprocess.CompletedProcess]:
+    """Every page's examples, three pages at a time (most wait on our server or on a
+    process starting, not on the CPU); each page in its own interpreter and folder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Folders made here, one by one: mktemp is not safe across threads.
+    folders = {page: tmp_path_factory.mktemp("page") for page in PAGES_WITH_RUNS}
+
+    def run(page: Path) -> subprocess.CompletedProcess:
+        tmp = folders[page]
+        todo = tmp / "blocks.json"
+        todo.write_text(json.dumps([b.__dict__ for b in runnable(page)]))
+        work = tmp / "work"
+        work.mkdir()
+        return subprocess.run([sys.executable, "-c", DRIVER, str(todo)], cwd=work,
+                              env=user_env(example_api.base_url), capture_output=True,
+                              text=True, timeout=900)
+
+    with ThreadPoolExecutor(3) as pool:
+        return dict(zip(PAGES_WITH_RUNS, pool.map(run, PAGES_WITH_RUNS), strict=True))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES_WITH_RUNS,
                          ids=[str(p.relative_to(ROOT)) for p in PAGES_WITH_RUNS])
-def test_the_examples_of_a_page_run_as_a_user_types_them(page: Path, example_api,
-                                                          tmp_path: Path) -> None:
-    todo = tmp_path / "blocks.json"
-    todo.write_text(json.dumps([b.__dict__ for b in runnable(page)]))
-    work = tmp_path / "work"
-    work.mkdir()
-    r = subprocess.run([sys.executable, "-c", DRIVER, str(todo)], cwd=work,
-                       env=user_env(example_api.base_url), capture_output=True, text=True,
-                       timeout=900)
+def test_the_examples_of_a_page_run_as_a_user_types_them(page: Path, page_runs) -> None:
+    r = page_runs[page]
     assert r.returncode == 0, (r.stdout[-4000:] + "\n" + r.stderr[-4000:])
 
 
-@pytest.mark.needs("train")
 def test_the_reference_lists_every_public_name_and_is_current() -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
     try:

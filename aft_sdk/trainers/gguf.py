@@ -4,6 +4,12 @@ transformers can read GGUF files, but a model loaded with a plain ``gguf_file=``
 flagged as quantized: it can be neither trained nor saved. Loading with
 ``GgufConfig(dequantize=True)`` gives a regular fp32 model that ``save_pretrained``,
 ``Trainer`` and vLLM all accept.
+
+Converting takes most of a minute even for a 135M model (the tokenizer is rebuilt from
+the GGUF vocabulary), so the result is kept on disk and later loads of the same file take
+under a second: ``$AFT_GGUF_CACHE`` (default ``$XDG_CACHE_HOME/aft_sdk/gguf`` or
+``~/.cache/aft_sdk/gguf``; ``0`` turns it off), one folder per file, keyed by the file's
+path, size and modification time and the transformers version.
 """
 
 from __future__ import annotations
@@ -32,18 +38,63 @@ def load_gguf(gguf_path: str | os.PathLike[str], *, dtype: Any = None) -> tuple[
     if not path.is_file():
         raise ConfigError(f"GGUF file not found: {path}")
     try:
+        import transformers
         from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
     except ImportError as e:
         raise TrainingError("loading GGUF needs pip install 'aft-sdk[train]'") from e
     folder, name = str(path.parent), path.name
-    kwargs: dict[str, Any] = {"gguf_file": name}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    model = AutoModelForCausalLM.from_pretrained(
-        folder, quantization_config=GgufConfig(dequantize=True), **kwargs
-    )
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    extra: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
+    cached = _cache_dir(path, transformers.__version__)
+    if cached is not None and (cached / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(cached, **extra)
+        tokenizer = AutoTokenizer.from_pretrained(cached)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, quantization_config=GgufConfig(dequantize=True), gguf_file=name)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        if cached is not None:
+            _keep(model, tokenizer, cached)
+        if dtype is not None:
+            model = model.to(dtype)
+    # Named after the GGUF's folder either way, as a direct load names it (adapters
+    # record it as their base).
+    model.config._name_or_path = model.name_or_path = folder
+    tokenizer.name_or_path = folder
     return model, tokenizer
+
+
+def _cache_dir(path: Path, version: str) -> Path | None:
+    import hashlib
+
+    root = os.environ.get("AFT_GGUF_CACHE")
+    if root == "0":
+        return None
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = str(Path(base) / "aft_sdk" / "gguf")
+    st = path.resolve().stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|transformers {version}"
+    return Path(root) / f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _keep(model: Any, tokenizer: Any, cached: Path) -> None:
+    """Saves the converted model beside the others, whole or not at all (a folder
+    renamed into place, so a concurrent load never sees half of one)."""
+    import shutil
+    import tempfile
+
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cached.parent, prefix=".partial-"))
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            tmp.rename(cached)
+        except OSError:  # another process kept it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as e:
+        logger.warning("could not keep the converted GGUF in %s (%s): the next load "
+                       "converts it again", cached.parent, e)
 
 
 def export_gguf_to_hf(
