@@ -51,8 +51,10 @@ CORE_EXTRAS='.[serve,langchain,eval,dev]'
 venv_pids=""
 for v in 3.12 3.13; do
   other=""
-  for cand in "python$v" "$HOME/.pyenv/versions/$v"*/bin/python; do
-    if command -v "$cand" >/dev/null 2>&1; then other=$(command -v "$cand"); break; fi
+  # pyenv's own builds first (its `python3.12` shim fails unless that version is selected).
+  for cand in "$HOME/.pyenv/versions/$v"*/bin/python "python$v"; do
+    if "$cand" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$v'.split('.')))" \
+        >/dev/null 2>&1; then other=$(command -v "$cand"); break; fi
   done
   [ -n "$other" ] || continue
   echo "[install] the core suite's environment on Python $v ($other) in the background"
