@@ -127,6 +127,14 @@ def fault(fault_server: FaultServer) -> FaultServer:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    # A suite started in the background by a non-interactive shell (`bash .ci/run &`,
+    # nohup) inherits SIGINT ignored, and so would every process it starts: the Ctrl-C
+    # tests would send a signal nobody hears. Python's own handler, as in a terminal
+    # (children then start with the default action and install theirs).
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     SUITE.start()
 
 

@@ -78,7 +78,9 @@ def test_the_input_is_never_the_output(fault, tmp_path) -> None:
 
 
 def test_a_second_writer_on_the_same_output_fails_at_once(fault, tmp_path) -> None:
-    fault.delay_s = 0.2
+    # Slow enough answers that the first writer is still writing when the second `aft`
+    # has started (about 5 s to import on a loaded 2-core machine).
+    fault.delay_s = 1.0
     src, out = questions(tmp_path / "q.jsonl", 20), tmp_path / "out.jsonl"
     cmd = [*AFT, "batch", str(src), "-o", str(out), "--concurrency", "2", *graph_flags(fault)]
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -241,11 +243,16 @@ def test_ctrl_c_names_the_checkpoint_and_resume_continues_from_it(gguf_path, tmp
              "--save_strategy", "steps", "--save_steps", "1", "--merge_lora", "false"]
     proc = subprocess.Popen([*AFT, "train", *map(str, flags), "--max_steps", "400"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not list(out.glob("checkpoint-2")) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.monotonic() + 300
+        while not list(out.glob("checkpoint-2")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:  # a run that did not stop is ended, never left training behind the suite
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
     assert "interrupted; the last checkpoint is" in err and "--resume_from_checkpoint true" in err
     # A checkpoint cut off mid-save (no trainer_state.json) is passed over.
