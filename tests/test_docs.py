@@ -163,6 +163,7 @@ def test_the_examples_of_a_page_run_as_a_user_types_them(page: Path, page_runs) 
     assert r.returncode == 0, (r.stdout[-4000:] + "\n" + r.stderr[-4000:])
 
 
+@pytest.mark.needs("train")
 def test_the_reference_lists_every_public_name_and_is_current() -> None:
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
