@@ -92,7 +92,7 @@ if TYPE_CHECKING:
         make_backend,
     )
     from aft_sdk.batch import arun_batch, run_batch
-    from aft_sdk.graphs import AggregateGraph, AggregateResult, create_aggregate_graph
+    from aft_sdk.graphs import AggregateGraph, AggregateResult, RunContext, create_aggregate_graph
     from aft_sdk.graphs.strategies import Shape, Strategy
     from aft_sdk.tools import CallOptions
 
@@ -111,6 +111,7 @@ _LAZY = {
     "AggregateGraph": "aft_sdk.graphs",
     "AggregateResult": "aft_sdk.graphs",
     "create_aggregate_graph": "aft_sdk.graphs",
+    "RunContext": "aft_sdk.graphs",
     "run_batch": "aft_sdk.batch",
     "arun_batch": "aft_sdk.batch",
 }
@@ -151,6 +152,7 @@ __all__ = [
     "PromptTemplate",
     "RSAConfig",
     "RateLimitError",
+    "RunContext",
     "SamplingConfig",
     "ServerError",
     "Shape",

@@ -80,6 +80,15 @@ def validate(model: type[M], data: Any, *, source: str | None = None) -> M:
         raise ConfigError(describe_validation_error(e, source or model.__name__)) from e
 
 
+def validate_arguments(model: type[M], arguments: dict[str, Any], *, source: str) -> M:
+    """A constructor's keyword arguments (its ``locals()``) validated into its config:
+    each of ``model``'s fields is taken by name (paths given as ``os.PathLike`` become
+    strings), anything else in ``arguments`` is left out."""
+    return validate(model, {
+        name: os.fspath(value) if isinstance(value, os.PathLike) else value
+        for name, value in arguments.items() if name in model.model_fields}, source=source)
+
+
 def load_yaml(path: str | os.PathLike[str], model: type[M]) -> M:
     """Reads a YAML file with ``yaml.safe_load`` and validates it into ``model``.
 

@@ -82,3 +82,29 @@ def test_bad_messages_are_rejected_before_any_call(fault, messages, message) -> 
     with pytest.raises(ConfigError, match=message):
         graph.invoke(messages)
     assert fault.count() == 0
+
+
+@pytest.mark.parametrize(("changes", "named"), [
+    ({"max_width": 0}, "max_width"), ({"request_timeout_s": -1.0}, "request_timeout_s"),
+    ({"max_depth": True}, "max_depth"), ({"max_widht": 3}, "max_widht"),
+])
+def test_serve_settings_in_app_code_refuse_bad_limits_by_name(changes, named) -> None:
+    pytest.importorskip("fastapi")
+    from aft_sdk.serve import ServeSettings
+
+    with pytest.raises(ConfigError, match=named):
+        ServeSettings(**changes)
+    keyed = ServeSettings(api_keys=("sk-never-shown",))
+    assert "sk-never-shown" not in repr(keyed) and "sk-never-shown" not in str(keyed)
+
+
+def test_backend_arguments_take_paths_and_name_bad_values(tmp_path) -> None:
+    from aft_sdk.backends.openai_backend import OpenAIBackend
+    from aft_sdk.config import OpenAIBackendConfig
+    from aft_sdk.validation import validate_arguments
+
+    with pytest.raises(ConfigError, match="max_retries"):
+        OpenAIBackend("m", base_url="http://127.0.0.1:9", max_retries=-1)
+    cfg = validate_arguments(OpenAIBackendConfig, {"model": tmp_path, "self": object()},
+                             source="test")
+    assert cfg.model == str(tmp_path)

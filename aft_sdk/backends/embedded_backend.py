@@ -23,7 +23,8 @@ from typing import Any
 from aft_sdk import errors
 from aft_sdk.aio import Channel
 from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
-from aft_sdk.config import EmbeddedBackendConfig, PromptConfig, SamplingConfig, validate
+from aft_sdk.config import EmbeddedBackendConfig, PromptConfig, SamplingConfig
+from aft_sdk.validation import validate_arguments
 from aft_sdk.messages import calls_as_text, for_backend, tool_view
 from aft_sdk.tools import CallOptions
 
@@ -106,13 +107,7 @@ class EmbeddedBackend(Backend):
         n_threads: int | None = None,
         sampling: SamplingConfig | None = None,
     ) -> None:
-        cfg = validate(
-            EmbeddedBackendConfig,
-            dict(model_path=None if model_path is None else str(model_path),
-                 lora_path=None if lora_path is None else str(lora_path),
-                 lora_scale=lora_scale, n_ctx=n_ctx, n_threads=n_threads),
-            source="EmbeddedBackend",
-        )
+        cfg = validate_arguments(EmbeddedBackendConfig, locals(), source="EmbeddedBackend")
         path = Path(cfg.model_path) if cfg.model_path else bundled_model_path()
         if not path.is_file():
             raise errors.ConfigError(f"model_path {str(path)!r} is not a file: give a .gguf path")

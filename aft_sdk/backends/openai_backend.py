@@ -26,7 +26,8 @@ from aft_sdk.backends.credentials import env_base_url, is_openai_endpoint, resol
 from aft_sdk.backends.credentials import scrub_ambient_headers
 from aft_sdk.backends.http_errors import MALFORMED, map_upstream_error
 from aft_sdk.backends.limiter import AdaptiveLimiter, LimitedTransport, httpx
-from aft_sdk.config import OpenAIBackendConfig, SamplingConfig, validate
+from aft_sdk.config import OpenAIBackendConfig, SamplingConfig
+from aft_sdk.validation import validate_arguments
 from aft_sdk.messages import PART_TYPES, content_tokens, for_backend
 from aft_sdk.redact import RedactURLs, redact_url
 from aft_sdk.tools import CallOptions
@@ -87,15 +88,7 @@ class OpenAIBackend(Backend):
         context_window: int | None = None,
         sampling: SamplingConfig | None = None,
     ) -> None:
-        cfg = validate(
-            OpenAIBackendConfig,
-            dict(
-                model=model, base_url=base_url, api_key=api_key, api_key_env=api_key_env,
-                max_retries=max_retries, timeout=timeout, max_concurrency=max_concurrency,
-                native_n=native_n, context_window=context_window,
-            ),
-            source="OpenAIBackend",
-        )
+        cfg = validate_arguments(OpenAIBackendConfig, locals(), source="OpenAIBackend")
         self.model = cfg.model
         self.base_url = (cfg.base_url.rstrip("/") if cfg.base_url is not None
                          else env_base_url() or OPENAI_URL)

@@ -26,7 +26,8 @@ from aft_sdk import errors
 from aft_sdk.backends.vllm_tools import calls_of, structured, template_messages
 from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n, is_greedy
 from aft_sdk.backends.vllm_engine import VLLMEngine
-from aft_sdk.config import PromptConfig, SamplingConfig, VLLMBackendConfig, validate
+from aft_sdk.config import PromptConfig, SamplingConfig, VLLMBackendConfig
+from aft_sdk.validation import validate_arguments
 from aft_sdk.messages import for_backend
 from aft_sdk.tools import CallOptions
 
@@ -78,18 +79,8 @@ class VLLMBackend(Backend):
         sampling: SamplingConfig | None = None,
         engine: VLLMEngine | None = None,
     ) -> None:
-        cfg = validate(
-            VLLMBackendConfig,
-            dict(
-                model=model, lora_path=lora_path, max_model_len=max_model_len, dtype=dtype,
-                enforce_eager=enforce_eager, enable_prefix_caching=enable_prefix_caching,
-                gpu_memory_utilization=gpu_memory_utilization,
-                tensor_parallel_size=tensor_parallel_size, seed=seed,
-                trust_remote_code=trust_remote_code, tool_parser=tool_parser,
-                engine_kwargs=engine_kwargs or {},
-            ),
-            source="VLLMBackend",
-        )
+        engine_kwargs = engine_kwargs or {}
+        cfg = validate_arguments(VLLMBackendConfig, locals(), source="VLLMBackend")
         if importlib.util.find_spec("vllm") is None:
             raise errors.BackendUnavailableError(
                 "VLLMBackend needs vLLM: pip install 'aft-sdk[vllm]' on a GPU machine, "

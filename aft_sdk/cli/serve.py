@@ -49,15 +49,15 @@ def settings_from(args: argparse.Namespace) -> Any:
             raise ConfigError(f"--api-key-env names {args.api_key_env}, which is unset or empty")
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port} is not a TCP port: use 1 to 65535")
-    for name in ("max_width", "max_depth", "max_generations", "max_concurrent_runs",
-                 "max_body_bytes"):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
-    return ServeSettings(max_width=args.max_width, max_depth=args.max_depth,
-                         max_generations=args.max_generations,
-                         max_concurrent_runs=args.max_concurrent_runs,
-                         request_timeout_s=args.request_timeout,
-                         max_body_bytes=args.max_body_bytes, api_keys=keys)
+    flags = {"max_width": "--max-width", "max_depth": "--max-depth",
+             "max_generations": "--max-generations",
+             "max_concurrent_runs": "--max-concurrent-runs",
+             "request_timeout_s": "--request-timeout", "max_body_bytes": "--max-body-bytes"}
+    values = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in flags.items()}
+    for field, flag in flags.items():  # the model checks them too; the CLI names its flag
+        if values[field] <= 0:
+            raise ConfigError(f"{flag} must be > 0 (got {values[field]})")
+    return ServeSettings(**values, api_keys=keys)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ the uncompiled ``StateGraph`` for embedding in larger graphs.
 """
 
 from aft_sdk.graphs.aggregate import AggregateGraph
+from aft_sdk.graphs.context import RunContext
 from aft_sdk.graphs.create import create_aggregate_graph
 from aft_sdk.graphs.topology import build_state_graph, compile_graph
 from aft_sdk.graphs.plan import GraphPlan, LayerPlan
@@ -17,6 +18,7 @@ __all__ = [
     "LayerPlan",
     "LayerTrace",
     "OutputRecord",
+    "RunContext",
     "Usage",
     "build_state_graph",
     "compile_graph",

@@ -19,16 +19,16 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aft_sdk.config import GraphConfig, describe_validation_error
 from aft_sdk.errors import ConfigError
+from aft_sdk.validation import Strict
 from aft_sdk.graphs import AggregateGraph
 import aft_sdk.serve.protocol as protocol
 from aft_sdk.serve.run import HTTPFailure, Run, RunSlots, Slot, as_failure
@@ -36,8 +36,7 @@ from aft_sdk.serve.run import HTTPFailure, Run, RunSlots, Slot, as_failure
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ServeSettings:
+class ServeSettings(Strict):
     """Operator limits of one ``aft serve`` process.
 
     Attributes:
@@ -52,13 +51,13 @@ class ServeSettings:
         api_keys: Accepted bearer keys; empty means no authentication.
     """
 
-    max_width: int = 16
-    max_depth: int = 4
-    max_generations: int = 80
-    max_concurrent_runs: int = 128
-    request_timeout_s: float = 300.0
-    max_body_bytes: int = 1_000_000
-    api_keys: tuple[str, ...] = ()
+    max_width: int = Field(16, ge=1, strict=True)
+    max_depth: int = Field(4, ge=1, strict=True)
+    max_generations: int = Field(80, ge=1, strict=True)
+    max_concurrent_runs: int = Field(128, ge=1, strict=True)
+    request_timeout_s: float = Field(300.0, gt=0)
+    max_body_bytes: int = Field(1_000_000, ge=1, strict=True)
+    api_keys: tuple[str, ...] = Field(default=(), repr=False)  # never in a log line
 
 
 class Models:

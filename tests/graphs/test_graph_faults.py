@@ -20,6 +20,7 @@ from aft_sdk import (
     GraphError,
     InsufficientProposalsError,
     OpenAIBackend,
+    RunContext,
 )
 
 
@@ -224,3 +225,29 @@ async def test_deadline_holds_for_the_compiled_graph_run_directly_and_as_a_subgr
         with pytest.raises(GraphError, match="layer timeout/deadline"):
             await runnable.ainvoke(question)
         assert 1.5 < time.monotonic() - t0 < 6
+
+
+async def test_a_resumed_run_counts_its_deadline_as_documented(fault) -> None:
+    """Resumed from a checkpoint, the compiled graph keeps the first run's start (past its
+    deadline, the final step is cut at once); a fresh context gives it new time, and
+    ``AggregateGraph.aresume`` counts ``deadline_s`` from the resume."""
+    fault.script("agg", ["500"])  # the final aggregation fails once
+    graph = AggregateGraph(api(fault, "prop"), api(fault, "agg"), width=2, depth=1,
+                           deadline_s=1.0, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "late"}}
+    question = {"messages": [{"role": "user", "content": "resumed deadline"}]}
+    with pytest.raises(GraphError):
+        await graph.graph.ainvoke(question, config)
+    time.sleep(1.2)  # the first run's deadline has passed
+    with pytest.raises(GraphError, match="layer timeout/deadline"):
+        await graph.graph.ainvoke(None, config)
+    assert fault.count("agg") == 1  # cut before any call
+    state = await graph.graph.ainvoke(None, config, context=RunContext.starting_now(10))
+    assert state["answer"].startswith("answer") and fault.count("prop") == 2
+
+    fault.script("agg", ["500"])
+    with pytest.raises(GraphError):
+        await graph.ainvoke("resumed deadline 2", thread_id="late2")
+    time.sleep(1.2)
+    result = await graph.aresume("late2")
+    assert result.answer.startswith("answer")
