@@ -11,11 +11,11 @@
 
 Full run (about 20-30 minutes here):
 
-    python recipes/cpu_end_to_end.py --out recipes/results/cpu_end_to_end
+    python recipes/cpu_end_to_end.py --out recipes/results/cpu_end_to_end  # not run in the suite: 20-30 minutes; its reduced run below is
 
 Reduced run for tests (a few minutes):
 
-    python recipes/cpu_end_to_end.py --reduced --out /tmp/e2e
+    python recipes/cpu_end_to_end.py --reduced --out /tmp/e2e  # suite: test_cpu_end_to_end_reduced
 """
 
 from __future__ import annotations

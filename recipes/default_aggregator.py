@@ -20,11 +20,11 @@
 
 Full run (about 35 minutes here):
 
-    python recipes/default_aggregator.py --out recipes/results/default_aggregator --install
+    python recipes/default_aggregator.py --out recipes/results/default_aggregator --install  # not run in the suite: hours of CPU training; it replaces the shipped adapter
 
 Reduced run for tests (checks the pipeline, not the numbers):
 
-    python recipes/default_aggregator.py --reduced --out /tmp/default_aggregator
+    python recipes/default_aggregator.py --reduced --out /tmp/default_aggregator  # suite: test_default_aggregator_reduced
 """
 
 from __future__ import annotations

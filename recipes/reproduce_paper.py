@@ -14,8 +14,8 @@ Stages (``--stage all`` runs them in order):
    model-outputs format.
 4. ``evaluate``: ``alpaca_eval`` on those outputs (needs the judge's API key).
 
-    python recipes/reproduce_paper.py --stage all
-    python recipes/reproduce_paper.py --dry-run          # checks configs and paths on CPU
+    python recipes/reproduce_paper.py --stage all  # not run in the suite: 8 GPUs, the paper's data and a judge's API key
+    python recipes/reproduce_paper.py --dry-run  # suite: test_reproduce_paper_dry_run_checks_configs
 """
 
 from __future__ import annotations

@@ -4,10 +4,11 @@ Default grid: width in {1, 2, 4, 8} x depth in {1, 2, 3}, plus a single-sample b
 on seeded arithmetic problems (or your own JSONL with id, question, answer). Token cost
 per item comes from the traces, so the quality-vs-compute plot is honest about cost.
 
-    python recipes/scaling_sweep.py --out runs/sweep                       # embedded model
+    python recipes/scaling_sweep.py --out runs/sweep  # not run in the suite: the whole sweep on the embedded model (hours)
+    # not run in the suite: needs your server and a trained aggregator for vLLM
     python recipes/scaling_sweep.py --proposer http://127.0.0.1:8080/v1#smollm2 \\
         --aggregator vllm:./aggregator --data problems.jsonl --out runs/sweep
-    python recipes/scaling_sweep.py --reduced --out /tmp/sweep             # tests
+    python recipes/scaling_sweep.py --reduced --out /tmp/sweep  # suite: test_scaling_sweep_reduced
 """
 
 from __future__ import annotations

@@ -20,11 +20,11 @@ with 95% bootstrap intervals; paired intervals say which differences the sizes r
 
 Full run (about 60 minutes here; sizes and seeds are fixed in FULL below):
 
-    python recipes/sft_vs_aft.py --out recipes/results/sft_vs_aft
+    python recipes/sft_vs_aft.py --out recipes/results/sft_vs_aft  # not run in the suite: about an hour of CPU training
 
 Reduced run for tests (checks the pipeline, not the numbers):
 
-    python recipes/sft_vs_aft.py --reduced --out /tmp/sft_vs_aft
+    python recipes/sft_vs_aft.py --reduced --out /tmp/sft_vs_aft  # not run in the suite: its pipeline runs inside grpo_aggregator --reduced (opt-in, pytest -m heavy)
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ when the drafts agree); RSA N=2, K=2, T=1; best-of-3 judged (select-v1; 3 drafts
 with 95% intervals, in- and out-of-distribution; tokens per question are measured, so
 the plot reads accuracy against tokens. The SFT model is the aggregator too (no AFT).
 
-    python recipes/strategies_quality.py --out recipes/results/strategies_quality
+    python recipes/strategies_quality.py --out recipes/results/strategies_quality  # not run in the suite: about 30 minutes
 
 About 30 minutes on 2 CPU cores (10 of them training the SFT adapter).
 """
@@ -60,10 +60,13 @@ def methods(model: VLLMBackend, sampling: SamplingConfig, agg: SamplingConfig) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="recipes/results/strategies_quality")
-    ap.add_argument("--work", default="runs/strategies_quality")
-    ap.add_argument("--seed", type=int, default=0)
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="example: python recipes/strategies_quality.py --out recipes/results/strategies_quality")
+    ap.add_argument("--out", default="recipes/results/strategies_quality", help="results folder")
+    ap.add_argument("--work", default="runs/strategies_quality",
+                    help="folder for the converted base model and the SFT model (reused)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the SFT training and the engine")
     args = ap.parse_args(argv)
     out, work = Path(args.out), Path(args.work)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

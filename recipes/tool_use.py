@@ -16,7 +16,8 @@ Reported: tool-call accuracy (the right tool with the right arguments), final-an
 accuracy (the expected value or name in the answer), 95% bootstrap intervals, paired
 differences against one sample, and tokens per question (both steps, every layer).
 
-    python recipes/tool_use.py --out recipes/results/tool_use
+    python recipes/tool_use.py --out recipes/results/tool_use  # not run in the suite: about 10 minutes
+    python recipes/tool_use.py --limit 1 --out /tmp/tool_use  # suite: test_tool_use_reduced
 
 About 10 minutes on 2 CPU cores; ``--limit N`` runs the first N questions of each kind.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -10,8 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
-RECIPES = ["cpu_end_to_end", "sft_vs_aft", "grpo_aggregator", "default_aggregator", "scaling_sweep", "mixed_api_local", "reproduce_paper", "tool_use",
-           "default_quality"]
+RECIPES = sorted(p.stem for p in (ROOT / "recipes").glob("*.py"))
 
 
 def run(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -34,6 +34,49 @@ def test_recipes_use_only_the_public_api() -> None:
             if line.startswith(("from aft_sdk", "import aft_sdk")):
                 module = line.split()[1]
                 assert not any(part.startswith("_") for part in module.split(".")), line
+
+
+def documented_commands(name: str) -> list[tuple[str, str]]:
+    """Each command a recipe's docstring gives (``python recipes/NAME.py ...``, with its
+    continuation lines) and its mark: the trailing comment of its first line, or a
+    comment line just above it."""
+    doc = ast.get_docstring(ast.parse((ROOT / "recipes" / f"{name}.py").read_text())) or ""
+    lines = [line.strip() for line in doc.splitlines()]
+    found = []
+    for i, line in enumerate(lines):
+        if line.startswith("python recipes/"):
+            command, _, mark = line.partition("  #")
+            if not mark and i and lines[i - 1].startswith("#"):
+                mark = lines[i - 1]
+            j = i
+            while lines[j].endswith("\\"):
+                j += 1
+                command = command.rstrip("\\ ") + " " + lines[j].partition("  #")[0]
+            found.append((command.strip(), mark.strip(" #")))
+    return found
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_each_documented_command_is_run_by_the_suite_or_says_why_not(name: str) -> None:
+    """A recipe's documented commands drift unless the suite runs them: each is marked
+    ``# suite: TEST`` (a test in this file that runs the recipe with the command's flags,
+    output paths aside) or ``# not run in the suite: REASON``."""
+    commands = documented_commands(name)
+    assert commands, f"recipes/{name}.py documents no command"
+    source = Path(__file__).read_text()
+    for command, mark in commands:
+        if mark.startswith("not run in the suite:"):
+            assert len(mark) > len("not run in the suite: ") + 10, (command, "give the reason")
+            continue
+        assert mark.startswith("suite: test_"), (
+            f"recipes/{name}.py: mark {command!r} with '# suite: TEST' or "
+            f"'# not run in the suite: REASON'")
+        test = mark.removeprefix("suite: ")
+        assert f"def {test}(" in source, f"{test} is not a test in {__file__}"
+        body = source.split(f"def {test}(")[1].split("\ndef ")[0]
+        flags = [w for w in command.split() if w.startswith("--") and w not in ("--out",)]
+        missing = [f for f in flags if f'"{f}"' not in body and f" {f}" not in body]
+        assert not missing, f"{test} does not run {command!r} (no {missing})"
 
 
 @pytest.mark.needs("train")
