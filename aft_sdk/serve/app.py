@@ -1,12 +1,15 @@
-"""``aft serve``: graph configs exposed as models behind an OpenAI-compatible API.
+"""``aft serve``: graph configs exposed as models behind the APIs clients speak.
 
-``POST /v1/chat/completions`` runs propose-and-aggregate; ``usage`` counts every layer
-and the ``aft`` field breaks it down. Streaming sends the final aggregation as real
-token chunks (layer progress goes out as SSE comments). The app protects itself: bearer
-keys compared in constant time, a body size limit, a bound on concurrent runs (beyond
-it: 429 with ``Retry-After``, never an unbounded queue), and a per-request deadline.
-Every failure is an OpenAI-style JSON error (after the first streamed token: an SSE
-error event, then ``[DONE]``); a client that leaves cancels its run.
+``POST /v1/chat/completions`` (OpenAI chat completions), ``POST /v1/responses``
+(OpenAI's Responses API) and ``POST /v1/messages`` (Anthropic Messages) run
+propose-and-aggregate on the same graphs (:mod:`aft_sdk.serve.surface`); ``usage``
+counts every layer and the ``aft`` field breaks it down. Streaming sends the final
+aggregation as real token chunks in each format (layer progress goes out as SSE
+comments). The app protects itself: keys compared in constant time (bearer or
+``x-api-key``), a body size limit, a bound on concurrent runs (beyond it: 429 with
+``Retry-After``, never an unbounded queue), and a per-request deadline. Every failure
+is an error in the route's own format (after the first streamed token: that format's
+error event); a client that leaves cancels its run.
 """
 
 from __future__ import annotations
@@ -22,16 +25,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import Field, ValidationError
+from fastapi.responses import Response
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from aft_sdk.config import GraphConfig, describe_validation_error
+from aft_sdk.config import GraphConfig
 from aft_sdk.errors import ConfigError
 from aft_sdk.validation import Strict
 from aft_sdk.graphs import AggregateGraph
 import aft_sdk.serve.protocol as protocol
-from aft_sdk.serve.run import HTTPFailure, Run, RunSlots, Slot, as_failure
+from aft_sdk.serve.messages_api import Messages
+from aft_sdk.serve.responses_api import Responses
+from aft_sdk.serve.run import CHAT, HTTPFailure, Run, RunSlots, Slot, as_failure
+from aft_sdk.serve.surface import Surface
+
+#: The wire formats served, by route.
+SURFACES: dict[str, Surface] = {s.path: s for s in (CHAT, Responses(), Messages())}
 
 logger = logging.getLogger(__name__)
 
@@ -133,46 +142,63 @@ def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | Non
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> Response:
         kind = "not_found" if e.status_code == 404 else None
-        message = {404: f"no route {request.url.path}; this server has /v1/chat/completions, "
-                        "/v1/models and /health",
+        message = {404: f"no route {request.url.path}; this server has "
+                        f"{', '.join(SURFACES)}, /v1/models and /health",
                    405: f"{request.method} is not allowed on {request.url.path}"}.get(
             e.status_code, str(e.detail))
-        return JSONResponse(protocol.error_body(message, "invalid_request_error", kind),
-                            status_code=e.status_code, headers=e.headers)
+        failure = HTTPFailure(e.status_code, message, "invalid_request_error", kind,
+                              headers=dict(e.headers or {}))
+        return failure.response(surface_of(request.url.path))
 
     @app.exception_handler(Exception)
     async def any_error(request: Request, e: Exception) -> Response:
-        return as_failure(e).response()
+        return as_failure(e).response(surface_of(request.url.path))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "active_runs": slots.active}
 
+    def model_entry(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": created, "owned_by": "aft-sdk"}
+
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [
-            {"id": name, "object": "model", "created": created, "owned_by": "aft-sdk"}
-            for name in models.configs]}
+        return {"object": "list", "data": [model_entry(name) for name in models.configs]}
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> Any:
+    @app.get("/v1/models/{name:path}")
+    async def get_model(name: str) -> Any:
+        if name not in models.configs:
+            return HTTPFailure(404, f"no model {name!r}; this server has "
+                               f"{sorted(models.configs)}", "invalid_request_error",
+                               "model_not_found").response()
+        return model_entry(name)
+
+    async def answer(request: Request, surface: Surface) -> Any:
         slot: Slot | None = None
         try:
-            req = await _read_request(request, settings)
+            req = await _read_request(request, settings, surface)
             shape = req.shape()
             graph = models.cached(req.model, shape)  # unknown model, caps: refused here
             slot = slots.take()  # the bound, before a new shape is built
             if graph is None:
                 graph = await asyncio.to_thread(models.graph, req.model, shape)
-            return Run(graph, req, settings.request_timeout_s, slot)
+            return Run(graph, req, settings.request_timeout_s, slot, surface)
         except Exception as e:
             if slot is not None:
                 slot.release()
-            return as_failure(e).response()
+            return as_failure(e).response(surface)
         except BaseException:
             if slot is not None:
                 slot.release()
             raise
+
+    def route_of(surface: Surface) -> Any:
+        async def route(request: Request) -> Any:
+            return await answer(request, surface)
+        return route
+
+    for path, surface in SURFACES.items():
+        app.add_api_route(path, route_of(surface), methods=["POST"], include_in_schema=False)
 
     return app
 
@@ -198,7 +224,7 @@ class Guard:
             _check_auth(request, self.settings)
             _check_size(request, self.settings)
         except HTTPFailure as e:
-            await e.response()(scope, receive, tracked)
+            await e.response(surface_of(request.url.path))(scope, receive, tracked)
         else:
             await self.app(scope, receive, tracked)
         finally:
@@ -210,11 +236,13 @@ def _check_auth(request: Request, settings: ServeSettings) -> None:
     if not settings.api_keys or request.url.path == "/health":
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    ok = scheme.lower() == "bearer" and any(
+    if scheme.lower() != "bearer":  # Anthropic's clients send their key as x-api-key
+        given = request.headers.get("x-api-key", "")
+    ok = bool(given) and any(
         hmac.compare_digest(given.encode(), key.encode()) for key in settings.api_keys)
     if not ok:
-        raise HTTPFailure(401, "missing or wrong API key: send Authorization: Bearer <key>",
-                          "authentication_error", "invalid_api_key")
+        raise HTTPFailure(401, "missing or wrong API key: send Authorization: Bearer <key> "
+                          "(or x-api-key: <key>)", "authentication_error", "invalid_api_key")
 
 
 def _check_size(request: Request, settings: ServeSettings) -> None:
@@ -224,16 +252,17 @@ def _check_size(request: Request, settings: ServeSettings) -> None:
                           "invalid_request_error", "request_too_large")
 
 
-async def _read_request(request: Request, settings: ServeSettings) -> protocol.ChatRequest:
+def surface_of(path: str) -> Surface:
+    """The wire format of a route (OpenAI's for any other path)."""
+    return SURFACES.get(path, SURFACES["/v1/chat/completions"])
+
+
+async def _read_request(request: Request, settings: ServeSettings,
+                        surface: Surface) -> protocol.ChatRequest:
     body = b""
     async for part in request.stream():  # bounded even without a content-length
         body += part
         if len(body) > settings.max_body_bytes:
             raise HTTPFailure(413, f"request body over {settings.max_body_bytes} bytes",
                               "invalid_request_error", "request_too_large")
-    try:
-        req = protocol.ChatRequest.model_validate_json(body)
-    except ValidationError as e:
-        raise ConfigError(describe_validation_error(e, "request")) from e
-    req.refuse_unsupported()
-    return req
+    return surface.read(body)

@@ -8,9 +8,7 @@ the ASGI response that executes the run and releases the slot however it ends.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import time
 from typing import Any
 
 from fastapi.responses import JSONResponse, Response
@@ -24,6 +22,9 @@ from aft_sdk.errors import (
 )
 from aft_sdk.graphs import AggregateGraph
 import aft_sdk.serve.protocol as protocol
+from aft_sdk.serve.surface import ChatCompletions, Surface
+
+CHAT = ChatCompletions()
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +39,13 @@ class HTTPFailure(Exception):
         self.status, self.kind, self.code, self.headers = status, kind, code, headers or {}
         self.upstream_status = upstream_status
 
-    def body(self) -> dict[str, Any]:
-        return protocol.error_body(str(self), self.kind, self.code, self.upstream_status)
+    def body(self, surface: Surface = CHAT) -> dict[str, Any]:
+        """The error in ``surface``'s format (OpenAI's by default)."""
+        return surface.error(str(self), self.kind, self.code, self.upstream_status,
+                             status=self.status)
 
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+    def response(self, surface: Surface = CHAT) -> JSONResponse:
+        return JSONResponse(self.body(surface), status_code=self.status, headers=self.headers)
 
 
 def _upstream_status(e: BaseException) -> int | None:
@@ -112,8 +115,9 @@ class Run(Response):
     """
 
     def __init__(self, graph: AggregateGraph, req: protocol.ChatRequest, timeout_s: float,
-                 slot: Slot) -> None:
+                 slot: Slot, surface: Surface = CHAT) -> None:
         self.graph, self.req, self.timeout_s, self.slot = graph, req, timeout_s, slot
+        self.surface = surface
         self.background = None
         self.sampling = req.final_sampling() or None
         self.call = req.call()
@@ -146,30 +150,25 @@ class Run(Response):
             async with asyncio.timeout(self.timeout_s):
                 result = await self.graph.ainvoke(self.req.messages,
                                                   final_sampling=self.sampling, call=self.call)
-            response: Response = JSONResponse(protocol.completion(self.req.model, result))
+            response: Response = JSONResponse(self.surface.complete(self.req.model, result))
         except Exception as e:
-            response = as_failure(e).response()
+            response = as_failure(e).response(self.surface)
         await response({"type": "http"}, _nothing, send)
 
     async def _stream(self, send: Any) -> None:
-        req = self.req
-        cid, created = protocol.completion_id(), int(time.time())
+        req, writer = self.req, self.surface.writer(self.req)
         events = self.graph.astream(req.messages, final_sampling=self.sampling, call=self.call)
         held: list[str] = []  # layer progress before the first token
 
-        async def emit(text: str) -> None:
-            await send({"type": "http.response.body", "body": text.encode(),
-                        "more_body": True})
-
-        async def chunk(**kw: Any) -> None:
-            await emit(_sse(protocol.chunk(cid, req.model, created, **kw)))
+        async def emit(text: str, more: bool = True) -> None:
+            await send({"type": "http.response.body", "body": text.encode(), "more_body": more})
 
         try:
             async with asyncio.timeout(self.timeout_s):
                 async for event in events:
                     if event["event"] == "layer":
-                        line = (f": layer {event['layer']}: {event['ok']} ok, "
-                                f"{event['failed']} failed\n\n")
+                        line = writer.progress(f"layer {event['layer']}: {event['ok']} ok, "
+                                               f"{event['failed']} failed")
                         if self.started:
                             await emit(line)
                         else:
@@ -177,38 +176,33 @@ class Run(Response):
                         continue
                     if not self.started:
                         await self._start(send)
-                        await chunk(delta={"role": "assistant", "content": ""})
-                        for line in held:
-                            await emit(line)
+                        await emit(writer.open() + "".join(held))
                     if event["event"] == "token":
-                        await chunk(delta={"content": event["text"]})
+                        await emit(writer.token(event["text"]))
                     elif event["event"] == "result":
-                        result = event["result"]
-                        for delta in protocol.call_deltas(result):
-                            await chunk(delta=delta)
-                        await chunk(finish_reason=result.finish_reason,
-                                    extra={"aft": protocol.trace_of(result)})
-                        if req.stream_options and req.stream_options.include_usage:
-                            await chunk(usage=protocol.usage_of(result))
+                        await emit(writer.finish(event["result"]), more=False)
+                        return
         except Exception as e:
             failure = as_failure(e)
             if not self.started:
-                return await failure.response()({"type": "http"}, _nothing, send)
-            await emit(_sse(failure.body()))
+                return await failure.response(self.surface)({"type": "http"}, _nothing, send)
+            await emit(writer.fail(failure.body(self.surface)), more=False)
+            return
         except asyncio.CancelledError:
             if self.started and not self.client_left:  # server shutdown: say so, then end
-                await emit(_sse(protocol.error_body(
+                await emit(writer.fail(self.surface.error(
                     "the server is shutting down; the answer was cut off, retry it",
-                    "server_error", "shutdown")))
-                await emit("data: [DONE]\n\n")
-                await send({"type": "http.response.body", "body": b""})
+                    "server_error", "shutdown", status=503)), more=False)
             raise
         finally:
             await asyncio.shield(events.aclose())
-        if not self.started:  # a run always ends in a result or an error; never here
+        # A run always ends in a result or an error; a stream that ends without one is
+        # told so in its format.
+        if not self.started:
             await self._start(send)
-        await emit("data: [DONE]\n\n")
-        await send({"type": "http.response.body", "body": b""})
+            await emit(writer.open())
+        await emit(writer.fail(self.surface.error("the run ended without an answer",
+                                                  "server_error", status=500)), more=False)
 
     async def _start(self, send: Any) -> None:
         self.started = True
@@ -220,6 +214,3 @@ class Run(Response):
 async def _nothing() -> dict[str, Any]:
     return {"type": "http.disconnect"}
 
-
-def _sse(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"

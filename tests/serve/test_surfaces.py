@@ -1,0 +1,230 @@
+"""``aft serve``'s Responses API and Anthropic Messages routes, driven by the official
+``openai`` and ``anthropic`` clients against a real server whose graphs call the fault
+server (which records every upstream body)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+openai = pytest.importorskip("openai")
+anthropic = pytest.importorskip("anthropic")
+pytest.importorskip("fastapi", reason="needs pip install 'aft-sdk[serve]'")
+
+from aft_sdk.testing import LocalServer  # noqa: E402
+
+KEY = "surface-test-key-3"
+ADD = {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}}}
+
+
+@pytest.fixture(scope="module")
+def served(fault_server, tmp_path_factory):
+    path = tmp_path_factory.mktemp("surfaces") / "pa.yaml"
+    backend = f"{{type: openai, model: MODEL, base_url: '{fault_server.base_url}', max_retries: 0}}"
+    path.write_text("\n".join([
+        "name: pa", "width: 3", "depth: 1", "proposers:", "  - " + backend.replace("MODEL", "p"),
+        "aggregator:", "  - " + backend.replace("MODEL", "a")]) + "\n")
+    server = LocalServer.aft_serve([path], env={"AFT_TEST_KEYS": KEY},
+                                   extra_args=["--api-key-env", "AFT_TEST_KEYS"])
+    with server:
+        yield server
+
+
+def oai(served) -> openai.OpenAI:
+    return openai.OpenAI(base_url=served.base_url, api_key=KEY, max_retries=0)
+
+
+def claude(served, key: str = KEY) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=served.base_url.removesuffix("/v1"), api_key=key,
+                               max_retries=0)
+
+
+def chat_usage(served, fault, answer: str, system: str, user: str) -> object:
+    """The usage chat completions reports for the same conversation and replies."""
+    fault.script("a", [f"say:{answer}"])
+    usage = oai(served).chat.completions.create(model="pa", messages=[
+        {"role": "system", "content": system}, {"role": "user", "content": user}]).usage
+    fault.reset()
+    return usage
+
+
+def test_responses_create_answers_with_usage_over_every_layer(served, fault) -> None:
+    usage = chat_usage(served, fault, "Paris is the capital.", "Be brief.", "Capital of France?")
+    fault.script("a", ["say:Paris is the capital."])
+    r = oai(served).responses.create(model="pa", input="Capital of France?",
+                                     instructions="Be brief.", max_output_tokens=40,
+                                     temperature=0.2)
+    assert r.status == "completed" and r.output_text == "Paris is the capital."
+    assert (r.usage.input_tokens, r.usage.output_tokens, r.usage.total_tokens) == (
+        usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+    assert [layer["kind"] for layer in r.model_extra["aft"]["layers"]] == ["propose", "aggregate"]
+    final = fault.requests[-1]
+    assert final["model"] == "a" and final["max_tokens"] == 40 and final["temperature"] == 0.2
+    assert fault.requests[0]["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_responses_tool_loop_and_json_schema_format(served, fault) -> None:
+    c = oai(served)
+    tools = [{"type": "function", "name": "add", "description": "adds", "parameters": ADD}]
+    fault.script("p", ['call:add:{"a": 1, "b": 2}'] * 3)
+    r = c.responses.create(model="pa", input="1+2?", tools=tools, tool_choice="auto")
+    (call,) = [item for item in r.output if item.type == "function_call"]
+    assert call.name == "add" and json.loads(call.arguments) == {"a": 1, "b": 2}
+    sent = fault.requests[0]["tools"]
+    assert sent == [{"type": "function", "function": {"name": "add", "description": "adds",
+                                                      "parameters": ADD}}]
+    history = [{"role": "user", "content": "1+2?"},
+               {"type": "function_call", "call_id": call.call_id, "name": "add",
+                "arguments": call.arguments},
+               {"type": "function_call_output", "call_id": call.call_id, "output": "3"}]
+    fault.script("a", ['say:{"sum": 3}'])
+    schema = {"type": "object", "properties": {"sum": {"type": "integer"}}, "required": ["sum"]}
+    answer = c.responses.create(model="pa", input=history, tools=tools, text={"format": {
+        "type": "json_schema", "name": "sum", "schema": schema}})
+    assert json.loads(answer.output_text) == {"sum": 3}
+    upstream = fault.requests[-1]
+    assert upstream["messages"][-2]["tool_calls"][0]["id"] == call.call_id
+    assert upstream["messages"][-1] == {"role": "tool", "tool_call_id": call.call_id,
+                                        "content": "3"}
+    assert upstream["response_format"]["json_schema"]["schema"] == schema
+
+
+def test_responses_stream_sends_the_event_sequence(served, fault) -> None:
+    fault.script("a", ["say:one two three"])
+    with oai(served).responses.stream(model="pa", input="count") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed" and "response.output_text.delta" in kinds
+    assert final.output_text == "one two three" and final.usage.output_tokens > 0
+    fault.script("p", ['call:add:{"a": 2}'] * 3)
+    events = list(oai(served).responses.create(
+        model="pa", input="x", stream=True,
+        tools=[{"type": "function", "name": "add", "parameters": ADD}]))
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert [json.loads(e.arguments) for e in done] == [{"a": 2}]
+    assert events[-1].type == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+
+
+@pytest.mark.parametrize("extra, named", [
+    ({"previous_response_id": "resp_1"}, "previous_response_id"),
+    ({"store": True}, "store"), ({"reasoning": {"effort": "low"}}, "reasoning"),
+    ({"tools": [{"type": "web_search"}]}, "web_search"), ({"temprature": 1}, "temprature"),
+    ({"input": [{"type": "reasoning", "summary": []}]}, "reasoning"),
+])
+def test_responses_refuse_by_name_in_their_error_shape(served, fault, extra, named) -> None:
+    body = {"model": "pa", "input": "x", **extra}
+    with pytest.raises(openai.BadRequestError, match=named) as err:
+        oai(served).post("/responses", body=body, cast_to=object)
+    assert err.value.body["type"] == "invalid_request_error" and fault.count() == 0
+
+
+def test_messages_create_stream_and_tool_loop_with_the_anthropic_client(served, fault) -> None:
+    c = claude(served)
+    usage = chat_usage(served, fault, "Hello there.", "Be kind.", "Hi")
+    fault.script("a", ["say:Hello there."])
+    m = c.messages.create(model="pa", max_tokens=50, system="Be kind.",
+                          messages=[{"role": "user", "content": "Hi"}])
+    assert m.content[0].text == "Hello there." and m.stop_reason == "end_turn"
+    assert (m.usage.input_tokens, m.usage.output_tokens) == (usage.prompt_tokens,
+                                                             usage.completion_tokens)
+    assert fault.requests[0]["messages"][0] == {"role": "system", "content": "Be kind."}
+    fault.script("a", ["say:a b c"])
+    with c.messages.stream(model="pa", max_tokens=50,
+                           messages=[{"role": "user", "content": "Hi"}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "a b c" and final.content[0].text == "a b c"
+    tools = [{"name": "add", "description": "adds", "input_schema": ADD}]
+    fault.reset()
+    fault.script("p", ['call:add:{"a": 1, "b": 2}'] * 3)
+    m = c.messages.create(model="pa", max_tokens=50, tools=tools,
+                          tool_choice={"type": "any"},
+                          messages=[{"role": "user", "content": "1+2?"}])
+    (use,) = [b for b in m.content if b.type == "tool_use"]
+    assert m.stop_reason == "tool_use" and use.name == "add" and use.input == {"a": 1, "b": 2}
+    assert fault.requests[0]["tool_choice"] == "required"
+    fault.script("a", ["say:3"])
+    m = c.messages.create(model="pa", max_tokens=50, tools=tools, messages=[
+        {"role": "user", "content": "1+2?"},
+        {"role": "assistant", "content": [b.model_dump() for b in m.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                      "content": "3"}]}])
+    assert m.content[0].text == "3"
+    assert fault.requests[-1]["messages"][-1] == {"role": "tool", "tool_call_id": use.id,
+                                                  "content": "3"}
+
+
+def test_messages_errors_come_in_anthropics_shape(served, fault) -> None:
+    with pytest.raises(anthropic.AuthenticationError):
+        claude(served, key="wrong").messages.create(
+            model="pa", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.BadRequestError, match="top_k") as err:
+        claude(served).messages.create(model="pa", max_tokens=5, extra_body={"top_k": 3},
+                                       messages=[{"role": "user", "content": "x"}])
+    assert err.value.body == {"type": "error", "error": {
+        "type": "invalid_request_error", "message": err.value.body["error"]["message"]}}
+    fault.script("a", ["500"])
+    with pytest.raises(anthropic.APIStatusError) as err:
+        claude(served).messages.create(model="pa", max_tokens=5,
+                                       messages=[{"role": "user", "content": "x"}])
+    assert err.value.status_code == 502 and err.value.body["type"] == "error"
+    assert fault.count("p") == 3  # the drafts were made; the final step failed upstream
+    with pytest.raises(anthropic.NotFoundError):
+        claude(served).messages.create(model="nope", max_tokens=5,
+                                       messages=[{"role": "user", "content": "x"}])
+
+
+def test_models_retrieve_and_unknown_routes(served) -> None:
+    c = oai(served)
+    assert c.models.retrieve("pa").id == "pa"
+    with pytest.raises(openai.NotFoundError, match="no model 'nope'"):
+        c.models.retrieve("nope")
+    req = urllib.request.Request(served.base_url + "/messages/batches", data=b"{}",
+                                 headers={"x-api-key": KEY, "content-type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    body = json.loads(err.value.read())
+    assert err.value.code == 404 and "/v1/responses" in body["error"]["message"]
+
+
+def wait_idle(served, within: float) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(served.base_url.removesuffix("/v1") + "/health") as r:
+            if json.loads(r.read())["active_runs"] == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"runs still active after {within} s")
+
+
+def test_a_broken_upstream_mid_stream_ends_each_stream_in_its_format(served, fault) -> None:
+    fault.script("a", ["broken-sse"])  # one token, then a line that is not JSON
+    events = list(oai(served).responses.create(model="pa", input="x", stream=True))
+    assert [e.type for e in events][-2:] == ["error", "response.failed"]
+    assert "JSONDecodeError" in events[-1].response.error.message
+    assert any(e.type == "response.output_text.delta" for e in events)
+    fault.script("a", ["broken-sse"])
+    with pytest.raises(anthropic.APIStatusError, match="JSONDecodeError"):
+        with claude(served).messages.stream(model="pa", max_tokens=20,
+                                            messages=[{"role": "user", "content": "x"}]) as s:
+            list(s.text_stream)
+    wait_idle(served, within=2)
+
+
+def test_a_client_that_leaves_a_responses_stream_cancels_its_run(served, fault) -> None:
+    fault.script("a", ["drip:0.3"])  # a slowly streaming aggregator, 10+ words
+    with oai(served).responses.create(model="pa", input="x", stream=True) as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                break  # the client goes away after its first token
+    wait_idle(served, within=5)
+    deadline = time.monotonic() + 5
+    while fault.aborted < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert fault.aborted == 1  # the upstream stream was cut
