@@ -13,11 +13,15 @@ refused by name, never dropped.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aft_sdk.errors import BadRequestError, ConfigError
 from aft_sdk.tools import check_tool_calls, openai_call
+
+logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -45,10 +49,61 @@ def normalize_messages(messages: str | Sequence[Any]) -> list[Message]:
             "messages must be a non-empty list of {'role': ..., 'content': ...} dicts "
             f"or a question string, got {type(messages).__name__}"
         )
-    out = [_message(m, i) for i, m in enumerate(messages)]
+    out = [msg for i, m in enumerate(messages) for msg in _from_blocks(m, i)]
     if out[-1]["role"] == "assistant":
         raise ConfigError("the last message is from the assistant: end with a user turn")
     return out
+
+
+#: Blocks of other providers and of LangChain's v1 standard content found in histories,
+#: which no chat message carries: an earlier turn's reasoning and server-side tool
+#: traffic. They are left out (logged), never an error.
+DROPPED_BLOCKS = frozenset({"reasoning", "thinking", "redacted_thinking", "server_tool_call",
+                            "server_tool_result", "server_tool_call_chunk",
+                            "tool_call_chunk", "invalid_tool_call", "web_search_tool_result",
+                            "server_tool_use"})
+
+
+def _from_blocks(m: Any, i: int) -> list[Message]:
+    """One message as OpenAI messages: an assistant's call blocks (Anthropic's
+    ``tool_use``, LangChain v1's ``tool_call``) become ``tool_calls``, a user's
+    ``tool_result`` blocks become tool messages before it, :data:`DROPPED_BLOCKS` go."""
+    role, content, extra = _parts_of(m)
+    if not isinstance(content, list) or not any(
+            isinstance(b, dict) and b.get("type") in _BLOCK_KINDS for b in content):
+        return [_message(m, i)]
+    kept, calls, results, dropped = [], [], [], []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind in DROPPED_BLOCKS:
+            dropped.append(kind)
+        elif kind in ("tool_use", "tool_call") and role == "assistant":
+            calls.append({"id": block.get("id") or f"call_{i}_{len(calls)}", "type": "function",
+                          "function": {"name": block.get("name"), "arguments": json.dumps(
+                              block.get("input", block.get("args")) or {})}})
+        elif kind == "tool_result" and role == "user":
+            inner = block.get("content")
+            text = inner if isinstance(inner, str) else text_of(
+                [_part(b, f"messages[{i}].tool_result") for b in inner or []])
+            results.append({"role": "tool", "tool_call_id": block.get("tool_use_id"),
+                            "content": ("error: " if block.get("is_error") else "") + text})
+        else:
+            kept.append(block)
+    if dropped:
+        logger.info("messages[%d]: left out %s (no chat message carries them)", i,
+                    ", ".join(sorted(set(dropped))))
+    known = {c["id"] for c in extra.get("tool_calls") or []}
+    calls = (extra.get("tool_calls") or []) + [c for c in calls if c["id"] not in known]
+    message = {**extra, "role": role, "content": kept or ("" if not calls else None)}
+    if calls:
+        message["tool_calls"] = calls
+    out = [_message(r, i) for r in results]
+    if kept or calls or not results:
+        out.append(_message(message, i))
+    return out
+
+
+_BLOCK_KINDS = DROPPED_BLOCKS | {"tool_use", "tool_call", "tool_result"}
 
 
 def _message(m: Any, i: int) -> Message:
@@ -106,11 +161,18 @@ def _part(p: Any, where: str) -> dict[str, Any]:
 
 
 def _image_url(p: dict[str, Any], where: str) -> str:
-    """The URL of a LangChain image block (``url``, or ``base64`` with ``mime_type``)."""
+    """The URL of a LangChain image block (``url``, or ``base64`` with ``mime_type``) or
+    of Anthropic's (``source``: ``base64`` with ``media_type``, or ``url``)."""
     if isinstance(p.get("image_url"), str):
         return p["image_url"]
     if isinstance(p.get("url"), str):
         return p["url"]
+    source = p.get("source")
+    if isinstance(source, dict):  # Anthropic's image block
+        p = {"url": source.get("url"), "data": source.get("data"),
+             "mime_type": source.get("media_type")}
+        if isinstance(p["url"], str):
+            return p["url"]
     data = p.get("base64") or p.get("data")
     if isinstance(data, str):
         return f"data:{p.get('mime_type') or 'image/png'};base64,{data}"

@@ -164,3 +164,44 @@ async def test_every_backend_takes_a_question_string_as_generate_sync_does(fault
         assert gen.text
     sent = [r["messages"] for r in fault.requests]
     assert sent == [[{"role": "user", "content": "Name a planet."}]] * 2
+
+
+def test_other_providers_blocks_in_a_history_map_to_chat_messages(caplog) -> None:
+    """Anthropic's tool_use/tool_result and thinking blocks, and LangChain v1's standard
+    tool_call and reasoning blocks, as agents leave them in histories: calls become
+    tool_calls, results tool messages, reasoning is left out with a log line."""
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    anthropic_history = [
+        {"role": "user", "content": "1+2?"},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "add them", "signature": "s"},
+            {"type": "text", "text": "Let me add."},
+            {"type": "tool_use", "id": "tu_1", "name": "add", "input": {"a": 1, "b": 2}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "tu_1", "content": [{"type": "text", "text": "3"}]},
+            {"type": "text", "text": "And now?"}]},
+    ]
+    with caplog.at_level("INFO", logger="aft_sdk.messages"):
+        out = normalize_messages(anthropic_history)
+    assert out[1] == {"role": "assistant", "content": [{"type": "text", "text": "Let me add."}],
+                      "tool_calls": [{"id": "tu_1", "type": "function", "function": {
+                          "name": "add", "arguments": '{"a": 1, "b": 2}'}}]}
+    assert out[2:] == [{"role": "tool", "tool_call_id": "tu_1", "content": "3"},
+                       {"role": "user", "content": [{"type": "text", "text": "And now?"}]}]
+    assert "thinking" in caplog.text
+
+    v1 = AIMessage(content=[
+        {"type": "reasoning", "reasoning": "use the tool"},
+        {"type": "text", "text": "", "annotations": [{"type": "citation"}]},
+        {"type": "tool_call", "id": "c1", "name": "add", "args": {"a": 1}}],
+        tool_calls=[{"id": "c1", "name": "add", "args": {"a": 1}}])
+    out = normalize_messages([HumanMessage("1+1?"), v1, ToolMessage("2", tool_call_id="c1"),
+                              HumanMessage("thanks")])
+    assert [c["id"] for c in out[1]["tool_calls"]] == ["c1"]  # the call once, not twice
+    assert out[1]["content"] == [{"type": "text", "text": ""}]
+    assert out[2] == {"role": "tool", "tool_call_id": "c1", "content": "2"}
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": PNG.split(",")[1]}}
+    out = normalize_messages([{"role": "user", "content": [image, {"type": "text", "text": "?"}]}])
+    assert out[0]["content"][0] == {"type": "image_url", "image_url": {"url": PNG}}

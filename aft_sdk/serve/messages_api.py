@@ -102,60 +102,12 @@ def _message_id() -> str:
 
 
 def _turn(turn: Any, where: str) -> list[dict[str, Any]]:
+    """A turn as the graph takes it: its blocks (``tool_use``, ``tool_result``, images,
+    an earlier turn's ``thinking``) are mapped by :func:`aft_sdk.messages.normalize_messages`,
+    the one place every entry point's messages go through."""
     if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant"):
         raise ConfigError(f"{where} must be a turn with role 'user' or 'assistant'")
-    role, content = turn["role"], turn.get("content")
-    if isinstance(content, str):
-        return [{"role": role, "content": content}]
-    if not isinstance(content, list):
-        raise ConfigError(f"{where}.content must be a string or a list of blocks")
-    parts: list[dict[str, Any]] = []
-    calls: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
-    for j, block in enumerate(content):
-        kind = block.get("type") if isinstance(block, dict) else None
-        at = f"{where}.content[{j}]"
-        if kind == "text":
-            parts.append({"type": "text", "text": block.get("text", "")})
-        elif kind == "image":
-            parts.append({"type": "image_url", "image_url": {"url": _image(block, at)}})
-        elif kind == "tool_use" and role == "assistant":
-            calls.append({"id": block.get("id"), "type": "function", "function": {
-                "name": block.get("name"), "arguments": json.dumps(block.get("input") or {})}})
-        elif kind == "tool_result" and role == "user":
-            inner = block.get("content")
-            text = inner if isinstance(inner, str) else "\n".join(
-                b.get("text", "") for b in inner or [] if isinstance(b, dict))
-            if block.get("is_error"):
-                text = f"error: {text}"
-            results.append({"role": "tool", "tool_call_id": block.get("tool_use_id"),
-                            "content": text})
-        elif kind in ("thinking", "redacted_thinking"):
-            continue  # an earlier turn's reasoning: not sent on to the served models
-        else:
-            raise ConfigError(f"{at} has type {kind!r}, which a {role} turn here cannot "
-                              "carry: text, image, tool_use (assistant), tool_result (user)")
-    out: list[dict[str, Any]] = list(results)  # tool results answer the previous turn
-    if calls:
-        out.append({"role": "assistant", "content": _plain(parts) or None, "tool_calls": calls})
-    elif parts or not results:
-        out.append({"role": role, "content": _plain(parts)})
-    return out
-
-
-def _plain(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-    if all(p["type"] == "text" for p in parts):
-        return "\n".join(p["text"] for p in parts)
-    return parts
-
-
-def _image(block: dict[str, Any], where: str) -> str:
-    source = block.get("source") or {}
-    if source.get("type") == "base64":
-        return f"data:{source.get('media_type')};base64,{source.get('data')}"
-    if source.get("type") == "url":
-        return str(source.get("url"))
-    raise ConfigError(f"{where} is an image whose source is not base64 or url")
+    return [{"role": turn["role"], "content": turn.get("content")}]
 
 
 def _choice(choice: Any) -> dict[str, Any]:

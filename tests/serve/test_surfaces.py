@@ -4,6 +4,7 @@ server (which records every upstream body)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.error
@@ -228,3 +229,24 @@ def test_a_client_that_leaves_a_responses_stream_cancels_its_run(served, fault) 
     while fault.aborted < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert fault.aborted == 1  # the upstream stream was cut
+
+
+def test_the_openai_agents_sdk_runs_a_tool_loop_on_its_default_responses_model(
+        served, fault) -> None:
+    agents = pytest.importorskip("agents")
+    agents.set_tracing_disabled(True)  # its default exporter would post to api.openai.com
+
+    @agents.function_tool
+    def add(a: float, b: float) -> float:
+        """Adds two numbers."""
+        return a + b
+
+    model = agents.OpenAIResponsesModel(model="pa", openai_client=openai.AsyncOpenAI(
+        base_url=served.base_url, api_key=KEY, max_retries=0))
+    agent = agents.Agent(name="calc", instructions="Use the tool.", tools=[add], model=model)
+    fault.script("p", ['call:add:{"a": 1, "b": 2}'] * 3)
+    fault.script("a", ["say:It is 3."])
+    result = asyncio.run(agents.Runner.run(agent, "1+2?"))
+    assert result.final_output == "It is 3."
+    outputs = [m for m in fault.requests[-1]["messages"] if m["role"] == "tool"]
+    assert [m["content"] for m in outputs] == ["3.0"]  # the tool ran and its result came back
