@@ -7,7 +7,7 @@ field instead of a setting that is silently ignored. Validation failures surface
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -20,7 +20,7 @@ from aft_sdk.backend_config import (
     PluginBackendConfig,
     VLLMBackendConfig,
 )
-from aft_sdk.errors import ConfigError
+from aft_sdk.errors import BadRequestError, ConfigError
 from aft_sdk.plugins import check_strategy_name, get_strategy, plugin_sections
 from aft_sdk.prompt_config import (
     METADATA_FILE,
@@ -50,6 +50,13 @@ class SamplingConfig(_Strict):
         seed: Base seed. With ``n > 1`` each output gets ``seed + i`` where a backend
             has to emulate ``n``, so outputs differ yet repeat run to run.
         stop: Stop strings.
+        frequency_penalty, presence_penalty: OpenAI's penalties (-2 to 2).
+        logit_bias: Token id (as a string) -> bias (-100 to 100).
+        reasoning_effort: For reasoning models behind an OpenAI-compatible API.
+
+    The last four are sent where the backend takes them and refused by name
+    (``BadRequestError``) where it does not (:data:`EXTRA_SAMPLING`); unset, they send
+    nothing.
     """
 
     temperature: float = Field(0.7, ge=0.0, le=2.0)
@@ -57,6 +64,29 @@ class SamplingConfig(_Strict):
     max_tokens: int = Field(512, ge=1, le=1_000_000)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     stop: list[str] | None = None
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
+        for token, value in (bias or {}).items():
+            if not token.isdigit() or not -100 <= value <= 100:
+                raise ValueError(f"logit_bias maps token ids to -100..100, got {token!r}: "
+                                 f"{value!r}")
+        return bias
+
+    def extras(self, takes: Iterable[str], label: str) -> dict[str, Any]:
+        """The :data:`EXTRA_SAMPLING` fields set here, for a backend that takes ``takes``
+        of them; one it does not take is refused by name."""
+        found = {k: getattr(self, k) for k in EXTRA_SAMPLING if getattr(self, k) is not None}
+        refused = sorted(set(found) - set(takes))
+        if refused:
+            raise BadRequestError(f"{label} does not take {refused[0]}: leave it unset for "
+                                  "this backend", status_code=400, backend=label)
+        return found
 
     def merged(self, **overrides: Any) -> SamplingConfig:
         """Returns a copy with the non-``None`` overrides applied (validated)."""
@@ -80,6 +110,9 @@ class SamplingConfig(_Strict):
             )
         return validate(SamplingConfig, {**self.model_dump(), **top}, source=source)
 
+
+#: Sampling fields only some backends take (sent where taken, refused where not).
+EXTRA_SAMPLING = ("frequency_penalty", "presence_penalty", "logit_bias", "reasoning_effort")
 
 #: Role defaults: partial sampling settings are merged onto these.
 PROPOSER_SAMPLING = SamplingConfig()

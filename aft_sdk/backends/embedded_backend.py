@@ -166,12 +166,17 @@ class EmbeddedBackend(Backend):
         return len(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def _kwargs(self, sampling: SamplingConfig, seed: int) -> dict[str, Any]:
+        extras = sampling.extras(("frequency_penalty", "presence_penalty", "logit_bias"),
+                                 self.label)
+        if "logit_bias" in extras:
+            extras["logit_bias"] = {int(k): v for k, v in extras["logit_bias"].items()}
         return dict(
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             max_tokens=sampling.max_tokens,
             stop=sampling.stop or [],
             seed=seed,
+            **extras,
         )
 
     handles = frozenset({"tools", "response_format"})
@@ -225,10 +230,13 @@ class EmbeddedBackend(Backend):
         if forced is not None:
             choice = {"type": "function", "function": {"name": forced}}
         kwargs = self._kwargs(sampling, seed)
+        if "logit_bias" in kwargs:  # the function-calling handler would ignore it
+            raise errors.BadRequestError(
+                f"{self.label} does not take logit_bias with tools: leave it unset for "
+                "this backend", status_code=400, backend=self.label)
         return chatml_function_calling()(
             llama=self.llama, messages=chatml_tool_messages(messages), tools=options.tools,
-            tool_choice=choice, temperature=kwargs["temperature"], top_p=kwargs["top_p"],
-            max_tokens=kwargs["max_tokens"], stop=kwargs["stop"])
+            tool_choice=choice, **{k: v for k, v in kwargs.items() if k != "seed"})
 
     def close(self) -> None:
         """Frees the model's memory (after the generation in progress, if any); the next

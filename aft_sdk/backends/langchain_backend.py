@@ -20,7 +20,7 @@ from langchain_core.language_models import BaseChatModel
 
 from aft_sdk import errors
 from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
-from aft_sdk.config import LangChainBackendConfig, SamplingConfig
+from aft_sdk.config import EXTRA_SAMPLING, LangChainBackendConfig, SamplingConfig
 from aft_sdk.messages import PART_TYPES, normalize_messages
 from aft_sdk.plugins import load_object
 from aft_sdk.tools import CallOptions, openai_call
@@ -84,6 +84,7 @@ class LangChainBackend(Backend):
     def _configured(self, sampling: SamplingConfig, seed: int | None) -> BaseChatModel:
         fields = type(self.chat_model).model_fields
         update = {name: getattr(sampling, name) for name in _SAMPLING_FIELDS if name in fields}
+        update.update(sampling.extras([k for k in EXTRA_SAMPLING if k in fields], self.label))
         if seed is not None and "seed" in fields:
             update["seed"] = seed
         return self.chat_model.model_copy(update=update)

@@ -26,7 +26,7 @@ from aft_sdk.backends.credentials import env_base_url, is_openai_endpoint, resol
 from aft_sdk.backends.credentials import scrub_ambient_headers
 from aft_sdk.backends.http_errors import MALFORMED, map_upstream_error
 from aft_sdk.backends.limiter import AdaptiveLimiter, LimitedTransport, httpx
-from aft_sdk.config import OpenAIBackendConfig, SamplingConfig
+from aft_sdk.config import EXTRA_SAMPLING, OpenAIBackendConfig, SamplingConfig
 from aft_sdk.validation import validate_arguments
 from aft_sdk.messages import PART_TYPES, content_tokens, for_backend
 from aft_sdk.redact import RedactURLs, redact_url
@@ -158,6 +158,7 @@ class OpenAIBackend(Backend):
             params["seed"] = seed
         if sampling.stop:
             params["stop"] = sampling.stop
+        params.update(sampling.extras(EXTRA_SAMPLING, self.label))
         if options is not None:
             params.update(options.request_fields())
         return params

@@ -171,11 +171,15 @@ class VLLMBackend(Backend):
         from vllm.sampling_params import RequestOutputKind
 
         guided = structured(options, self.label, self._cfg.tool_parser)
+        extras = sampling.extras(("frequency_penalty", "presence_penalty", "logit_bias"),
+                                 self.label)
+        if "logit_bias" in extras:
+            extras["logit_bias"] = {int(k): v for k, v in extras["logit_bias"].items()}
         return SamplingParams(
             n=n, temperature=sampling.temperature, top_p=sampling.top_p,
             max_tokens=sampling.max_tokens, seed=sampling.seed, stop=sampling.stop,
             output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
-            **({"structured_outputs": guided} if guided is not None else {}),
+            **({"structured_outputs": guided} if guided is not None else {}), **extras,
         )
 
     def _requests(self, ids: list[int], params: Any) -> AsyncIterator[Any]:

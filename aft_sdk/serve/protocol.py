@@ -1,8 +1,10 @@
 """The OpenAI chat-completions wire format, as ``aft serve`` reads and writes it.
 
-Requests are validated leniently (clients send fields such as ``user`` that change
-nothing here), but a field the server cannot honour (``n`` > 1, logprobs, the legacy
-``functions``) is refused by name instead of being silently ignored. Tools, tool choice,
+Every field of a request is honoured, documented as having no effect (:data:`NO_EFFECT`:
+``user``, ``metadata``, ...), or refused by name (:data:`REFUSED`, ``n`` > 1, unknown
+fields): nothing is accepted and then dropped. Sampling fields reach the final
+aggregation (penalties, ``logit_bias`` and ``reasoning_effort`` where its backend takes
+them; refused by name where it does not). Tools, tool choice,
 parallel tool calls and response formats go to the graph (``CallOptions``); an answer
 that calls tools comes back as ``tool_calls`` with ``finish_reason: "tool_calls"``.
 """
@@ -15,10 +17,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aft_sdk.config import EXTRA_SAMPLING
 from aft_sdk.errors import ConfigError
 from aft_sdk.graphs import AggregateResult
 from aft_sdk.plugins import strategy_settings
-from aft_sdk.tools import CallOptions, options_of
+from aft_sdk.tools import CALL_FIELDS, CallOptions, options_of
 
 #: Per-request graph settings a client may send (``extra_body`` in the openai client);
 #: besides these, ``strategy`` and each registered strategy's own section (``rsa``,
@@ -40,6 +43,27 @@ def strategy_sections() -> set[str]:
     and plug-ins that load). Shared sections such as ``vote`` (whose extractor may name
     code to import) are not a request's to set."""
     return {name.replace("-", "_") for name in strategy_settings()}
+
+
+#: Fields besides the model's own that a request may send: tools and formats (to the
+#: graph) and sampling fields sent where the final aggregation's backend takes them
+#: (:data:`aft_sdk.config.EXTRA_SAMPLING`).
+KNOWN_EXTRA = frozenset({*CALL_FIELDS, *EXTRA_SAMPLING})
+#: Accepted, with no effect on the answer (documented).
+NO_EFFECT = frozenset({"metadata", "store", "user", "service_tier", "prompt_cache_key",
+                       "safety_identifier"})
+#: Refused by name (when set to anything but their off value), with the reason.
+REFUSED = {
+    "functions": "the legacy form: send 'tools' and 'tool_choice'",
+    "function_call": "the legacy form: send 'tools' and 'tool_choice'",
+    "logprobs": "an aggregated answer has no single token distribution",
+    "top_logprobs": "an aggregated answer has no single token distribution",
+    "modalities": "answers are text only (send ['text'] or leave it out)",
+    "audio": "answers are text only",
+    "prediction": "predicted outputs are not available",
+    "web_search_options": "web search is not available: offer your own tool",
+    "verbosity": "the served models take no verbosity setting",
+}
 
 
 class StreamOptions(BaseModel):
@@ -77,13 +101,14 @@ class ChatRequest(BaseModel):
         if self.n not in (None, 1):
             raise ConfigError(f"n={self.n} is not supported: one request gives one answer "
                               "(the graph samples several drafts internally; set width)")
-        for name in ("functions", "function_call"):
-            if extra.get(name):
-                raise ConfigError(f"'{name}' (the legacy form) is not supported: send "
-                                  "'tools' and 'tool_choice'")
-        if extra.get("logprobs") or extra.get("top_logprobs"):
-            raise ConfigError("logprobs are not supported: an aggregated answer has no "
-                              "single token distribution")
+        for name in sorted(extra):
+            if name in REFUSED and extra[name] not in (None, False, [], {}) and \
+                    not (name == "modalities" and extra[name] == ["text"]):
+                raise ConfigError(f"'{name}' is not supported: {REFUSED[name]}")
+            if name not in KNOWN_EXTRA and name not in REFUSED and name not in NO_EFFECT \
+                    and name not in SERVED_ONLY and name not in strategy_sections():
+                raise ConfigError(f"unknown field '{name}': check its spelling (this server "
+                                  "refuses what it cannot honour rather than ignore it)")
         fixed = sorted(SERVED_ONLY & extra.keys())
         if fixed:
             raise ConfigError(
@@ -105,9 +130,11 @@ class ChatRequest(BaseModel):
     def final_sampling(self) -> dict[str, Any]:
         """The request's sampling fields, for the final aggregation."""
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        extra = self.model_extra or {}
         values = {"temperature": self.temperature, "top_p": self.top_p,
                   "max_tokens": self.max_completion_tokens or self.max_tokens,
-                  "seed": self.seed, "stop": stop}
+                  "seed": self.seed, "stop": stop,
+                  **{k: extra.get(k) for k in EXTRA_SAMPLING}}
         return {k: v for k, v in values.items() if v is not None}
 
     def shape(self) -> dict[str, Any]:

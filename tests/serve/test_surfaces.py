@@ -250,3 +250,42 @@ def test_the_openai_agents_sdk_runs_a_tool_loop_on_its_default_responses_model(
     assert result.final_output == "It is 3."
     outputs = [m for m in fault.requests[-1]["messages"] if m["role"] == "tool"]
     assert [m["content"] for m in outputs] == ["3.0"]  # the tool ran and its result came back
+
+
+def test_chat_fields_are_honoured_documented_or_refused_by_name(served, fault) -> None:
+    """Nothing is accepted and then dropped: sampling extras reach the final aggregation's
+    upstream, no-effect fields are taken, the rest are 400s naming the field."""
+    c = oai(served)
+    c.chat.completions.create(
+        model="pa", messages=[{"role": "user", "content": "x"}], frequency_penalty=0.5,
+        presence_penalty=-0.5, logit_bias={"42": -100}, reasoning_effort="low",
+        metadata={"team": "a"}, user="u1", store=False, modalities=["text"])
+    final = fault.requests[-1]
+    assert final["model"] == "a" and final["frequency_penalty"] == 0.5
+    assert final["presence_penalty"] == -0.5 and final["logit_bias"] == {"42": -100}
+    assert final["reasoning_effort"] == "low"
+    assert not any("metadata" in q or "user" in q for q in fault.requests)
+    assert not any("frequency_penalty" in q for q in fault.requests if q["model"] == "p")
+    fault.reset()
+    for extra, named in [({"modalities": ["text", "audio"]}, "modalities"),
+                         ({"prediction": {"type": "content", "content": "x"}}, "prediction"),
+                         ({"web_search_options": {}}, None), ({"temprature": 1}, "temprature"),
+                         ({"logprobs": True}, "logprobs"), ({"logit_bias": {"x": 1}}, "logit_bias")]:
+        if named is None:  # an empty object is off: taken
+            c.chat.completions.create(model="pa", messages=[{"role": "user", "content": "x"}],
+                                      extra_body=extra)
+            continue
+        with pytest.raises(openai.BadRequestError, match=named):
+            c.chat.completions.create(model="pa", messages=[{"role": "user", "content": "x"}],
+                                      extra_body=extra)
+
+
+def test_sampling_extras_a_backend_does_not_take_are_refused_by_name() -> None:
+    from aft_sdk import BadRequestError, SamplingConfig
+    from aft_sdk.backends.langchain_backend import LangChainBackend
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    backend = LangChainBackend(FakeListChatModel(responses=["ok"]))
+    with pytest.raises(BadRequestError, match="does not take reasoning_effort"):
+        backend.generate_sync("hi", sampling=SamplingConfig(reasoning_effort="low"))
+    assert backend.generate_sync("hi", sampling=SamplingConfig(temperature=0.1))[0].text == "ok"
