@@ -31,7 +31,9 @@ def register(sub: Any) -> None:
     p.add_argument("--max-concurrent-runs", type=int, default=128,
                    help="runs at once; more are answered 429 with Retry-After")
     p.add_argument("--request-timeout", type=float, default=300.0, help="seconds per request")
-    p.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    p.add_argument("--max-body-bytes", type=int, default=25_000_000,
+                   help="largest request body (413 beyond); the default fits a 15 MB image "
+                        "as a data URL")
     p.add_argument("--graceful-timeout", type=float, default=30.0,
                    help="on shutdown, seconds to let in-flight requests finish")
     p.set_defaults(func=cmd_serve)

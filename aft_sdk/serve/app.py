@@ -45,6 +45,11 @@ SURFACES: dict[str, Surface] = {s.path: s for s in (CHAT, Responses(), Messages(
 logger = logging.getLogger(__name__)
 
 
+#: The default body limit: a 15 MB image sent as a base64 data URL (a third larger) fits
+#: with room for the conversation; OpenAI takes images up to 20 MB.
+DEFAULT_BODY_BYTES = 25_000_000
+
+
 class ServeSettings(Strict):
     """Operator limits of one ``aft serve`` process.
 
@@ -65,7 +70,7 @@ class ServeSettings(Strict):
     max_generations: int = Field(80, ge=1, strict=True)
     max_concurrent_runs: int = Field(128, ge=1, strict=True)
     request_timeout_s: float = Field(300.0, gt=0)
-    max_body_bytes: int = Field(1_000_000, ge=1, strict=True)
+    max_body_bytes: int = Field(DEFAULT_BODY_BYTES, ge=1, strict=True)
     api_keys: tuple[str, ...] = Field(default=(), repr=False)  # never in a log line
 
 
@@ -248,8 +253,13 @@ def _check_auth(request: Request, settings: ServeSettings) -> None:
 def _check_size(request: Request, settings: ServeSettings) -> None:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-        raise HTTPFailure(413, f"request body over {settings.max_body_bytes} bytes",
+        raise HTTPFailure(413, _too_large(settings),
                           "invalid_request_error", "request_too_large")
+
+
+def _too_large(settings: ServeSettings) -> str:
+    return (f"request body over {settings.max_body_bytes} bytes, this server's limit "
+            "(aft serve --max-body-bytes)")
 
 
 def surface_of(path: str) -> Surface:
@@ -259,10 +269,10 @@ def surface_of(path: str) -> Surface:
 
 async def _read_request(request: Request, settings: ServeSettings,
                         surface: Surface) -> protocol.ChatRequest:
-    body = b""
+    body = bytearray()  # appended in place: a large body is not copied per chunk
     async for part in request.stream():  # bounded even without a content-length
         body += part
         if len(body) > settings.max_body_bytes:
-            raise HTTPFailure(413, f"request body over {settings.max_body_bytes} bytes",
+            raise HTTPFailure(413, _too_large(settings),
                               "invalid_request_error", "request_too_large")
-    return surface.read(body)
+    return surface.read(bytes(body))

@@ -289,3 +289,16 @@ def test_sampling_extras_a_backend_does_not_take_are_refused_by_name() -> None:
     with pytest.raises(BadRequestError, match="does not take reasoning_effort"):
         backend.generate_sync("hi", sampling=SamplingConfig(reasoning_effort="low"))
     assert backend.generate_sync("hi", sampling=SamplingConfig(temperature=0.1))[0].text == "ok"
+
+
+def test_the_default_body_limit_admits_an_ordinary_screenshot(served, fault) -> None:
+    import base64
+    import os
+
+    screenshot = "data:image/png;base64," + base64.b64encode(os.urandom(3_000_000)).decode()
+    r = oai(served).chat.completions.create(model="pa", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is on it?"},
+        {"type": "image_url", "image_url": {"url": screenshot}}]}])
+    assert r.choices[0].message.content
+    sent = fault.requests[0]["messages"][0]["content"]
+    assert sent[1]["image_url"]["url"] == screenshot  # 4 MB as sent, to the upstream
