@@ -5,8 +5,11 @@ server, which fails or sends malformed data on a fifth of its calls (500, a non-
 a numeric ``model``, ``usage.completion_tokens: "x"``, a broken SSE line, a stream with no
 finish reason) and streams its answers a word at a time. 32 concurrent clients send
 2,000 requests; a third stream, and of those half leave at a random moment (before the
-first byte or mid-stream). Every answer a client reads to the end is checked: a JSON
-body (a completion or an OpenAI-style error), or a stream that ends in ``[DONE]``.
+first byte or mid-stream). A third of the requests go to ``/v1/responses`` (the
+Responses API), the rest to ``/v1/chat/completions``. Every answer a client reads to the
+end is checked: a JSON body (a completion, a response or an OpenAI-style error), or a
+stream that ends as its format ends (``[DONE]``; ``response.completed``,
+``response.incomplete`` or ``response.failed``).
 
 Goals: ``/health`` reports ``active_runs: 0`` at the end, no 5xx without a JSON error
 body, no stream without ``[DONE]``, RSS growth under 10 MB after a warm-up.
@@ -39,6 +42,7 @@ from aft_sdk.testing import LocalServer  # noqa: E402
 
 HOSTILE = ["500", "malformed", "bad-model", "bad-usage", "broken-sse", "no-finish"]
 QUESTION = [{"role": "user", "content": "Explain why the sky is blue."}]
+CHAT, RESPONSES = "/v1/chat/completions", "/v1/responses"
 
 
 class Tally:
@@ -51,17 +55,27 @@ class Tally:
             data = json.loads(body)
         except ValueError:
             data = None
-        if status == 200 and isinstance(data, dict) and data.get("choices"):
+        if status == 200 and isinstance(data, dict) and (data.get("choices") or data.get("output")):
             self.outcomes["200"] += 1
         elif isinstance(data, dict) and isinstance(data.get("error"), dict):
             self.outcomes[str(status)] += 1
         else:
             self.bad.append(f"{status} without a JSON body: {body[:120]!r}")
 
-    def check_stream(self, status: int, body: bytes) -> None:
+    def check_stream(self, status: int, body: bytes, path: str = CHAT) -> None:
         if status != 200:
             return self.check_json(status, body)
         text = body.decode()
+        if path == RESPONSES:
+            events = [line[7:] for line in text.splitlines() if line.startswith("event: ")]
+            last = events[-1] if events else None
+            if last not in ("response.completed", "response.incomplete", "response.failed"):
+                self.bad.append(f"responses stream ending in {last!r}: {text[-120:]!r}")
+            elif last == "response.failed":
+                self.outcomes["responses stream failed event"] += 1
+            else:
+                self.outcomes["responses stream 200"] += 1
+            return
         if not text.rstrip().endswith("data: [DONE]"):
             self.bad.append(f"stream without [DONE]: {text[-120:]!r}")
         elif '"error": {' in text:
@@ -73,16 +87,22 @@ class Tally:
 async def one(client: httpx.AsyncClient, rng: random.Random, tally: Tally) -> None:
     stream = rng.random() < 1 / 3
     leave = stream and rng.random() < 0.5
-    body = {"model": "soak", "messages": QUESTION, "stream": stream}
+    path = RESPONSES if rng.random() < 1 / 3 else CHAT
+    body = {"model": "soak", "stream": stream, **(
+        {"input": QUESTION[0]["content"]} if path == RESPONSES else {"messages": QUESTION})}
+    tally.outcomes[f"sent to {path}"] += 1
     if not leave:
-        r = await client.post("/v1/chat/completions", json=body)
-        (tally.check_stream if stream else tally.check_json)(r.status_code, r.content)
+        r = await client.post(path, json=body)
+        if stream:
+            tally.check_stream(r.status_code, r.content, path)
+        else:
+            tally.check_json(r.status_code, r.content)
         return
     tally.outcomes["client left"] += 1
     limit = rng.choice([0, 0, rng.randrange(1, 2000)])  # bytes read before leaving
     try:
         async with asyncio.timeout(rng.uniform(0.01, 0.6)):  # and/or time before leaving
-            async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            async with client.stream("POST", path, json=body) as r:
                 seen = 0
                 async for part in r.aiter_raw():
                     seen += len(part)
@@ -172,7 +192,8 @@ def main() -> None:
         "goals": {"active_runs_at_end": 0, "protocol_violations": 0, "rss_growth_mb_below": 10},
         "passed": active == 0 and not tally.bad and rss_end - base < 10,
         "upstream": {"fail_rate": 0.2, "fail_actions": HOSTILE, "stream_pause_s": 0.02},
-        "settings": "aft serve and backend defaults; graph width 3, depth 1",
+        "settings": "aft serve and backend defaults; graph width 3, depth 1; a third of "
+                    "requests on /v1/responses",
         "env": {"python": platform.python_version(), "machine": platform.machine(),
                 "cpus": psutil.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M:%S")},
     }

@@ -15,7 +15,7 @@ Full run (about 20-30 minutes here):
 
 Reduced run for tests (a few minutes):
 
-    python recipes/cpu_end_to_end.py --reduced --out /tmp/e2e  # suite: test_cpu_end_to_end_reduced
+    python recipes/cpu_end_to_end.py --reduced --out /tmp/e2e  # not run in the suite: its stages are tested one by one; opt-in: pytest -m heavy -k cpu_end_to_end
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def test_scaling_sweep_reduced(tmp_path: Path, llama_server) -> None:
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # its stages are test_training's, test_gguf_adapter's and test_eval's
 def test_cpu_end_to_end_reduced(tmp_path: Path, gguf_path) -> None:
     pytest.importorskip("vllm")
     r = run("cpu_end_to_end", "--reduced", "--out", str(tmp_path), timeout=1200)
