@@ -25,7 +25,8 @@ from typing import Any
 from aft_sdk.errors import ConfigError
 from aft_sdk.graphs import AggregateResult
 import aft_sdk.serve.protocol as protocol
-from aft_sdk.serve.surface import StreamWriter, Surface, function_tool, refuse_fields, sse
+from aft_sdk.serve.protocol import refuse_fields
+from aft_sdk.serve.surface import StreamWriter, Surface, function_tool, sse
 
 KNOWN = {"model", "messages", "system", "max_tokens", "temperature", "top_p",
          "stop_sequences", "tools", "tool_choice", "stream"}

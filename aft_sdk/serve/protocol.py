@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,6 +67,25 @@ REFUSED = {
 }
 
 
+def refuse_fields(data: dict[str, Any], known: set[str] | frozenset[str],
+                  refused: dict[str, str], surface: str,
+                  off: Callable[[str, Any], bool] = lambda name, value: False) -> None:
+    """The one field rule of every surface: a field in ``refused`` set to anything but an
+    off value (``None``, ``False``, empty, or what ``off`` accepts) is refused by name with
+    its reason; a field neither known, refused, a graph setting nor a strategy section
+    is refused as unknown."""
+    sections = strategy_sections()
+    for name in sorted(data):
+        value = data[name]
+        if name in refused and value not in (None, False, [], {}) and not off(name, value):
+            raise ConfigError(f"'{name}' is not supported on {surface}: {refused[name]}")
+        if name not in known and name not in refused and name not in SHAPE_FIELDS \
+                and name not in sections and name not in SERVED_ONLY:
+            raise ConfigError(f"unknown field '{name}' for {surface}: check its spelling "
+                              "(this server refuses what it cannot honour rather than "
+                              "ignore it)")
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -101,14 +121,8 @@ class ChatRequest(BaseModel):
         if self.n not in (None, 1):
             raise ConfigError(f"n={self.n} is not supported: one request gives one answer "
                               "(the graph samples several drafts internally; set width)")
-        for name in sorted(extra):
-            if name in REFUSED and extra[name] not in (None, False, [], {}) and \
-                    not (name == "modalities" and extra[name] == ["text"]):
-                raise ConfigError(f"'{name}' is not supported: {REFUSED[name]}")
-            if name not in KNOWN_EXTRA and name not in REFUSED and name not in NO_EFFECT \
-                    and name not in SERVED_ONLY and name not in strategy_sections():
-                raise ConfigError(f"unknown field '{name}': check its spelling (this server "
-                                  "refuses what it cannot honour rather than ignore it)")
+        refuse_fields(extra, KNOWN_EXTRA | NO_EFFECT, REFUSED, "/v1/chat/completions",
+                      off=lambda name, value: name == "modalities" and value == ["text"])
         fixed = sorted(SERVED_ONLY & extra.keys())
         if fixed:
             raise ConfigError(

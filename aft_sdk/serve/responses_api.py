@@ -28,12 +28,12 @@ from typing import Any
 from aft_sdk.errors import ConfigError
 from aft_sdk.graphs import AggregateResult
 import aft_sdk.serve.protocol as protocol
+from aft_sdk.serve.protocol import refuse_fields
 from aft_sdk.serve.surface import (
     StreamWriter,
     Surface,
     arguments_json,
     function_tool,
-    refuse_fields,
     sse,
 )
 
@@ -59,8 +59,7 @@ class Responses(Surface):
     path = "/v1/responses"
 
     def translate(self, data: dict[str, Any]) -> dict[str, Any]:
-        refuse_fields({k: v for k, v in data.items() if k not in NO_EFFECT or k == "store"},
-                      KNOWN | NO_EFFECT, REFUSED, self.path)
+        refuse_fields(data, KNOWN | NO_EFFECT, REFUSED, self.path)
         if data.get("truncation") not in (None, "disabled"):
             raise ConfigError("'truncation' is not supported on /v1/responses: only "
                               "'disabled' (a prompt over the window is an error)")

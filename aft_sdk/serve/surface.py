@@ -23,10 +23,6 @@ from aft_sdk.errors import ConfigError
 from aft_sdk.graphs import AggregateResult
 import aft_sdk.serve.protocol as protocol
 
-#: Per-request graph fields every surface passes through (``extra_body`` in a client).
-GRAPH_FIELDS = protocol.SHAPE_FIELDS
-
-
 def sse(payload: dict[str, Any], event: str | None = None) -> str:
     """One server-sent event (``event:`` line where the format names its events)."""
     head = f"event: {event}\n" if event else ""
@@ -128,20 +124,6 @@ class _ChatWriter(StreamWriter):
         return sse(body) + "data: [DONE]\n\n"
 
 
-def refuse_fields(data: dict[str, Any], known: set[str], refused: dict[str, str],
-                  surface: str) -> None:
-    """Refuses, by name, a field with a reason in ``refused`` (when set to anything but
-    its off value) or any field neither known nor a graph setting."""
-    sections = protocol.strategy_sections()
-    for name, value in data.items():
-        if name in refused and value not in (None, False, [], {}):
-            raise ConfigError(f"'{name}' is not supported on {surface}: {refused[name]}")
-        if name not in known and name not in refused and name not in GRAPH_FIELDS \
-                and name not in sections and name not in protocol.SERVED_ONLY:
-            raise ConfigError(f"unknown field '{name}' for {surface}: check its spelling "
-                              "(aft serve refuses what it cannot honour)")
-
-
 def function_tool(name: Any, description: Any, parameters: Any, where: str) -> dict[str, Any]:
     """A tool in chat-completions form."""
     if not isinstance(name, str) or not name:
@@ -159,4 +141,4 @@ def arguments_json(value: Any) -> str:
 
 
 __all__ = ["ChatCompletions", "StreamWriter", "Surface", "arguments_json", "function_tool",
-           "refuse_fields", "sse"]
+           "sse"]
