@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from aft_sdk.testing import FaultServer, LocalServer
+import early
 from suite_report import SuiteReport
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -146,6 +147,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fails the run if anything the suite started (engines, servers, clusters) is
     still running once every fixture has been torn down."""
+    early.stop_all()
     SUITE.stop()
     leftovers = SUITE.leftovers()
     if leftovers:
@@ -165,6 +167,7 @@ LAST_USER: dict[str, str] = {}
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    early.start_marked(session.items)
     for item in session.items:
         for name in ("vllm_pair", "vllm_server"):
             if name in getattr(item, "fixturenames", ()):

@@ -19,9 +19,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+import early
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,45 +123,54 @@ def user_env(base_url: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def example_api():
-    from aft_sdk.testing.fault_server import FaultServer
-
-    with FaultServer() as srv:
-        yield srv
-
-
 PAGES_WITH_RUNS = [p for p in pages() if runnable(p)]
 
 
-@pytest.fixture(scope="module")
-def page_runs(example_api, tmp_path_factory) -> dict[Path, subprocess.CompletedProcess]:
+def start_page_runs() -> dict[Path, Future]:
     """Every page's examples, three pages at a time (most wait on our server or on a
-    process starting, not on the CPU); each page in its own interpreter and folder."""
+    process starting, not on the CPU); each page in its own interpreter and folder.
+    Started as soon as collection ends, at the lowest CPU priority (tests/early.py)."""
+    import tempfile
     from concurrent.futures import ThreadPoolExecutor
 
-    # Folders made here, one by one: mktemp is not safe across threads.
-    folders = {page: tmp_path_factory.mktemp("page") for page in PAGES_WITH_RUNS}
+    from aft_sdk.testing.fault_server import FaultServer
 
-    def run(page: Path) -> subprocess.CompletedProcess:
-        tmp = folders[page]
+    api = FaultServer().__enter__()  # the examples' OpenAI-compatible endpoint
+    pool = ThreadPoolExecutor(3)
+    root = Path(tempfile.mkdtemp(prefix="aft-docs-examples-"))
+
+    def run(page: Path, tmp: Path) -> subprocess.CompletedProcess:
         todo = tmp / "blocks.json"
         todo.write_text(json.dumps([b.__dict__ for b in runnable(page)]))
         work = tmp / "work"
         work.mkdir()
-        return subprocess.run([sys.executable, "-c", DRIVER, str(todo)], cwd=work,
-                              env=user_env(example_api.base_url), capture_output=True,
-                              text=True, timeout=900)
+        proc = early.popen(start_page_runs, [sys.executable, "-c", DRIVER, str(todo)],
+                           cwd=work, env=user_env(api.base_url), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+        out, err = proc.communicate()
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
-    with ThreadPoolExecutor(3) as pool:
-        return dict(zip(PAGES_WITH_RUNS, pool.map(run, PAGES_WITH_RUNS), strict=True))
+    runs = {}
+    for i, page in enumerate(PAGES_WITH_RUNS):
+        (root / str(i)).mkdir()
+        runs[page] = pool.submit(run, page, root / str(i))
+    pool.shutdown(wait=False)
+    early.CLOSE.append(lambda: api.__exit__(None, None, None))
+    early.CLOSE.append(lambda: shutil.rmtree(root, ignore_errors=True))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def page_runs() -> dict[Path, Future]:
+    return early.take(start_page_runs)
 
 
 @pytest.mark.slow
+@pytest.mark.early("start_page_runs")
 @pytest.mark.parametrize("page", PAGES_WITH_RUNS,
                          ids=[str(p.relative_to(ROOT)) for p in PAGES_WITH_RUNS])
 def test_the_examples_of_a_page_run_as_a_user_types_them(page: Path, page_runs) -> None:
-    r = page_runs[page]
+    r = page_runs[page].result(timeout=900)
     assert r.returncode == 0, (r.stdout[-4000:] + "\n" + r.stderr[-4000:])
 
 

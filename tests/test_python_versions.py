@@ -4,16 +4,21 @@ The whole suite runs on the interpreter that runs it (3.11 in CI, with every ext
 test runs the core suite (every test that needs no model engine or training: ``-m "not
 slow"``) on each other interpreter ``scripts/install.sh`` prepared an environment for
 (``.venv-3.12``, ``.venv-3.13``: pyenv's interpreters, with the extras that install there),
-both at once, and checks that the classifiers name exactly the versions tested.
+both at once, and checks that the classifiers name exactly the versions tested. The two
+runs start as soon as collection ends, in the background at the lowest CPU priority
+(``tests/early.py``): they use the cores the rest of the suite leaves idle.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 import time
 import tomllib
 from pathlib import Path
 
+import early
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,21 +38,36 @@ def test_the_classifiers_name_the_tested_versions() -> None:
     assert project["requires-python"] == ">=3.11"
 
 
-@pytest.mark.slow
-def test_the_core_suite_passes_on_the_other_pythons(tmp_path: Path) -> None:
+def start_core_suites() -> dict[str, tuple[subprocess.Popen, Path]] | None:
+    """Both interpreters' core suites, at once (started early: tests/early.py)."""
     venvs = {v: ROOT / f".venv-{v}" / "bin" / "python" for v in OTHERS}
-    missing = [v for v, py in venvs.items() if not py.exists()]
-    if len(missing) == len(venvs):
-        pytest.skip("no .venv-3.12 / .venv-3.13: scripts/install.sh makes them where "
-                    "pyenv has those interpreters")
-    assert not missing, f"scripts/install.sh made environments for some versions only: {missing}"
+    if not any(py.exists() for py in venvs.values()):
+        return None
+    logs = Path(tempfile.mkdtemp(prefix="aft-core-suites-"))
+    early.CLOSE.append(lambda: shutil.rmtree(logs, ignore_errors=True))
     runs = {}
     for v, py in venvs.items():
-        log = (tmp_path / f"core-{v}.log").open("w")
-        runs[v] = (subprocess.Popen(
-            [str(py), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m",
-             "not slow and not heavy", "-o", "addopts=-p no:codspeed"],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log)
+        if not py.exists():
+            continue
+        log = logs / f"core-{v}.log"
+        with log.open("w") as out:
+            runs[v] = (early.popen(
+                start_core_suites,
+                [str(py), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m",
+                 "not slow and not heavy", "-o", "addopts=-p no:codspeed"],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT), log)
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.early("start_core_suites")
+def test_the_core_suite_passes_on_the_other_pythons() -> None:
+    runs = early.take(start_core_suites)
+    if runs is None:
+        pytest.skip("no .venv-3.12 / .venv-3.13: scripts/install.sh makes them where "
+                    "pyenv has those interpreters")
+    missing = sorted(set(OTHERS) - set(runs))
+    assert not missing, f"scripts/install.sh made environments for some versions only: {missing}"
     deadline = time.monotonic() + 1500
     failed = []
     for v, (proc, log) in runs.items():
@@ -56,8 +76,7 @@ def test_the_core_suite_passes_on_the_other_pythons(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
-        log.close()
-        text = (tmp_path / f"core-{v}.log").read_text()
+        text = log.read_text()
         if code != 0:
             failed.append(f"Python {v} (exit {code}):\n{text[-3000:]}")
         else:
