@@ -184,7 +184,7 @@ def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | Non
             req = await _read_request(request, settings, surface)
             shape = req.shape()
             graph = models.cached(req.model, shape)  # unknown model, caps: refused here
-            slot = slots.take()  # the bound, before a new shape is built
+            slot = slots.take(req.choices)  # the bound, before a new shape is built
             if graph is None:
                 graph = await asyncio.to_thread(models.graph, req.model, shape)
             return Run(graph, req, settings.request_timeout_s, slot, surface)

@@ -1,8 +1,9 @@
 """The OpenAI chat-completions wire format, as ``aft serve`` reads and writes it.
 
 Every field of a request is honoured, documented as having no effect (:data:`NO_EFFECT`:
-``user``, ``metadata``, ...), or refused by name (:data:`REFUSED`, ``n`` > 1, unknown
-fields): nothing is accepted and then dropped. Sampling fields reach the final
+``user``, ``metadata``, ...), or refused by name (:data:`REFUSED`, unknown fields):
+nothing is accepted and then dropped. ``n`` > 1 runs the graph ``n`` times at once, one
+choice each (not with ``stream``). Sampling fields reach the final
 aggregation (penalties, ``logit_bias`` and ``reasoning_effort`` where its backend takes
 them; refused by name where it does not). Tools, tool choice,
 parallel tool calls and response formats go to the graph (``CallOptions``); an answer
@@ -118,9 +119,11 @@ class ChatRequest(BaseModel):
     def refuse_unsupported(self) -> None:
         """Raises :class:`ConfigError` naming the first field this server cannot honour."""
         extra = self.model_extra or {}
-        if self.n not in (None, 1):
-            raise ConfigError(f"n={self.n} is not supported: one request gives one answer "
-                              "(the graph samples several drafts internally; set width)")
+        if self.n is not None and self.n < 1:
+            raise ConfigError(f"n={self.n}: n is how many answers (choices) to return, at least 1")
+        if self.choices > 1 and self.stream:
+            raise ConfigError(f"n={self.n} with stream: true is not supported: ask without "
+                              "streaming, or send one streamed request per answer")
         refuse_fields(extra, KNOWN_EXTRA | NO_EFFECT, REFUSED, "/v1/chat/completions",
                       off=lambda name, value: name == "modalities" and value == ["text"])
         fixed = sorted(SERVED_ONLY & extra.keys())
@@ -136,6 +139,19 @@ class ChatRequest(BaseModel):
         if self.stream_options is not None and not self.stream:
             raise ConfigError("stream_options is only allowed with stream: true")
         self.call()  # a bad tool or format fails here, before a slot is taken
+
+    @property
+    def choices(self) -> int:
+        """How many answers the request asks for: each is a run of its own."""
+        return self.n or 1
+
+    def run_sampling(self, index: int) -> dict[str, Any]:
+        """:meth:`final_sampling` for answer ``index`` of ``n``: a seed moves by the index,
+        so seeded answers differ (``seed + index``)."""
+        sampling = self.final_sampling()
+        if index and "seed" in sampling:
+            sampling["seed"] += index
+        return sampling
 
     def call(self) -> CallOptions | None:
         """The request's tools and response format, validated (``None``: neither)."""
@@ -168,11 +184,10 @@ def completion_id() -> str:
     return f"chatcmpl-aft-{uuid.uuid4().hex[:24]}"
 
 
-def usage_of(result: AggregateResult) -> dict[str, int]:
-    """OpenAI ``usage`` counted over every layer of the run."""
-    u = result.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.total_tokens}
+def usage_of(*results: AggregateResult) -> dict[str, int]:
+    """OpenAI ``usage`` counted over every layer of the run (of every run, for n > 1)."""
+    return {key: sum(getattr(r.usage, key) for r in results)
+            for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
 
 
 def trace_of(result: AggregateResult) -> dict[str, Any]:
@@ -204,15 +219,20 @@ def call_deltas(result: AggregateResult) -> list[dict[str, Any]]:
             for i, c in enumerate(result.tool_calls or [])]
 
 
-def completion(model: str, result: AggregateResult) -> dict[str, Any]:
-    """A ``chat.completion`` body for a finished run."""
+def completion(model: str, *results: AggregateResult) -> dict[str, Any]:
+    """A ``chat.completion`` body for finished runs: one choice per run (``n``); usage
+    sums them; ``aft`` is the first run's trace, with every run's under ``choices``
+    when there are several."""
+    trace = trace_of(results[0])
+    if len(results) > 1:
+        trace["choices"] = [trace_of(r) for r in results]
     return {
         "id": completion_id(), "object": "chat.completion", "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": message_of(result),
-                     "finish_reason": result.finish_reason}],
-        "usage": usage_of(result),
-        "aft": trace_of(result),
+        "choices": [{"index": i, "message": message_of(r), "finish_reason": r.finish_reason}
+                    for i, r in enumerate(results)],
+        "usage": usage_of(*results),
+        "aft": trace,
     }
 
 

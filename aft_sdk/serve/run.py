@@ -82,24 +82,30 @@ class RunSlots:
         self.limit = limit
         self.active = 0
 
-    def take(self) -> Slot:
-        if self.active >= self.limit:
+    def take(self, count: int = 1) -> Slot:
+        """``count`` slots at once (a request for ``n`` answers is ``n`` runs)."""
+        if count > self.limit:
+            raise HTTPFailure(400, f"n={count} is above this server's limit of {self.limit} "
+                              "runs at once (--max-concurrent-runs): ask for fewer answers",
+                              "invalid_request_error")
+        if self.active + count > self.limit:
             raise HTTPFailure(429, f"{self.active} runs are in progress, the most this "
                               "server takes; retry shortly", "rate_limit_error",
                               headers={"Retry-After": "1"})
-        self.active += 1
-        return Slot(self)
+        self.active += count
+        return Slot(self, count)
 
 
 class Slot:
-    """One taken run slot; :meth:`release` is idempotent."""
+    """Taken run slots (one per run of a request); :meth:`release` is idempotent."""
 
-    def __init__(self, slots: RunSlots) -> None:
+    def __init__(self, slots: RunSlots, count: int = 1) -> None:
         self._slots: RunSlots | None = slots
+        self.count = count
 
     def release(self) -> None:
         if self._slots is not None:
-            self._slots.active -= 1
+            self._slots.active -= self.count
             self._slots = None
 
 
@@ -120,6 +126,7 @@ class Run(Response):
         self.surface = surface
         self.background = None
         self.sampling = req.final_sampling() or None
+        self.samplings = [req.run_sampling(i) or None for i in range(req.choices)]
         self.call = req.call()
         self.client_left = False
         self.started = False  # the response's headers went out
@@ -147,11 +154,16 @@ class Run(Response):
 
     async def _complete(self, send: Any) -> None:
         try:
-            async with asyncio.timeout(self.timeout_s):
-                result = await self.graph.ainvoke(self.req.messages,
-                                                  final_sampling=self.sampling, call=self.call)
-            response: Response = JSONResponse(self.surface.complete(self.req.model, result))
+            async with asyncio.timeout(self.timeout_s), asyncio.TaskGroup() as runs:
+                # n answers: n runs at once; the first failure cancels the rest.
+                tasks = [runs.create_task(self.graph.ainvoke(
+                    self.req.messages, final_sampling=sampling, call=self.call))
+                    for sampling in self.samplings]
+            results = [t.result() for t in tasks]
+            response: Response = JSONResponse(self.surface.complete(self.req.model, *results))
         except Exception as e:
+            if isinstance(e, ExceptionGroup):
+                e = e.exceptions[0]
             response = as_failure(e).response(self.surface)
         await response({"type": "http"}, _nothing, send)
 

@@ -55,7 +55,8 @@ class Surface:
     def translate(self, data: dict[str, Any]) -> dict[str, Any]:
         return data
 
-    def complete(self, model: str, result: AggregateResult) -> dict[str, Any]:
+    def complete(self, model: str, *results: AggregateResult) -> dict[str, Any]:
+        """The response body for finished runs (several only where the format has ``n``)."""
         raise NotImplementedError
 
     def error(self, message: str, kind: str, code: str | None = None,
@@ -92,8 +93,8 @@ class ChatCompletions(Surface):
 
     path = "/v1/chat/completions"
 
-    def complete(self, model: str, result: AggregateResult) -> dict[str, Any]:
-        return protocol.completion(model, result)
+    def complete(self, model: str, *results: AggregateResult) -> dict[str, Any]:
+        return protocol.completion(model, *results)
 
     def writer(self, req: protocol.ChatRequest) -> StreamWriter:
         return _ChatWriter(req)

@@ -109,13 +109,43 @@ async def test_async_streaming_sends_real_chunks_then_usage(served, fault) -> No
     await c.close()
 
 
+def test_n_answers_are_n_runs_each_a_choice(served, fault) -> None:
+    c = client(served)
+    q = [{"role": "user", "content": "hi"}]
+    r = c.chat.completions.create(model="pa", messages=q, n=2, seed=7)
+    assert [ch.index for ch in r.choices] == [0, 1]
+    assert all(ch.message.content.startswith("answer 0 from a") for ch in r.choices)
+    assert fault.count("p") == 6 and fault.count("a") == 2  # two whole runs
+    finals = [x for x in fault.requests if x["model"] == "a"]
+    assert sorted(x["seed"] for x in finals) == [7, 8]  # seeded answers differ
+    runs = r.model_extra["aft"]["choices"]
+    assert len(runs) == 2 and r.usage.total_tokens == sum(
+        l["usage"]["prompt_tokens"] + l["usage"]["completion_tokens"]
+        for run in runs for l in run["layers"])
+    with pytest.raises(openai.BadRequestError, match="n=3 is above this server's limit of 2"):
+        c.chat.completions.create(model="pa", messages=q, n=3)  # --max-concurrent-runs 2
+    with pytest.raises(openai.BadRequestError, match="with stream: true is not supported"):
+        c.chat.completions.create(model="pa", messages=q, n=2, stream=True)
+    with pytest.raises(openai.BadRequestError, match="at least 1"):
+        c.chat.completions.create(model="pa", messages=q, n=0)
+    fault.script("a", ["say:fine", "500"])
+    with pytest.raises(openai.InternalServerError, match="final aggregation"):
+        c.chat.completions.create(model="pa", messages=q, n=2)  # one failed: no answer half-given
+    # A client that asks for n answers as LangChain does.
+    langchain_openai = pytest.importorskip("langchain_openai")
+    chat = langchain_openai.ChatOpenAI(base_url=served.base_url, api_key=KEY, model="pa",
+                                       n=2, max_retries=0)
+    from langchain_core.messages import HumanMessage
+
+    out = chat.generate([[HumanMessage("hi")]])
+    assert len(out.generations[0]) == 2
+
+
 def test_errors_have_openai_status_codes_and_bodies(served, fault) -> None:
     c = client(served)
     q = [{"role": "user", "content": "hi"}]
     with pytest.raises(openai.NotFoundError, match="model 'nope' does not exist"):
         c.chat.completions.create(model="nope", messages=q)
-    with pytest.raises(openai.BadRequestError, match="n=3 is not supported"):
-        c.chat.completions.create(model="pa", messages=q, n=3)
     with pytest.raises(openai.BadRequestError, match="legacy form"):
         c.chat.completions.create(model="pa", messages=q, functions=[{"name": "f"}])
     with pytest.raises(openai.BadRequestError, match="role must be one of"):

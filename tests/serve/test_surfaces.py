@@ -302,3 +302,33 @@ def test_the_default_body_limit_admits_an_ordinary_screenshot(served, fault) -> 
     assert r.choices[0].message.content
     sent = fault.requests[0]["messages"][0]["content"]
     assert sent[1]["image_url"]["url"] == screenshot  # 4 MB as sent, to the upstream
+
+
+def test_langchains_chat_anthropic_invokes_streams_and_calls_tools(served, fault) -> None:
+    """LangChain's Claude client (``ChatAnthropic``) as its users point it elsewhere:
+    ``base_url`` at this server, a key of ours."""
+    lc = pytest.importorskip("langchain_anthropic")
+    from langchain_core.messages import HumanMessage, ToolMessage
+
+    chat = lc.ChatAnthropic(model="pa", base_url=served.base_url.removesuffix("/v1"),
+                            api_key=KEY, max_tokens=50, max_retries=0)
+    fault.script("a", ["say:Hello there."])
+    m = chat.invoke("Hi")
+    assert m.content == "Hello there." and m.usage_metadata["output_tokens"] > 0
+    fault.script("a", ["say:a b c"])
+    assert "".join(c.text for c in chat.stream("Hi")) == "a b c"
+
+    def add(a: int, b: int) -> int:
+        """Adds two numbers."""
+        return a + b
+
+    tooled = chat.bind_tools([add], tool_choice="any")
+    fault.reset()
+    fault.script("p", ['call:add:{"a": 1, "b": 2}'] * 3)
+    ask = HumanMessage("1+2?")
+    call = tooled.invoke([ask])
+    assert [(c["name"], c["args"]) for c in call.tool_calls] == [("add", {"a": 1, "b": 2})]
+    fault.script("a", ["say:3"])
+    answer = tooled.invoke([ask, call, ToolMessage("3", tool_call_id=call.tool_calls[0]["id"])])
+    assert answer.content == "3" or answer.text == "3"
+    assert fault.requests[-1]["messages"][-1]["role"] == "tool"
