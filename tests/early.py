@@ -1,13 +1,15 @@
-"""Checks that are one long subprocess start when collection ends, in the background.
+"""Checks that are one long subprocess start when collection ends, beside the suite.
 
 The suite keeps about a third of the machine's two cores idle (tests wait on engines
 starting, on servers, on subprocesses). A test marked ``@pytest.mark.early("starter")``
 has its module's ``starter()`` called as soon as collection ends (only where the test
-was selected; once for all the tests that name it); the starter launches its processes through :func:`popen`, at the lowest
-CPU priority (``nice 19``), so they use the idle share and barely slow the tests in
-front. The test then takes what was started (:func:`take`), the processes are raised
-to normal priority while it waits (where the system allows), and it reads their
-results as it would have after starting them itself; run alone, it starts them then.
+was selected; once for all the tests that name it); the starter launches its processes
+through :func:`popen` and returns handles. The test takes them (:func:`take`) and reads
+their results as it would have after starting them itself; run alone, it starts them
+then. They run at normal priority: at the lowest (``nice 19``) a busy stretch of the
+suite (a training on both cores) would starve a server start in them past its own wait.
+Wall-clock limits in tests that such a run executes are widened by
+``AFT_TEST_TIME_SCALE`` (:func:`slack`).
 """
 
 from __future__ import annotations
@@ -19,22 +21,27 @@ from typing import Any
 
 import psutil
 
+#: How much wider this run's wall-clock limits are (``AFT_TEST_TIME_SCALE``; a check run
+#: beside the whole suite sets it).
+TIME_SCALE = float(os.environ.get("AFT_TEST_TIME_SCALE", "1"))
+
 #: (module, starter) -> what the starter returned (several tests may share one start).
 STARTED: dict[tuple[str, str], Any] = {}
-#: Every process started here, by starter name, so a test's wait can raise their priority.
-PROCS: dict[str, list[subprocess.Popen]] = {}
-#: Starters whose tests have taken what they started: later processes start at normal priority.
-TAKEN: set[str] = set()
-#: What to close at the end of the session (servers a starter opened).
+#: Every process started here.
+PROCS: list[subprocess.Popen] = []
+#: What to close at the end of the session (servers a starter opened, folders).
 CLOSE: list[Callable[[], Any]] = []
 
 
-def popen(starter: Callable[..., Any], argv: list[str], **kwargs: Any) -> subprocess.Popen:
-    """``subprocess.Popen`` for ``starter`` at the lowest CPU priority (its children
-    inherit it)."""
-    low = starter.__name__ not in TAKEN
-    proc = subprocess.Popen(argv, preexec_fn=(lambda: os.nice(19)) if low else None, **kwargs)
-    PROCS.setdefault(starter.__name__, []).append(proc)
+def slack(seconds: float) -> float:
+    """A test's wall-clock limit, widened by :data:`TIME_SCALE`."""
+    return seconds * TIME_SCALE
+
+
+def popen(argv: list[str], **kwargs: Any) -> subprocess.Popen:
+    """``subprocess.Popen``, ended with the session if no test waited for it."""
+    proc = subprocess.Popen(argv, **kwargs)
+    PROCS.append(proc)
     return proc
 
 
@@ -50,24 +57,14 @@ def start_marked(items: list) -> None:
 
 
 def take(starter: Callable[[], Any]) -> Any:
-    """What ``starter`` started (at normal priority from now on), or a fresh start."""
-    TAKEN.add(starter.__name__)
+    """What ``starter`` started when collection ended, or a fresh start."""
     started = STARTED.pop((starter.__module__, starter.__name__), None)
-    if started is None:
-        return starter()
-    for proc in PROCS.get(starter.__name__, []):
-        try:
-            parent = psutil.Process(proc.pid)
-            for p in [parent, *parent.children(recursive=True)]:
-                p.nice(0)
-        except (psutil.Error, OSError):  # ended, or not allowed: it runs on at nice 19
-            continue
-    return started
+    return starter() if started is None else started
 
 
 def stop_all() -> None:
     """Ends what no test took (a run stopped early, or deselected after starting)."""
-    for proc in (p for procs in PROCS.values() for p in procs):
+    for proc in PROCS:
         if proc.poll() is None:
             try:
                 for p in psutil.Process(proc.pid).children(recursive=True):

@@ -129,7 +129,7 @@ PAGES_WITH_RUNS = [p for p in pages() if runnable(p)]
 def start_page_runs() -> dict[Path, Future]:
     """Every page's examples, three pages at a time (most wait on our server or on a
     process starting, not on the CPU); each page in its own interpreter and folder.
-    Started as soon as collection ends, at the lowest CPU priority (tests/early.py)."""
+    Started as soon as collection ends, beside the suite (tests/early.py)."""
     import tempfile
     from concurrent.futures import ThreadPoolExecutor
 
@@ -144,7 +144,7 @@ def start_page_runs() -> dict[Path, Future]:
         todo.write_text(json.dumps([b.__dict__ for b in runnable(page)]))
         work = tmp / "work"
         work.mkdir()
-        proc = early.popen(start_page_runs, [sys.executable, "-c", DRIVER, str(todo)],
+        proc = early.popen([sys.executable, "-c", DRIVER, str(todo)],
                            cwd=work, env=user_env(api.base_url), stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
         out, err = proc.communicate()

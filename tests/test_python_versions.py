@@ -5,12 +5,14 @@ test runs the core suite (every test that needs no model engine or training: ``-
 slow"``) on each other interpreter ``scripts/install.sh`` prepared an environment for
 (``.venv-3.12``, ``.venv-3.13``: pyenv's interpreters, with the extras that install there),
 both at once, and checks that the classifiers name exactly the versions tested. The two
-runs start as soon as collection ends, in the background at the lowest CPU priority
-(``tests/early.py``): they use the cores the rest of the suite leaves idle.
+runs start as soon as collection ends, beside the rest of the suite (``tests/early.py``,
+with the wall-clock limits of their tests widened threefold: ``AFT_TEST_TIME_SCALE``),
+so they use the share of the cores the rest of the suite leaves idle.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -52,10 +54,10 @@ def start_core_suites() -> dict[str, tuple[subprocess.Popen, Path]] | None:
         log = logs / f"core-{v}.log"
         with log.open("w") as out:
             runs[v] = (early.popen(
-                start_core_suites,
                 [str(py), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m",
                  "not slow and not heavy", "-o", "addopts=-p no:codspeed"],
-                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT), log)
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "AFT_TEST_TIME_SCALE": "3"}), log)
     return runs
 
 

@@ -7,6 +7,7 @@ import time
 from typing import Annotated, TypedDict
 
 import pytest
+from early import slack
 from langchain_core.messages import AnyMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -53,7 +54,7 @@ async def test_hanging_proposer_is_cut_by_the_layer_timeout(fault) -> None:
                            width=2, depth=1, layer_timeout_s=1.0, deadline_s=10)
     t0 = time.monotonic()
     result = await graph.ainvoke("question two")
-    assert time.monotonic() - t0 < 8
+    assert time.monotonic() - t0 < slack(8)
     (failed,) = result.failures
     assert failed.backend.startswith("openai:slow@") and failed.error["type"] == "GraphTimeoutError"
     assert result.answer.startswith("answer 0 from agg")
@@ -66,7 +67,7 @@ async def test_all_failing_raises_within_the_deadline(fault) -> None:
     t0 = time.monotonic()
     with pytest.raises(InsufficientProposalsError) as info:
         await graph.ainvoke("question three")
-    assert time.monotonic() - t0 < 6
+    assert time.monotonic() - t0 < slack(6)
     err = info.value
     assert err.layer == 0 and len(err.failures) == 3
     assert {f["type"] for f in err.failures} == {"ServerError", "GraphTimeoutError",
@@ -224,7 +225,7 @@ async def test_deadline_holds_for_the_compiled_graph_run_directly_and_as_a_subgr
         t0 = time.monotonic()
         with pytest.raises(GraphError, match="layer timeout/deadline"):
             await runnable.ainvoke(question)
-        assert 1.5 < time.monotonic() - t0 < 6
+        assert 1.5 < time.monotonic() - t0 < slack(6)
 
 
 async def test_a_resumed_run_counts_its_deadline_as_documented(fault) -> None:

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from early import slack
 
 openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
@@ -195,6 +196,7 @@ def test_models_retrieve_and_unknown_routes(served) -> None:
 
 
 def wait_idle(served, within: float) -> None:
+    within = slack(within)
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         with urllib.request.urlopen(served.base_url.removesuffix("/v1") + "/health") as r:
