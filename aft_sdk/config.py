@@ -53,10 +53,14 @@ class SamplingConfig(_Strict):
         frequency_penalty, presence_penalty: OpenAI's penalties (-2 to 2).
         logit_bias: Token id (as a string) -> bias (-100 to 100).
         reasoning_effort: For reasoning models behind an OpenAI-compatible API.
+        logprobs: Return each generated token's log-probability
+            (:attr:`~aft_sdk.backends.Generation.logprobs`).
+        top_logprobs: With ``logprobs``, also the ``k`` most likely tokens at each
+            position (0 to 20).
 
-    The last four are sent where the backend takes them and refused by name
-    (``BadRequestError``) where it does not (:data:`EXTRA_SAMPLING`); unset, they send
-    nothing.
+    The last six are sent where the backend takes them and refused by name
+    (``BadRequestError``) where it does not (:data:`EXTRA_SAMPLING`); unset (or
+    ``logprobs=False``), they send nothing.
     """
 
     temperature: float = Field(0.7, ge=0.0, le=2.0)
@@ -68,20 +72,24 @@ class SamplingConfig(_Strict):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
-    @field_validator("logit_bias")
-    @classmethod
-    def _token_ids(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
-        for token, value in (bias or {}).items():
+    @model_validator(mode="after")
+    def _consistent(self) -> SamplingConfig:
+        for token, value in (self.logit_bias or {}).items():
             if not token.isdigit() or not -100 <= value <= 100:
                 raise ValueError(f"logit_bias maps token ids to -100..100, got {token!r}: "
                                  f"{value!r}")
-        return bias
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
 
     def extras(self, takes: Iterable[str], label: str) -> dict[str, Any]:
         """The :data:`EXTRA_SAMPLING` fields set here, for a backend that takes ``takes``
         of them; one it does not take is refused by name."""
-        found = {k: getattr(self, k) for k in EXTRA_SAMPLING if getattr(self, k) is not None}
+        found = {k: getattr(self, k) for k in EXTRA_SAMPLING
+                 if getattr(self, k) is not None and getattr(self, k) is not False}
         refused = sorted(set(found) - set(takes))
         if refused:
             raise BadRequestError(f"{label} does not take {refused[0]}: leave it unset for "
@@ -105,14 +113,14 @@ class SamplingConfig(_Strict):
         if isinstance(top, SamplingConfig):
             top = top.model_dump(exclude_unset=True)
         elif not isinstance(top, Mapping):
-            raise ConfigError(
-                f"{source} must be a SamplingConfig or a dict, got {type(top).__name__}"
-            )
+            raise ConfigError(f"{source} must be a SamplingConfig or a dict, got "
+                              f"{type(top).__name__}")
         return validate(SamplingConfig, {**self.model_dump(), **top}, source=source)
 
 
 #: Sampling fields only some backends take (sent where taken, refused where not).
-EXTRA_SAMPLING = ("frequency_penalty", "presence_penalty", "logit_bias", "reasoning_effort")
+EXTRA_SAMPLING = ("frequency_penalty", "presence_penalty", "logit_bias", "reasoning_effort",
+                  "logprobs", "top_logprobs")
 
 #: Role defaults: partial sampling settings are merged onto these.
 PROPOSER_SAMPLING = SamplingConfig()

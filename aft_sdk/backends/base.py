@@ -41,6 +41,9 @@ class Generation(BaseModel):
         model: The model id that wrote it.
         backend: Which backend produced it (kind and endpoint; never a key).
         tool_calls: The tool calls it made, in OpenAI's format (``None``: none).
+        logprobs: With ``SamplingConfig(logprobs=True)``, one entry per generated token in
+            OpenAI's chat format: ``{"token", "logprob", "bytes", "top_logprobs": [...]}``
+            (``None``: not asked for).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -53,6 +56,7 @@ class Generation(BaseModel):
     model: str = ""
     backend: str = ""
     tool_calls: list[dict[str, Any]] | None = None
+    logprobs: list[dict[str, Any]] | None = None
 
 
 class ToolCallChunk(BaseModel):

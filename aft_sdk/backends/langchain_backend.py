@@ -20,6 +20,7 @@ from langchain_core.language_models import BaseChatModel
 
 from aft_sdk import errors
 from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
+from aft_sdk.backends.logprobs import missing_logprobs
 from aft_sdk.config import EXTRA_SAMPLING, LangChainBackendConfig, SamplingConfig
 from aft_sdk.messages import PART_TYPES, normalize_messages
 from aft_sdk.plugins import load_object
@@ -122,6 +123,11 @@ class LangChainBackend(Backend):
             if isinstance(b, str) or b.get("type") == "text")
         usage = getattr(message, "usage_metadata", None) or {}
         meta = getattr(message, "response_metadata", None) or {}
+        lps = None
+        if sampling.logprobs:  # a class that takes the field (ChatOpenAI) puts them here
+            lps = (meta.get("logprobs") or {}).get("content")
+            if not isinstance(lps, list):
+                raise missing_logprobs(self.label)
         return Generation(
             text=content, finish_reason=meta.get("finish_reason"),
             prompt_tokens=int(usage.get("input_tokens", 0)),
@@ -129,7 +135,7 @@ class LangChainBackend(Backend):
             latency_s=time.perf_counter() - t0,
             model=str(meta.get("model_name") or self.model), backend=self.label,
             tool_calls=[openai_call(c) for c in getattr(message, "tool_calls", None) or []]
-            or None,
+            or None, logprobs=lps,
         )
 
     async def generate(self, messages: Sequence[Message], *, n: int = 1,

@@ -25,6 +25,7 @@ from aft_sdk.backends.base import (
 from aft_sdk.backends.credentials import env_base_url, is_openai_endpoint, resolve_api_key
 from aft_sdk.backends.credentials import scrub_ambient_headers
 from aft_sdk.backends.http_errors import MALFORMED, map_upstream_error
+from aft_sdk.backends.logprobs import missing_logprobs, openai_logprobs
 from aft_sdk.backends.limiter import AdaptiveLimiter, LimitedTransport, httpx
 from aft_sdk.config import EXTRA_SAMPLING, OpenAIBackendConfig, SamplingConfig
 from aft_sdk.validation import validate_arguments
@@ -173,7 +174,7 @@ class OpenAIBackend(Backend):
             resp = await client.chat.completions.create(
                 messages=self._view(messages), **self._params(sampling, n, seed, options)
             )
-            return self._parse(resp, time.perf_counter() - t0)
+            return self._parse(resp, time.perf_counter() - t0, bool(sampling.logprobs))
         except (openai.OpenAIError, *MALFORMED) as e:
             raise map_upstream_error(e, self.label, self.__key) from e
 
@@ -207,7 +208,7 @@ class OpenAIBackend(Backend):
         return (self._field(usage, "prompt_tokens", int, "usage.") or 0,
                 self._field(usage, "completion_tokens", int, "usage.") or 0)
 
-    def _parse(self, resp: Any, latency: float) -> list[Generation]:
+    def _parse(self, resp: Any, latency: float, logprobs: bool = False) -> list[Generation]:
         choices = getattr(resp, "choices", None)
         if not isinstance(choices, list):
             raise self._malformed(f"the body is not a chat completion ({type(resp).__name__})")
@@ -235,18 +236,14 @@ class OpenAIBackend(Backend):
             share = total_completion // len(choices) + (
                 1 if i < total_completion % len(choices) else 0
             )
-            out.append(
-                Generation(
-                    text=text,
-                    finish_reason=self._field(ch, "finish_reason", str, f"choices[{i}]."),
-                    prompt_tokens=prompt_tokens if i == 0 else 0,
-                    completion_tokens=share,
-                    latency_s=latency,
-                    model=model,
-                    backend=self.label,
-                    tool_calls=calls,
-                )
-            )
+            lps = openai_logprobs(ch, f"choices[{i}].", self._malformed) if logprobs else None
+            if logprobs and lps is None:
+                raise missing_logprobs(self.label)
+            out.append(Generation(
+                text=text, finish_reason=self._field(ch, "finish_reason", str, f"choices[{i}]."),
+                prompt_tokens=prompt_tokens if i == 0 else 0, completion_tokens=share,
+                latency_s=latency, model=model, backend=self.label, tool_calls=calls,
+                logprobs=lps))
         return out
 
     def _calls(self, message: Any, where: str) -> list[dict[str, Any]] | None:
@@ -309,6 +306,7 @@ class OpenAIBackend(Backend):
         client, _ = self._client()
         pieces: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
+        lps: list[dict[str, Any]] | None = [] if sampling.logprobs else None
         finish = None
         usage = None
         model = self.model
@@ -335,11 +333,15 @@ class OpenAIBackend(Backend):
                     for piece in self._call_deltas(getattr(ch, "delta", None), calls):
                         yield piece
                     finish = self._field(ch, "finish_reason", str, "stream chunk ") or finish
+                    if lps is not None:
+                        lps += openai_logprobs(ch, "stream chunk ", self._malformed) or []
             if finish is None:
                 raise self._malformed(
                     f"the stream ended without a finish_reason after {len(pieces)} pieces "
                     "(cut off upstream)")
             prompt_tokens, completion_tokens = self._usage(usage)
+            if lps == [] and pieces:
+                raise missing_logprobs(self.label)
         except (openai.OpenAIError, *MALFORMED) as e:
             raise map_upstream_error(e, self.label, self.__key) from e
         latency = time.perf_counter() - t0
@@ -363,6 +365,7 @@ class OpenAIBackend(Backend):
             tool_calls=[{"id": c["id"] or f"call_{i}", "type": "function",
                          "function": {"name": c["name"], "arguments": c["arguments"] or "{}"}}
                         for i, c in sorted(calls.items())] or None,
+            logprobs=lps,
         )
 
     def _call_deltas(self, delta: Any, calls: dict[int, dict[str, Any]]

@@ -24,7 +24,15 @@ from typing import Any
 
 from aft_sdk import errors
 from aft_sdk.backends.vllm_tools import calls_of, structured, template_messages
-from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n, is_greedy
+from aft_sdk.backends.base import (
+    Backend,
+    Generation,
+    Message,
+    check_n,
+    emulate_n,
+    is_greedy,
+)
+from aft_sdk.backends.logprobs import token_logprob
 from aft_sdk.backends.vllm_engine import VLLMEngine
 from aft_sdk.config import PromptConfig, SamplingConfig, VLLMBackendConfig
 from aft_sdk.validation import validate_arguments
@@ -171,8 +179,11 @@ class VLLMBackend(Backend):
         from vllm.sampling_params import RequestOutputKind
 
         guided = structured(options, self.label, self._cfg.tool_parser)
-        extras = sampling.extras(("frequency_penalty", "presence_penalty", "logit_bias"),
-                                 self.label)
+        extras = sampling.extras(("frequency_penalty", "presence_penalty", "logit_bias",
+                                  "logprobs", "top_logprobs"), self.label)
+        top = extras.pop("top_logprobs", 0)
+        if extras.pop("logprobs", False):
+            extras["logprobs"] = top  # vLLM: the sampled token's, and the top ``k``
         if "logit_bias" in extras:
             extras["logit_bias"] = {int(k): v for k, v in extras["logit_bias"].items()}
         return SamplingParams(
@@ -238,8 +249,29 @@ class VLLMBackend(Backend):
                 prompt_tokens=prompt_tokens if i == 0 else 0,
                 completion_tokens=len(c.token_ids), latency_s=latency,
                 model=self.model, backend=self.label, tool_calls=calls,
+                logprobs=self._logprobs(c, sampling),
             ))
         return gens
+
+    def _logprobs(self, c: Any, sampling: SamplingConfig) -> list[dict[str, Any]] | None:
+        """vLLM's per-position log-probabilities (token id -> ``Logprob``) of output
+        ``c`` in OpenAI's format: the sampled token's, then the top ``k`` by rank."""
+        if not sampling.logprobs:
+            return None
+        k = sampling.top_logprobs or 0
+
+        def text(tid: int, lp: Any) -> str:
+            return lp.decoded_token if lp.decoded_token is not None else \
+                self.tokenizer.decode([tid])
+
+        out = []
+        for tid, position in zip(c.token_ids, c.logprobs or []):
+            chosen = position[tid]
+            top = sorted(((t, lp) for t, lp in position.items() if lp.rank and lp.rank <= k),
+                         key=lambda item: item[1].rank)
+            out.append(token_logprob(text(tid, chosen), chosen.logprob,
+                                     [(text(t, lp), lp.logprob) for t, lp in top]))
+        return out
 
     async def _stream_text(  # type: ignore[override]
         self, messages: Sequence[Message], sampling: SamplingConfig | None,
@@ -249,12 +281,14 @@ class VLLMBackend(Backend):
         ids = await self._prepare(messages)
         t0 = time.perf_counter()
         pieces: list[str] = []
+        lps: list[dict[str, Any]] = []
         tokens, finish = 0, None
         try:
             async for out in self.engine.relay(
                     self._requests(ids, self._params(sampling, 1, stream=True))):
                 c = out.outputs[0]
                 tokens += len(c.token_ids)
+                lps += self._logprobs(c, sampling) or []
                 finish = c.finish_reason or finish
                 if c.text:
                     pieces.append(c.text)
@@ -268,7 +302,8 @@ class VLLMBackend(Backend):
                                       f"after {tokens} tokens", backend=self.label)
         yield Generation(text="".join(pieces), finish_reason=finish, prompt_tokens=len(ids),
                          completion_tokens=tokens, latency_s=time.perf_counter() - t0,
-                         model=self.model, backend=self.label)
+                         model=self.model, backend=self.label,
+                         logprobs=lps if sampling.logprobs else None)
 
     def _map(self, e: Exception) -> errors.BackendError:
         name = type(e).__name__

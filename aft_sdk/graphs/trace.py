@@ -197,6 +197,15 @@ class AggregateResult(BaseModel):
         return final.tool_calls if final else None
 
     @property
+    def logprobs(self) -> list[dict[str, Any]] | None:
+        """The answer's token log-probabilities (OpenAI's format), where the call that
+        wrote it was asked for them (``final_sampling={"logprobs": True}``) and its
+        backend returned them (a vote's: the picked draft's own); ``None`` otherwise, as for
+        drafts that agree standing in for an aggregation that was never made."""
+        final = self.final_output
+        return final.logprobs if final else None
+
+    @property
     def finish_reason(self) -> str:
         """Why the generation that wrote the answer stopped (``stop``, ``length``, ...;
         ``tool_calls`` when the answer is a call)."""

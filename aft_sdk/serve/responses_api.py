@@ -5,11 +5,14 @@ Read: ``input`` (a string, or items: messages with ``input_text``/``input_image`
 ``instructions`` (a system message first), function ``tools`` and ``tool_choice`` in
 the Responses form, ``parallel_tool_calls``, ``text.format`` (``text``,
 ``json_object``, ``json_schema``), ``max_output_tokens``, ``temperature``, ``top_p``,
-``stream`` and the graph's per-request fields. No effect here: ``metadata``, ``user``,
+``stream``, ``include: ["message.output_text.logprobs"]`` and ``top_logprobs`` (the
+answer's token log-probabilities, as on chat completions) and the graph's per-request
+fields. No effect here: ``metadata``, ``user``,
 ``safety_identifier``, ``prompt_cache_key``, ``service_tier``, ``truncation:
 "disabled"``, ``store: false``, ``stream_options``. This server keeps no responses, so
 ``previous_response_id``, ``store: true`` and ``conversation`` are refused by name, as are
-``reasoning``, ``include``, ``background``, built-in tools and other item types.
+``reasoning``, other ``include`` values, ``background``, built-in tools and other item
+types.
 
 Written: a ``response`` object (a ``message`` item with the answer's ``output_text``,
 then one ``function_call`` item per call; ``status: "incomplete"`` when the answer hit
@@ -38,7 +41,10 @@ from aft_sdk.serve.surface import (
 )
 
 KNOWN = {"model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls",
-         "text", "max_output_tokens", "temperature", "top_p", "stream", "stream_options"}
+         "text", "max_output_tokens", "temperature", "top_p", "stream", "stream_options",
+         "include", "top_logprobs"}
+#: What ``include`` may name: the answer's token log-probabilities.
+LOGPROBS = "message.output_text.logprobs"
 NO_EFFECT = {"metadata", "user", "safety_identifier", "prompt_cache_key", "service_tier",
              "truncation", "store"}
 REFUSED = {
@@ -47,9 +53,7 @@ REFUSED = {
     "store": "this server keeps no responses (send store: false or leave it out)",
     "conversation": "this server keeps no conversations: send them in 'input'",
     "reasoning": "the served models take no reasoning settings",
-    "include": "no extra output (reasoning, logprobs, search results) is available",
     "background": "runs are answered in the request; background mode is not available",
-    "top_logprobs": "an aggregated answer has no single token distribution",
     "max_tool_calls": "the graph makes at most one round of calls per request",
     "prompt": "stored prompt templates are not available: send 'input'",
 }
@@ -81,13 +85,21 @@ class Responses(Surface):
         fmt = _format(data.get("text"))
         if fmt is not None:
             out["response_format"] = fmt
+        include = _list(data.get("include") or [], "include")
+        for name in include:
+            if name != LOGPROBS:
+                raise ConfigError(f"include {name!r} is not available on {self.path}: only "
+                                  f"{LOGPROBS!r} (no reasoning, search or image output)")
+        if include or data.get("top_logprobs") is not None:
+            out.update(logprobs=True, top_logprobs=data.get("top_logprobs"))
         return out
 
     def complete(self, model: str, result: AggregateResult) -> dict[str, Any]:
         rid = f"resp_aft{uuid.uuid4().hex[:24]}"
         output: list[dict[str, Any]] = []
         if result.answer or not result.tool_calls:
-            output.append(_message_item(f"msg_{rid[5:]}", result.answer))
+            output.append(_message_item(f"msg_{rid[5:]}", result.answer,
+                                        logprobs=result.logprobs))
         output += [_call_item(call) for call in result.tool_calls or []]
         return _response(rid, model, int(time.time()), output, result)
 
@@ -191,13 +203,14 @@ def _usage(result: AggregateResult) -> dict[str, Any]:
             "output_tokens_details": {"reasoning_tokens": 0}}
 
 
-def _text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def _text_part(text: str, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
 
 
-def _message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+def _message_item(item_id: str, text: str, status: str = "completed",
+                  logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {"type": "message", "id": item_id, "status": status, "role": "assistant",
-            "content": [_text_part(text)] if status == "completed" else []}
+            "content": [_text_part(text, logprobs)] if status == "completed" else []}
 
 
 def _call_item(call: dict[str, Any], arguments: str | None = None) -> dict[str, Any]:
@@ -262,11 +275,13 @@ class _Writer(StreamWriter):
             if result.answer:
                 out.append(self.token(result.answer))
         if self.text is not None:
-            item = _message_item(self.msg_id, self.text)
+            lps = result.logprobs or []  # where asked for: whole, with the text's end
+            item = _message_item(self.msg_id, self.text, logprobs=lps)
             out += [self._event("response.output_text.done", item_id=self.msg_id,
-                                output_index=0, content_index=0, text=self.text, logprobs=[]),
+                                output_index=0, content_index=0, text=self.text, logprobs=lps),
                     self._event("response.content_part.done", item_id=self.msg_id,
-                                output_index=0, content_index=0, part=_text_part(self.text)),
+                                output_index=0, content_index=0,
+                                part=_text_part(self.text, lps)),
                     self._event("response.output_item.done", output_index=0, item=item)]
             output.append(item)
         for call in result.tool_calls or []:

@@ -160,6 +160,8 @@ class Run(Response):
                     self.req.messages, final_sampling=sampling, call=self.call))
                     for sampling in self.samplings]
             results = [t.result() for t in tasks]
+            for result in results:
+                protocol.check_logprobs(self.req, result)
             response: Response = JSONResponse(self.surface.complete(self.req.model, *results))
         except Exception as e:
             if isinstance(e, ExceptionGroup):
@@ -192,6 +194,7 @@ class Run(Response):
                     if event["event"] == "token":
                         await emit(writer.token(event["text"]))
                     elif event["event"] == "result":
+                        protocol.check_logprobs(req, event["result"])
                         await emit(writer.finish(event["result"]), more=False)
                         return
         except Exception as e:

@@ -115,7 +115,9 @@ class _ChatWriter(StreamWriter):
 
     def finish(self, result: AggregateResult) -> str:
         out = [self._chunk(delta=delta) for delta in protocol.call_deltas(result)]
+        # The answer's log-probabilities, where asked for, come whole with the last chunk.
         out.append(self._chunk(finish_reason=result.finish_reason,
+                               logprobs=protocol.logprobs_of(result),
                                extra={"aft": protocol.trace_of(result)}))
         if self.req.stream_options and self.req.stream_options.include_usage:
             out.append(self._chunk(usage=protocol.usage_of(result)))

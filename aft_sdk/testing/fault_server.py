@@ -26,6 +26,13 @@ that many in flight for one model, as an overloaded API does; ``fail_actions`` s
 a ``fail_rate`` failure is (default ``["500"]``). ``aborted`` counts answers the client
 left before they were written out (a stream whose reader went away); ``stream_pause_s``
 is the pause between streamed words of unscripted answers.
+
+``permissive=True`` makes unscripted answers (and ``ok`` / ``delay``) follow what the
+request asks, as a model that always complies would (tools, JSON formats; the rule is in
+:mod:`aft_sdk.testing.complying`), so a client's plumbing can be tested end to end.
+``logprobs: true`` adds OpenAI-format log probabilities to text answers (scripted or not;
+per chunk when streamed). A stream's first delta names the ``assistant`` role and streams
+end with a ``usage`` chunk; assistant turns with ``content: null`` are accepted.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from collections import defaultdict, deque
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from aft_sdk.testing.complying import comply, logprobs, pieces
 
 
 class _Server(ThreadingHTTPServer):
@@ -58,11 +67,14 @@ class FaultServer:
         delay_s: Seconds every ``ok`` answer waits before replying.
         honour_n: Return ``n`` choices when asked (``False`` mimics llama.cpp).
         port: Port to bind; 0 picks a free one.
+        permissive: Answer tool and format requests as asked (see the module's notes).
     """
 
-    def __init__(self, *, delay_s: float = 0.0, honour_n: bool = True, port: int = 0) -> None:
+    def __init__(self, *, delay_s: float = 0.0, honour_n: bool = True, port: int = 0,
+                 permissive: bool = False) -> None:
         self.delay_s = delay_s
         self.honour_n = honour_n
+        self.permissive = permissive
         self._scripts: dict[str, deque[str]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -259,10 +271,19 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 return
             time.sleep(float(arg) if kind == "delay" else server.delay_s)
             if kind in ("call", "bad-call"):
-                self._calls(body, arg, bad=kind == "bad-call")
+                self._calls(body, _scripted_calls(arg, bad=kind == "bad-call"))
+                return
+            top = body.get("top_logprobs")
+            if top is not None and (type(top) is not int or not 0 <= top <= 20):
+                self._send(400, {"error": {"message": "top_logprobs must be 0..20"}})
+                return
+            complied = comply(body) if server.permissive and kind in ("ok", "delay") else None
+            if isinstance(complied, list):
+                self._calls(body, complied)
                 return
             n = int(body.get("n") or 1) if server.honour_n else 1
-            texts = [arg if kind == "say" else server.reply_text(body, i) for i in range(n)]
+            texts = [arg if kind == "say" else complied if complied is not None
+                     else server.reply_text(body, i) for i in range(n)]
             if body.get("stream"):
                 self._stream(body, texts[0], kind,
                              float(arg) if kind == "drip" else server.stream_pause_s)
@@ -272,8 +293,10 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 payload["model"] = 123
             elif kind == "bad-usage":
                 payload["usage"]["completion_tokens"] = "x"
-            for choice in payload["choices"]:
+            for choice, text in zip(payload["choices"], texts):
                 choice["finish_reason"] = _finish(kind)
+                if body.get("logprobs"):
+                    choice["logprobs"] = logprobs(pieces(text), top or 0)
             self._send(200, payload)
 
         def _stream(self, body: dict[str, Any], text: str, kind: str, pause: float) -> None:
@@ -283,16 +306,17 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("connection", "close")
             self.end_headers()
             model = 123 if kind == "bad-model" else body.get("model")
-            words = text.split(" ")
-            for i, word in enumerate(words):
+            for i, piece in enumerate(pieces(text)):
                 if i and kind == "broken-sse":
                     self.wfile.write(b"data: {oops\n\n")
                     self.wfile.flush()
                     self.close_connection = True
                     return
-                piece = word + " " if i < len(words) - 1 else word  # exactly the text
-                delta = {"choices": [{"index": 0, "delta": {"content": piece}}]}
-                self._event(model, delta)
+                delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
+                choice: dict[str, Any] = {"index": 0, "delta": delta}
+                if body.get("logprobs"):
+                    choice["logprobs"] = logprobs([piece], body.get("top_logprobs") or 0)
+                self._event(model, {"choices": [choice]})
                 time.sleep(pause)
             if kind != "no-finish":
                 self._event(model, {"choices": [{"index": 0, "delta": {},
@@ -304,12 +328,9 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(b"data: [DONE]\n\n")
             self.close_connection = True
 
-        def _calls(self, body: dict[str, Any], spec: str, bad: bool) -> None:
-            calls = []
-            for i, one in enumerate(spec.split("|") if spec else ["f:{}"]):
-                name, _, args = one.partition(":")
-                fn = {"arguments": args or "{}"} if bad else {"name": name, "arguments": args or "{}"}
-                calls.append({"id": f"call_{i}_{name}", "type": "function", "function": fn})
+        def _calls(self, body: dict[str, Any], calls: list[dict[str, Any]]) -> None:
+            """Answers with ``calls``; streamed, each call's name and id come in its first
+            chunk only, its arguments in two pieces."""
             if not body.get("stream"):
                 payload = _completion(body, [""])
                 payload["choices"][0].update(finish_reason="tool_calls", message={
@@ -324,12 +345,14 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             model = body.get("model")
             for i, c in enumerate(calls):  # the name first, the arguments in two pieces
                 args = c["function"]["arguments"]
+                name = {"name": c["function"]["name"]} if "name" in c["function"] else {}
                 head = {"index": i, "id": c["id"], "type": "function",
-                        "function": {**({} if bad else {"name": c["function"]["name"]}),
-                                     "arguments": args[:len(args) // 2]}}
+                        "function": {**name, "arguments": args[:len(args) // 2]}}
                 tail = {"index": i, "function": {"arguments": args[len(args) // 2:]}}
                 for part in (head, tail):
-                    self._event(model, {"choices": [{"index": 0, "delta": {"tool_calls": [part]}}]})
+                    delta = {"role": "assistant"} if part is head and i == 0 else {}
+                    self._event(model, {"choices": [{"index": 0, "delta": {
+                        **delta, "tool_calls": [part]}}]})
             self._event(model, {"choices": [{"index": 0, "delta": {},
                                              "finish_reason": "tool_calls"}]})
             self._event(model, {"choices": [], "usage": _usage(body, [""])})
@@ -345,6 +368,16 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _scripted_calls(spec: str, bad: bool = False) -> list[dict[str, Any]]:
+    """The calls of a ``call:`` action (``NAME:ARGS`` joined by ``|``); ``bad``: no names."""
+    calls = []
+    for i, one in enumerate(spec.split("|") if spec else ["f:{}"]):
+        name, _, args = one.partition(":")
+        fn = {"arguments": args or "{}"} if bad else {"name": name, "arguments": args or "{}"}
+        calls.append({"id": f"call_{i}_{name}", "type": "function", "function": fn})
+    return calls
+
+
 def _finish(kind: str) -> str:
     return "length" if kind == "length" else "stop"
 
@@ -357,14 +390,7 @@ def _usage(body: dict[str, Any], texts: list[str]) -> dict[str, int]:
 
 
 def _completion(body: dict[str, Any], texts: list[str]) -> dict[str, Any]:
-    return {
-        "id": "fault-1",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body.get("model"),
-        "choices": [
-            {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
-            for i, t in enumerate(texts)
-        ],
-        "usage": _usage(body, texts),
-    }
+    return {"id": "fault-1", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model"), "usage": _usage(body, texts),
+            "choices": [{"index": i, "message": {"role": "assistant", "content": t},
+                         "finish_reason": "stop"} for i, t in enumerate(texts)]}

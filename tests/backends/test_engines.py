@@ -159,6 +159,23 @@ async def test_seeded_requests_under_load_keep_the_engine_alive(vllm_backend) ->
     assert len(await one(99)) == 2  # and the engine still serves
 
 
+async def test_vllm_returns_the_log_probabilities_asked_for(vllm_backend) -> None:
+    asked = SamplingConfig(max_tokens=6, temperature=0.0, logprobs=True, top_logprobs=3)
+    (gen,) = await vllm_backend.generate(QUESTION, sampling=asked)
+    assert len(gen.logprobs) == gen.completion_tokens
+    for entry in gen.logprobs:
+        assert entry["logprob"] <= 0 and bytes(entry["bytes"]).decode() == entry["token"]
+        tops = [t["logprob"] for t in entry["top_logprobs"]]
+        assert len(tops) == 3 and tops == sorted(tops, reverse=True)
+        # Greedy: the chosen token is the most likely one.
+        assert entry["logprob"] == pytest.approx(tops[0])
+    assert "".join(e["token"] for e in gen.logprobs).strip() == gen.text.strip()
+    streamed = [p async for p in vllm_backend.stream(QUESTION, sampling=asked)][-1]
+    assert [e["token"] for e in streamed.logprobs] == [e["token"] for e in gen.logprobs]
+    (plain,) = await vllm_backend.generate(QUESTION, sampling=SHORT)
+    assert plain.logprobs is None
+
+
 async def test_an_overlong_prompt_fails_alone(vllm_backend) -> None:
     too_long = [{"role": "user", "content": "word " * 1500}]
     ok1, bad, ok2 = await asyncio.gather(
@@ -327,3 +344,10 @@ async def test_vllm_forced_tools_and_schemas_use_structured_decoding(vllm_backen
     assert set(check_structured(point.text, POINT["json_schema"]["schema"])) == {"x", "y"}
     with pytest.raises(BadRequestError, match="needs tool_parser"):
         await vllm_backend.generate(ASK, options=CallOptions(tools=[MULTIPLY]))
+
+
+def test_a_backend_without_log_probabilities_refuses_them_by_name(gguf_path) -> None:
+    backend = EmbeddedBackend(model_path=str(gguf_path))
+    with pytest.raises(BadRequestError, match="does not take logprobs"):
+        backend.generate_sync("hi", sampling=SamplingConfig(max_tokens=2, logprobs=True))
+    backend.close()

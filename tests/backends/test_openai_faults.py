@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -195,3 +196,67 @@ def test_scrub_secrets_catches_exact_masked_and_fragment_forms() -> None:
     assert key not in out and "xyzW" not in out and key[:12] not in out
     assert out.count("[redacted]") == 3 and "plain words like secret and sk stay." in out
     assert scrub_secrets(text, [None, ""]) == text
+
+
+def test_logprobs_come_in_openai_format_whole_and_streamed(fault: FaultServer) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=fault.base_url, api_key="none", max_retries=0)
+    ask = {"model": "m", "messages": MSG}
+    (plain,) = client.chat.completions.create(**ask).choices
+    assert plain.logprobs is None  # not asked: nothing changes
+    (choice,) = client.chat.completions.create(**ask, logprobs=True, top_logprobs=3).choices
+    entries = choice.logprobs.content
+    assert "".join(e.token for e in entries) == choice.message.content
+    assert len(entries) == len(choice.message.content.split())
+    for e in entries:
+        assert e.logprob < 0 and bytes(e.bytes).decode() == e.token
+        assert [t.token for t in e.top_logprobs][0] == e.token and len(e.top_logprobs) == 3
+        assert sorted((t.logprob for t in e.top_logprobs), reverse=True) == \
+            [t.logprob for t in e.top_logprobs]
+    again = client.chat.completions.create(**ask, logprobs=True, top_logprobs=3).choices[0]
+    assert again.logprobs == choice.logprobs  # deterministic
+    chunks = [c.choices[0] for c in client.chat.completions.create(
+        **ask, logprobs=True, stream=True) if c.choices and c.choices[0].delta.content]
+    assert [c.logprobs.content[0].token for c in chunks] == [c.delta.content for c in chunks]
+    assert all(c.logprobs.content[0].top_logprobs == [] for c in chunks)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(**ask, logprobs=True, top_logprobs=21)
+
+
+def test_a_permissive_server_calls_the_tool_then_answers(fault: FaultServer) -> None:
+    import openai
+
+    fault.permissive = True
+    try:
+        client = openai.OpenAI(base_url=fault.base_url, api_key="none", max_retries=0)
+        tool = {"type": "function", "function": {"name": "lookup", "parameters": {
+            "type": "object", "required": ["who", "n", "mode"], "properties": {
+                "who": {"type": "string"}, "n": {"type": "integer", "minimum": 5},
+                "mode": {"enum": ["fast", "slow"]}, "extra": {"type": "string"}}}}}
+        ask = [{"role": "user", "content": "Look up 'Ann'"}]
+        (choice,) = client.chat.completions.create(model="m", messages=ask, tools=[tool]).choices
+        (call,) = choice.message.tool_calls
+        assert call.function.name == "lookup" and choice.finish_reason == "tool_calls"
+        assert json.loads(call.function.arguments) == {"who": "Ann", "n": 5, "mode": "fast"}
+        streamed = [c.choices[0].delta.tool_calls[0] for c in client.chat.completions.create(
+            model="m", messages=ask, tools=[tool], stream=True)
+            if c.choices and c.choices[0].delta.tool_calls]
+        assert [bool(d.function.name) for d in streamed] == [True, False]
+        history = [*ask, {"role": "assistant", "content": None, "tool_calls": [
+            {"id": call.id, "type": "function", "function": {
+                "name": "lookup", "arguments": call.function.arguments}}]},
+            {"role": "tool", "tool_call_id": call.id, "content": "found"}]
+        (after,) = client.chat.completions.create(model="m", messages=history,
+                                                  tools=[tool]).choices
+        assert after.message.tool_calls is None and after.message.content.startswith("answer 0")
+        fmt = {"type": "json_schema", "json_schema": {"name": "t", "schema": tool[
+            "function"]["parameters"]}}
+        (shaped,) = client.chat.completions.create(model="m", messages=ask,
+                                                   response_format=fmt).choices
+        assert json.loads(shaped.message.content) == {"who": "Ann", "n": 5, "mode": "fast"}
+        fault.script("m", ["say:scripted"])  # a script still wins
+        (said,) = client.chat.completions.create(model="m", messages=ask, tools=[tool]).choices
+        assert said.message.content == "scripted" and said.message.tool_calls is None
+    finally:
+        fault.permissive = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aft_sdk.errors import ConfigError
+from aft_sdk.errors import BadRequestError, ConfigError
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
@@ -75,6 +75,24 @@ async def test_a_langchain_chat_model_is_a_backend(llama_server, fault) -> None:
                                   width=2, proposer_sampling=short).ainvoke("Hi")
     assert result.usage.generations == 3
     assert result.layers[0].outputs[0].backend.startswith("langchain:ChatOpenAI")
+
+
+async def test_a_langchain_backend_returns_log_probabilities_where_its_class_takes_them(
+        fault) -> None:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    fault.script("m", ["say:red and blue"])
+    chat = lc_openai.ChatOpenAI(model="m", base_url=fault.base_url, api_key="none",
+                                max_retries=0)
+    asked = SamplingConfig(max_tokens=8, logprobs=True, top_logprobs=2)
+    (gen,) = await LangChainBackend(chat).generate([{"role": "user", "content": "Hi"}],
+                                                   sampling=asked)
+    assert [e["token"].strip() for e in gen.logprobs] == ["red", "and", "blue"]
+    assert all(len(e["top_logprobs"]) == 2 for e in gen.logprobs)
+    assert fault.requests[-1]["logprobs"] is True and fault.requests[-1]["top_logprobs"] == 2
+    with pytest.raises(BadRequestError, match="does not take logprobs"):
+        await LangChainBackend(FakeListChatModel(responses=["x"])).generate(
+            [{"role": "user", "content": "Hi"}], sampling=asked)
 
 
 async def test_langchain_backend_errors_map_onto_the_aft_tree(fault) -> None:

@@ -6,7 +6,8 @@ The server is llama.cpp on the bundled SmolLM2-135M with tool calling
 (:mod:`aft_sdk.testing.llama_tools`). Tests that ``ChatOpenAI`` itself fails there are
 listed in ``BOTH_FAIL`` with the reason (a limit of the server or of a 135M model) and
 are skipped for both classes (their outcome would decide nothing); any other failure of
-either class fails CI.
+either class fails CI. The ``BOTH_FAIL`` tests all run, and pass, for both models on our
+fault server in its permissive mode (``test_langchain_standard_fault.py``).
 
 The default run has the graph's class only: every test it runs must pass, which is what
 the comparison asks. ``ChatOpenAI``'s run, which re-measures that baseline (does the

@@ -9,6 +9,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from early import slack
@@ -25,12 +26,15 @@ ADD = {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "
 
 @pytest.fixture(scope="module")
 def served(fault_server, tmp_path_factory):
-    path = tmp_path_factory.mktemp("surfaces") / "pa.yaml"
+    folder = tmp_path_factory.mktemp("surfaces")
     backend = f"{{type: openai, model: MODEL, base_url: '{fault_server.base_url}', max_retries: 0}}"
-    path.write_text("\n".join([
-        "name: pa", "width: 3", "depth: 1", "proposers:", "  - " + backend.replace("MODEL", "p"),
-        "aggregator:", "  - " + backend.replace("MODEL", "a")]) + "\n")
-    server = LocalServer.aft_serve([path], env={"AFT_TEST_KEYS": KEY},
+    for name, extra in (("pa", []), ("agree", ["adaptive: {}"])):  # agree: stops when drafts agree
+        (folder / f"{name}.yaml").write_text("\n".join([
+            f"name: {name}", "width: 3", "depth: 1", *extra,
+            "proposers:", "  - " + backend.replace("MODEL", "p"),
+            "aggregator:", "  - " + backend.replace("MODEL", "a")]) + "\n")
+    server = LocalServer.aft_serve([folder / "pa.yaml", folder / "agree.yaml"],
+                                   env={"AFT_TEST_KEYS": KEY},
                                    extra_args=["--api-key-env", "AFT_TEST_KEYS"])
     with server:
         yield server
@@ -118,6 +122,7 @@ def test_responses_stream_sends_the_event_sequence(served, fault) -> None:
     ({"store": True}, "store"), ({"reasoning": {"effort": "low"}}, "reasoning"),
     ({"tools": [{"type": "web_search"}]}, "web_search"), ({"temprature": 1}, "temprature"),
     ({"input": [{"type": "reasoning", "summary": []}]}, "reasoning"),
+    ({"include": ["reasoning.encrypted_content"]}, "reasoning.encrypted_content"),
 ])
 def test_responses_refuse_by_name_in_their_error_shape(served, fault, extra, named) -> None:
     body = {"model": "pa", "input": "x", **extra}
@@ -272,7 +277,8 @@ def test_chat_fields_are_honoured_documented_or_refused_by_name(served, fault) -
     for extra, named in [({"modalities": ["text", "audio"]}, "modalities"),
                          ({"prediction": {"type": "content", "content": "x"}}, "prediction"),
                          ({"web_search_options": {}}, None), ({"temprature": 1}, "temprature"),
-                         ({"logprobs": True}, "logprobs"), ({"logit_bias": {"x": 1}}, "logit_bias")]:
+                         ({"top_logprobs": 2}, "top_logprobs needs logprobs"),
+                         ({"logit_bias": {"x": 1}}, "logit_bias")]:
         if named is None:  # an empty object is off: taken
             c.chat.completions.create(model="pa", messages=[{"role": "user", "content": "x"}],
                                       extra_body=extra)
@@ -334,3 +340,94 @@ def test_langchains_chat_anthropic_invokes_streams_and_calls_tools(served, fault
     answer = tooled.invoke([ask, call, ToolMessage("3", tool_call_id=call.tool_calls[0]["id"])])
     assert answer.content == "3" or answer.text == "3"
     assert fault.requests[-1]["messages"][-1]["role"] == "tool"
+
+
+def test_logprobs_are_the_final_aggregations_on_every_openai_surface(served, fault) -> None:
+    c, q = oai(served), [{"role": "user", "content": "hi"}]
+    fault.script("a", ["say:Paris is big"])
+    r = c.chat.completions.create(model="pa", messages=q, logprobs=True, top_logprobs=2)
+    content = r.choices[0].logprobs.content
+    assert len(content) == 3 and all(len(t.top_logprobs) == 2 for t in content)
+    assert all(t.logprob <= 0 for t in content)
+    final = [x for x in fault.requests if x["model"] == "a"][-1]
+    assert final["logprobs"] is True and final["top_logprobs"] == 2
+    assert not any("logprobs" in x for x in fault.requests if x["model"] == "p")  # final only
+    assert c.chat.completions.create(model="pa", messages=q).choices[0].logprobs is None
+    fault.script("a", ["say:a b"])
+    chunks = list(c.chat.completions.create(model="pa", messages=q, stream=True,
+                                            logprobs=True))
+    streamed = [t for ch in chunks if ch.choices and ch.choices[0].logprobs
+                for t in ch.choices[0].logprobs.content]
+    assert len(streamed) == 2  # whole, with the last chunk
+    fault.script("a", ["say:x y"])
+    resp = c.responses.create(model="pa", input="hi",
+                              include=["message.output_text.logprobs"], top_logprobs=1)
+    assert len(resp.output[0].content[0].logprobs) == 2
+    # A vote's final step is its drafts (they are asked): the picked draft's own.
+    fault.reset()
+    fault.script("p", ["say:yes it is"] * 3)
+    r = c.chat.completions.create(model="pa", messages=q, logprobs=True,
+                                  extra_body={"strategy": "vote"})
+    assert len(r.choices[0].logprobs.content) == 3
+    # Drafts that agree stand in for the aggregation, which was never asked: said, not
+    # answered without them.
+    fault.script("p", ["say:same"] * 3)
+    with pytest.raises(openai.BadRequestError, match="chosen among drafts"):
+        c.chat.completions.create(model="agree", messages=q, logprobs=True)
+    assert fault.count("a") == 0
+
+
+#: A value that turns each refused field on (off values, such as an empty object, pass).
+REFUSED_VALUES = {
+    "functions": [{"name": "f"}], "function_call": "auto", "modalities": ["text", "audio"],
+    "audio": {"voice": "alloy", "format": "wav"},
+    "prediction": {"type": "content", "content": "x"},
+    "web_search_options": {"search_context_size": "low"}, "verbosity": "low",
+    "previous_response_id": "resp_1", "store": True, "conversation": "conv_1",
+    "reasoning": {"effort": "low"}, "background": True, "max_tool_calls": 2,
+    "prompt": {"id": "pmpt_1"}, "top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 64},
+    "mcp_servers": [{"type": "url", "url": "http://127.0.0.1:9", "name": "m"}],
+    "container": "cntr_1"}
+NO_EFFECT_VALUES = {"metadata": {"team": "a"}, "store": False, "user": "u1",
+                    "service_tier": "auto", "prompt_cache_key": "k1",
+                    "safety_identifier": "s1", "truncation": "disabled"}
+
+
+def _surfaces():
+    from aft_sdk.serve import messages_api, protocol, responses_api
+
+    q = [{"role": "user", "content": "hi"}]
+    return [("/v1/chat/completions", {"model": "pa", "messages": q},
+             protocol.NO_EFFECT, protocol.REFUSED),
+            ("/v1/responses", {"model": "pa", "input": "hi"},
+             responses_api.NO_EFFECT, responses_api.REFUSED),
+            ("/v1/messages", {"model": "pa", "max_tokens": 20, "messages": q},
+             messages_api.NO_EFFECT, messages_api.REFUSED)]
+
+
+def test_every_listed_field_of_every_surface_does_what_its_list_says(served, fault) -> None:
+    """Walks each surface's lists: a refused field is a 400 naming it in the surface's
+    own error shape, a field without effect is taken and never reaches an upstream, and
+    every one of them is documented on the serving page."""
+    import httpx
+
+    root = served.base_url.removesuffix("/v1")
+    page = (Path(__file__).resolve().parents[2] / "docs/how-to/serve.md").read_text()
+    headers = {"authorization": f"Bearer {KEY}"}
+    undocumented = []
+    for path, body, no_effect, refused in _surfaces():
+        for name in sorted(refused):
+            r = httpx.post(root + path, json={**body, name: REFUSED_VALUES[name]},
+                           headers=headers, timeout=30)
+            error = r.json()["error"]
+            assert r.status_code == 400 and name in error["message"], (path, name, r.text)
+            if path == "/v1/messages":
+                assert r.json()["type"] == "error"
+        for name in sorted(set(no_effect) - set(refused)):
+            fault.reset()
+            r = httpx.post(root + path, json={**body, name: NO_EFFECT_VALUES[name]},
+                           headers=headers, timeout=30)
+            assert r.status_code == 200, (path, name, r.text)
+            assert fault.requests and not any(name in q for q in fault.requests), (path, name)
+        undocumented += [f"{path}: {n}" for n in {*refused, *no_effect} if f"`{n}" not in page]
+    assert not undocumented, undocumented
