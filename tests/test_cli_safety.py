@@ -120,7 +120,6 @@ def test_a_resumed_batch_warns_when_the_question_under_an_id_changed(fault, tmp_
     assert "warning: 1 ids already in" in r.stderr and "different question" in r.stderr
 
 
-@pytest.mark.needs("embedded")
 def test_eval_refuses_bad_method_specs_and_fails_when_a_method_never_worked(
         fault, tmp_path) -> None:
     data = tmp_path / "items.jsonl"

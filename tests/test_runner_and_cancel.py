@@ -42,7 +42,6 @@ def test_jsonl_splits_on_newlines_only(tmp_path) -> None:
     assert path.read_text(encoding="utf-8").endswith("}\n")
 
 
-@pytest.mark.needs("embedded")
 def test_a_batch_answer_with_a_line_separator_survives_reruns(fault, tmp_path) -> None:
     fault.script("p", ["say:first\u2028second"] * 2)
     src = tmp_path / "q.jsonl"

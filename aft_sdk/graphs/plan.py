@@ -214,20 +214,27 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
     """
     layer_backends = layer_backends or {}
     prop = _as_backends(proposers if proposers is not None else list(cfg.proposers), "proposers")
-    agg = _as_backends(aggregator if aggregator is not None else list(cfg.aggregator),
-                       "aggregator", default_aggregator)
+    given = aggregator if aggregator is not None else list(cfg.aggregator)
+    # A given aggregator is checked whether or not a layer reads it; the default (the
+    # embedded model) is built only where one does (not for self-consistency, depth 0).
+    empty = isinstance(given, (list, tuple)) and not given
+    agg = None if empty else _as_backends(given, "aggregator", default_aggregator)
     strategy = get_strategy(cfg.strategy)
     shape = strategy.shape(cfg, strategy.own(cfg))
     depth, answer_by = shape.depth, shape.answer_by
     plans = []
     for index in range(depth + 1):
         final = answer_by == "aggregate" and index == depth
-        backends = prop if index == 0 else (agg[:1] if final else agg)
         own = layer_backends.get(index)
         if own is None and index in cfg.layers and cfg.layers[index].backends:
             own = list(cfg.layers[index].backends)
         if own:
             backends = _as_backends(own, f"layers[{index}].backends")
+        elif index == 0:
+            backends = prop
+        else:
+            agg = agg or _as_backends([], "aggregator", default_aggregator)
+            backends = agg[:1] if final else agg
         plans.append(LayerPlan(index, 1 if final else cfg.width, backends,
                                cfg.layer_sampling(min(index, max(cfg.depth, 1)))))
     prompt = cfg.prompt

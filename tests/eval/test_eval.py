@@ -70,7 +70,6 @@ async def test_pairwise_judging_in_both_orders(fault, replies, score) -> None:
     assert "Response A:\nhi there" in first and "Response B:\nhi there" in second
 
 
-@pytest.mark.needs("embedded")  # sc:N builds the default aggregator it never calls
 def test_table_tokens_come_from_the_traces(fault, tmp_path) -> None:
     # Prompt "What is 2+2?\nEnd with: The answer is <number>." is 9 words; each scripted
     # reply "The answer is N." is 4: the fault server counts words as tokens.
@@ -116,7 +115,6 @@ def test_method_specs() -> None:
         parse_method("sc:many")
 
 
-@pytest.mark.needs("embedded")
 def test_aft_eval_cli(fault, tmp_path) -> None:
     import subprocess
     import sys
@@ -136,7 +134,6 @@ def test_aft_eval_cli(fault, tmp_path) -> None:
     assert [row["score"] for row in table] == [1.0, 1.0]
 
 
-@pytest.mark.needs("embedded")
 def test_errored_items_stay_out_of_the_averages_and_are_retried(fault, tmp_path) -> None:
     items = [dict(ITEM, id=str(i)) for i in range(4)]
     fault.script("p", ["say:The answer is 4.", "401", "say:The answer is 4.",
@@ -157,7 +154,6 @@ def test_errored_items_stay_out_of_the_averages_and_are_retried(fault, tmp_path)
     assert (again["items"], again["errors"], again["score"]) == (4, 0, 0.75)
 
 
-@pytest.mark.needs("embedded")
 def test_a_method_whose_every_item_fails_still_gets_its_row(fault, tmp_path) -> None:
     items = [dict(ITEM, id=str(i)) for i in range(3)]
     fault.script("p", ["401"] * 3)
@@ -171,7 +167,6 @@ def test_a_method_whose_every_item_fails_still_gets_its_row(fault, tmp_path) -> 
     assert table[0]["score"] == 0.0 and table[1]["score"] == 1.0
 
 
-@pytest.mark.needs("embedded")
 def test_an_answer_with_a_line_separator_does_not_break_the_table(fault, tmp_path) -> None:
     # json.dumps(ensure_ascii=False) leaves U+2028 raw; str.splitlines would cut there.
     fault.script("p", ["say:The answer is 4.\u2028(checked)"])

@@ -35,7 +35,6 @@ async def test_seeded_requests_are_generated_once_and_read_back(fault, tmp_path)
     assert f.text == a.text and fault.count("p") == 5 and (again.misses, again.hits) == (1, 1)
 
 
-@pytest.mark.needs("embedded")
 async def test_a_graph_and_a_single_sample_share_the_slot_zero_draft(fault, tmp_path) -> None:
     shared = SharedSamples(fault.backend("p"), tmp_path / "s.jsonl")
     drafts = AggregateGraph(shared, width=3, depth=0, proposer_sampling={"seed": 0})

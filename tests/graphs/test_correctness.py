@@ -117,7 +117,6 @@ async def test_a_partial_n_request_keeps_its_successes_in_the_graph(fault) -> No
     assert result.layers[0].outputs[1].error["type"] == "PartialGenerationError"
 
 
-@pytest.mark.needs("embedded")
 async def test_depth_zero_stream_reports_each_layer_once(fault) -> None:
     graph = AggregateGraph(api(fault, "p"), width=3, depth=0)
     events = [e async for e in graph.astream("q")]

@@ -179,7 +179,6 @@ def test_strategy_settings_are_checked_and_round_trip() -> None:
     assert tally(["The answer is 12.", "12.0", "twelve"], get_extractor("number")).votes == {"12": 2}
 
 
-@pytest.mark.needs("embedded")
 def test_aft_run_takes_a_strategy(fault) -> None:
     url = f"{fault.base_url}#p"
     r = subprocess.run([*AFT, "run", "hi", "--strategy", "vote", "--width", "3", "--proposer",
@@ -204,7 +203,6 @@ async def test_vote_on_the_llama_cpp_server(llama_server) -> None:
     assert result.answer in result.proposals
 
 
-@pytest.mark.needs("embedded")
 async def test_eval_and_the_chat_model_run_a_strategy_from_config(fault, tmp_path) -> None:
     from aft_sdk.eval import KeywordTask
     from aft_sdk.eval.methods import parse_method

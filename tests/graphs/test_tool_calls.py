@@ -195,7 +195,6 @@ async def test_free_drafts_leave_the_format_to_the_final_layer(fault) -> None:
     assert ["response_format" in r for r in fault.requests] == [False, False, False, True]
 
 
-@pytest.mark.needs("embedded")
 async def test_a_vote_winner_is_checked_against_the_schema(fault) -> None:
     fault.script("p", ["say:not json"] * 3)
     g = AggregateGraph(fault.backend("p"), width=3, strategy="vote")

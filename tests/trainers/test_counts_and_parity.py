@@ -96,7 +96,6 @@ def test_sft_ratio_has_one_meaning_in_the_trainer_and_the_builder(tmp_path) -> N
                          output_dir=str(tmp_path / "o"), use_cpu=True)
 
 
-@pytest.mark.needs("embedded")
 async def test_on_policy_rows_never_carry_empty_proposals(fault, tmp_path) -> None:
     fault.script("p", ["say:", "say:a real draft", "say:", "say:"])
     prompts = [{"id": "one", "prompt": "q1", "reference": "r1"},
