@@ -47,7 +47,7 @@ else
 fi
 
 # The core suite on the other Pythons this machine has (CI: pyenv's 3.12 and 3.13).
-CORE_EXTRAS='.[serve,langchain,eval,dev]'
+CORE_EXTRAS='.[serve,langchain,eval,dev,otel]'
 venv_pids=""
 for v in 3.12 3.13; do
   other=""
@@ -64,7 +64,7 @@ for v in 3.12 3.13; do
 done
 
 echo "[install] aft-sdk with extras"
-$PY -m pip install -q -e '.[embedded,train,eval,data,serve,langchain,ray,docs,dev]'
+$PY -m pip install -q -e '.[embedded,train,eval,data,serve,langchain,ray,docs,dev,otel]'
 $PY -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 for pv in $venv_pids; do
   if ! wait "${pv%%:*}"; then cat "$wheels/venv-${pv##*:}.log"; exit 1; fi

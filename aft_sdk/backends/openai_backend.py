@@ -18,7 +18,7 @@ from typing import Any
 import openai
 from openai._constants import DEFAULT_CONNECTION_LIMITS
 
-from aft_sdk import errors
+from aft_sdk import errors, tracing
 from aft_sdk.aio import aclose_on_their_loops
 from aft_sdk.backends.base import (
     Backend, Generation, Message, ToolCallChunk, check_n, emulate_n, is_greedy)
@@ -162,6 +162,9 @@ class OpenAIBackend(Backend):
         params.update(sampling.extras(EXTRA_SAMPLING, self.label))
         if options is not None:
             params.update(options.request_fields())
+        trace_headers = tracing.outgoing_headers()  # W3C traceparent, when a span is on
+        if trace_headers:
+            params["extra_headers"] = trace_headers
         return params
 
     async def _request(

@@ -23,6 +23,7 @@ from aft_sdk.cli.args import (
     graph_config,
     user_errors,
 )
+from aft_sdk import tracing
 from aft_sdk.runner import DEFAULT_CONCURRENCY
 from aft_sdk.lifecycle import exit_on_sigterm
 
@@ -257,7 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     with user_errors(args.debug):
-        return int(args.func(args) or 0)
+        # OTEL_EXPORTER_OTLP_ENDPOINT set: the run's spans go there (flushed at the end).
+        provider = tracing.configure_from_env()
+        try:
+            return int(args.func(args) or 0)
+        finally:
+            if provider is not None:
+                provider.shutdown()
     return 2  # user_errors printed the error
 
 

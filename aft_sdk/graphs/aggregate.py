@@ -16,6 +16,7 @@ from aft_sdk.backends.factory import BackendLike
 from aft_sdk.config import (
     PROMPT_FIELDS, GraphConfig, PromptConfig, SamplingConfig, load_yaml, validate)
 from aft_sdk.errors import AftError, ConfigError, GraphTimeoutError
+from aft_sdk import tracing
 from aft_sdk.graphs.topology import compile_graph
 from aft_sdk.graphs.context import RunContext
 from aft_sdk.graphs.plan import build_plan, place_backends, split_layers
@@ -123,10 +124,9 @@ class AggregateGraph:
     def _setup(self, config: GraphConfig, checkpointer: Any, proposers: Any = None,
                aggregator: Any = None, layer_backends: Mapping[int, Any] | None = None) -> None:
         if type(checkpointer).__name__ == "SqliteSaver":
-            raise ConfigError(
-                "the graph runs asynchronously, and SqliteSaver has no async methods: use "
-                "langgraph.checkpoint.sqlite.aio.AsyncSqliteSaver (same file format)"
-            )
+            raise ConfigError("the graph runs asynchronously, and SqliteSaver has no async "
+                              "methods: use langgraph.checkpoint.sqlite.aio.AsyncSqliteSaver "
+                              "(same file format)")
         self.config = config
         """The graph's whole description (backends given as objects are not in it)."""
         self.portable = proposers is None and aggregator is None and not layer_backends
@@ -213,26 +213,27 @@ class AggregateGraph:
         return build_result(
             state, width=self.width, depth=self.depth, preset=self.plan.template.name,
             elapsed_s=elapsed, strategy=self.plan.strategy,
-            budget=self.plan.budget.model_dump() if self.plan.budget else None,
-        )
+            budget=self.plan.budget.model_dump() if self.plan.budget else None)
 
     async def _run(self, graph_input: Any, config: dict[str, Any],
                    context: RunContext) -> AggregateResult:
         t0 = time.perf_counter()
-        state = await within(self.graph.ainvoke(graph_input, config, context=context),
-                             self._backstop(), self._timed_out)
-        return self._result(state, time.perf_counter() - t0)
+        with tracing.traced_run(self.plan.strategy, self.width, self.depth) as run:
+            with tracing.current(run.span):  # the run's tasks start under its span
+                state = await within(self.graph.ainvoke(graph_input, config, context=context),
+                                     self._backstop(), self._timed_out)
+            run.result = self._result(state, time.perf_counter() - t0)
+        return run.result
 
     def _backstop(self) -> float | None:
         # Branches stop at the deadline themselves (precise errors, survivors kept); this
         # outer guard, with a little grace, fires only if something else overruns.
-        limit = self.plan.deadline_s
-        return None if limit is None else limit * 1.05 + 0.5
+        return None if self.plan.deadline_s is None else self.plan.deadline_s * 1.05 + 0.5
 
     def _timed_out(self) -> GraphTimeoutError:
-        return GraphTimeoutError(
-            f"the run passed its deadline of {self.plan.deadline_s}s; raise deadline_s or "
-            "set layer_timeout_s so slow branches are dropped instead")
+        return GraphTimeoutError(f"the run passed its deadline of {self.plan.deadline_s}s; "
+                                 "raise deadline_s or set layer_timeout_s so slow branches "
+                                 "are dropped instead")
 
     async def _fresh_input(self, messages: Any, config: dict[str, Any]) -> dict[str, Any]:
         """Graph input for a new run; refuses a thread that already holds a run."""
@@ -322,21 +323,24 @@ class AggregateGraph:
         stream = self.graph.astream(state_in, config, context=context,
                                     stream_mode=["custom", "values"])
         streamed = False
-        try:
-            while True:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    mode, chunk = await within(stream.__anext__(), left, self._timed_out)
-                except StopAsyncIteration:
-                    break
-                if mode == "values":
-                    final = chunk
-                else:
-                    streamed = streamed or chunk.get("event") == "token"
-                    yield chunk
-        finally:
-            await asyncio.shield(stream.aclose())
-        result = self._result(final, time.perf_counter() - t0)
+        with tracing.traced_run(self.plan.strategy, self.width, self.depth) as run:
+            try:
+                while True:
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    try:
+                        with tracing.current(run.span):  # the run's tasks start under it
+                            mode, chunk = await within(stream.__anext__(), left,
+                                                       self._timed_out)
+                    except StopAsyncIteration:
+                        break
+                    if mode == "values":
+                        final = chunk
+                    else:
+                        streamed = streamed or chunk.get("event") == "token"
+                        yield chunk
+            finally:
+                await asyncio.shield(stream.aclose())
+            result = run.result = self._result(final, time.perf_counter() - t0)
         if self.plan.is_final_aggregation(self.depth):  # no gather node reports it
             last = result.layers[-1].usage
             yield {"event": "layer", "layer": self.depth, "ok": last.generations,
@@ -377,9 +381,9 @@ class AggregateGraph:
                 try:
                     return await self.ainvoke(item)
                 except AftError as e:
-                    if not return_exceptions:
-                        raise
-                    return e
+                    if return_exceptions:
+                        return e
+                    raise
 
         return await gather_all(one(i) for i in inputs)
 

@@ -32,6 +32,7 @@ from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Overwrite, Send
 
+from aft_sdk import tracing
 from aft_sdk.aio import run_sync
 from aft_sdk.backends.base import Generation
 from aft_sdk.errors import (
@@ -191,8 +192,8 @@ class LayerBranch:
             backend.check_options(options)
             for attempt in range(tries):
                 async with asyncio.timeout(self._timeout(ctx)):
-                    gens, message_id = await self._generate(
-                        backend, messages, len(slots), sampling, ctx.stream_tokens, options)
+                    gens, message_id = await self._traced(
+                        backend, messages, slots, sampling, ctx.stream_tokens, options)
                 if not self.final or self.plan.template.selects or \
                         not needs_check(options, gens[0]):
                     break  # a judge's pick is checked in finish, once it is a draft
@@ -234,6 +235,21 @@ class LayerBranch:
         records += [OutputRecord.failed(self.layer, s, backend.label, error, elapsed)
                     for s in slots[len(gens):]]
         return records
+
+    async def _traced(self, backend: Any, messages: list[dict[str, Any]], slots: list[int],
+                      sampling: Any, stream_tokens: bool, options: CallOptions | None,
+                      ) -> tuple[list[Generation], str | None]:
+        """:meth:`_generate` inside its ``chat`` span (:mod:`aft_sdk.tracing`)."""
+        with tracing.generation_span(backend.label, str(getattr(backend, "model", "") or ""),
+                                     self.layer, slots, sampling, messages) as span:
+            try:
+                gens, message_id = await self._generate(
+                    backend, messages, len(slots), sampling, stream_tokens, options)
+            except BaseException as e:
+                tracing.record(span, getattr(e, "generations", None) or (), e)
+                raise
+            tracing.record(span, gens)
+            return gens, message_id
 
     async def _generate(
         self, backend: Any, messages: list[dict[str, str]], n: int, sampling: Any,

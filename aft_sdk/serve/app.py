@@ -29,6 +29,7 @@ from fastapi.responses import Response
 from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from aft_sdk import tracing
 from aft_sdk.config import GraphConfig
 from aft_sdk.errors import ConfigError
 from aft_sdk.validation import Strict
@@ -187,7 +188,8 @@ def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | Non
             slot = slots.take(req.choices)  # the bound, before a new shape is built
             if graph is None:
                 graph = await asyncio.to_thread(models.graph, req.model, shape)
-            return Run(graph, req, settings.request_timeout_s, slot, surface)
+            return Run(graph, req, settings.request_timeout_s, slot, surface,
+                       tracing.incoming_context(request.headers))
         except Exception as e:
             if slot is not None:
                 slot.release()

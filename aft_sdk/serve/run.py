@@ -20,6 +20,7 @@ from aft_sdk.errors import (
     GraphTimeoutError,
     InsufficientProposalsError,
 )
+from aft_sdk import tracing
 from aft_sdk.graphs import AggregateGraph
 import aft_sdk.serve.protocol as protocol
 from aft_sdk.serve.surface import ChatCompletions, Surface
@@ -121,9 +122,9 @@ class Run(Response):
     """
 
     def __init__(self, graph: AggregateGraph, req: protocol.ChatRequest, timeout_s: float,
-                 slot: Slot, surface: Surface = CHAT) -> None:
+                 slot: Slot, surface: Surface = CHAT, trace_context: Any = None) -> None:
         self.graph, self.req, self.timeout_s, self.slot = graph, req, timeout_s, slot
-        self.surface = surface
+        self.surface, self.trace_context = surface, trace_context  # an incoming traceparent
         self.background = None
         self.sampling = req.final_sampling() or None
         self.samplings = [req.run_sampling(i) or None for i in range(req.choices)]
@@ -136,7 +137,8 @@ class Run(Response):
         assert task is not None
         watcher = asyncio.create_task(self._watch(receive, task))
         try:
-            await (self._stream(send) if self.req.stream else self._complete(send))
+            with tracing.continued(self.trace_context):
+                await (self._stream(send) if self.req.stream else self._complete(send))
         except asyncio.CancelledError:
             if not self.client_left:
                 raise  # the server is stopping (its own cancel): let it finish
