@@ -22,6 +22,8 @@ import psutil
 import pytest
 
 MARK = "AFT_SUITE_RUN"
+#: Set for a run started by another run (beside it): see ``SuiteReport._ours``.
+NESTED = "AFT_SUITE_NESTED"
 
 # What an engine, a server or a cluster of ours looks like in a process list.
 OURS = ("vllm", "VLLM", "EngineCore", "llama_cpp", "aft_sdk", "ray::", "raylet", "gcs_server",
@@ -74,6 +76,7 @@ class SuiteReport:
         self._thread: threading.Thread | None = None
         self._before: set[int] = set()
         self.mark = uuid.uuid4().hex
+        self.nested = bool(os.environ.get(NESTED))
 
     def start(self) -> None:
         os.environ[MARK] = self.mark  # every process the suite starts inherits it
@@ -121,11 +124,14 @@ class SuiteReport:
 
     def _ours(self, proc: psutil.Process) -> bool:
         """Started by this run (its environment carries the run's mark), not by another
-        run on the same machine; a process whose environment is unreadable counts."""
+        run on the same machine; a process whose environment is unreadable, or carries no
+        mark, counts, except in a run nested in another (the core suites beside the whole
+        suite: :data:`NESTED`), which counts only its own marked processes."""
         try:
-            return proc.environ().get(MARK) in (None, self.mark)
+            mark = proc.environ().get(MARK)
         except psutil.Error:
-            return True
+            return not self.nested
+        return mark == self.mark or (mark is None and not self.nested)
 
     def summary(self) -> list[str]:
         gib = 1024 ** 3

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import early
+from suite_report import MARK
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,6 +121,9 @@ def user_env(base_url: str) -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)  # where `aft` is installed
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     env.update(OPENAI_BASE_URL=base_url, OPENAI_API_KEY="sk-docs-test")
+    # Not a setting: the mark that tells this run's processes from another run's (the
+    # core suites run beside this one and check for leftovers of their own).
+    env[MARK] = os.environ.get(MARK, "")
     return env
 
 

@@ -21,6 +21,7 @@ import tomllib
 from pathlib import Path
 
 import early
+from suite_report import NESTED
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def start_core_suites() -> dict[str, tuple[subprocess.Popen, Path]] | None:
                 [str(py), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m",
                  "not slow and not heavy", "-o", "addopts=-p no:codspeed"],
                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "AFT_TEST_TIME_SCALE": "3"}), log)
+                env={**os.environ, "AFT_TEST_TIME_SCALE": "3", NESTED: "1"}), log)
     return runs
 
 
