@@ -45,6 +45,14 @@ def _env_name(value: str | None) -> str | None:
 EnvName = Annotated[Union[str, None], AfterValidator(_env_name)]
 
 
+class ModelPrice(_Strict):
+    """A model's price in US dollars per million tokens (a self-hosted or fine-tuned
+    model, which no price database knows, or to override the database)."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
 class OpenAIBackendConfig(_Strict):
     """An OpenAI-compatible endpoint (OpenAI, Together, vLLM/llama.cpp servers, Ollama)."""
 
@@ -58,7 +66,8 @@ class OpenAIBackendConfig(_Strict):
     max_concurrency: int | None = Field(None, ge=1, le=4096)
     native_n: bool | None = None
     context_window: int | None = Field(None, ge=16)
-
+    price: ModelPrice | None = None
+    price_provider: str | None = None
 
 
 class VLLMBackendConfig(_Strict):
@@ -77,6 +86,7 @@ class VLLMBackendConfig(_Strict):
     trust_remote_code: bool = False
     tool_parser: str | None = None
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    price: ModelPrice | None = None
 
 
 class EmbeddedBackendConfig(_Strict):
@@ -88,6 +98,7 @@ class EmbeddedBackendConfig(_Strict):
     lora_scale: float = Field(1.0, gt=0)
     n_ctx: int = Field(2048, ge=64)
     n_threads: int | None = Field(None, ge=1)
+    price: ModelPrice | None = None
 
 
 class LangChainBackendConfig(_Strict):
@@ -107,7 +118,8 @@ class LangChainBackendConfig(_Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     api_key_env: EnvName = None
     context_window: int | None = Field(None, ge=16)
-
+    price: ModelPrice | None = None
+    price_provider: str | None = None
 
     @field_validator("kwargs")
     @classmethod

@@ -4,13 +4,20 @@ Both run width 16, depth 3 (16 + 16 + 16 + 1 = 49 calls) against our local
 OpenAI-compatible fault server, which answers every request after a fixed delay. The two
 are alternated in one process so drift hits both alike. Target: ratio <= 1.05.
 
+With ``--otel`` the graph runs traced: the OpenTelemetry SDK with a batch span processor
+exporting OTLP/HTTP to a receiver on 127.0.0.1 (``aft_sdk.testing.otlp_receiver``), as an
+app that turns tracing on would; the hand-written loop is not traced. Without it no tracer
+provider is installed (the spans are the API's no-ops), as a user gets by default.
+
 With ``--vllm FOLDER`` it also runs a graph on an in-process ``VLLMBackend`` and reports,
 per layer, the prompt tokens prefilled against what per-output requests would prefill.
 
     python benchmarks/overhead.py --rounds 10 --delay 0.25
+    python benchmarks/overhead.py --otel  # results/overhead_otel.json
     python benchmarks/overhead.py --vllm /path/to/hf-model-folder
 
-Results go to ``benchmarks/results/overhead.json`` (and ``vllm_prefill.json``).
+Results go to ``benchmarks/results/overhead.json`` (``overhead_otel.json`` with ``--otel``;
+``vllm_prefill.json``).
 """
 
 from __future__ import annotations
@@ -101,6 +108,29 @@ async def vllm_prefill(folder: str, width: int, depth: int) -> dict:
             "layers": layers}
 
 
+def traced(args: argparse.Namespace, env: dict) -> None:
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from aft_sdk.testing.otlp_receiver import OTLPReceiver
+
+    with OTLPReceiver() as otlp:
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=f"{otlp.endpoint}/v1/traces")))
+        trace.set_tracer_provider(provider)
+        res = asyncio.run(overhead(args.rounds, args.delay, args.width, args.depth))
+        provider.shutdown()  # flushes
+        runs = sum(s["name"] == "invoke_agent aft-sdk" for s in otlp.spans)
+        res.update(tracing="SDK TracerProvider, BatchSpanProcessor, OTLP/HTTP to 127.0.0.1",
+                   spans_received=len(otlp.spans), traced_runs=runs)
+    (RESULTS / "overhead_otel.json").write_text(json.dumps({**res, "env": env}, indent=2) + "\n")
+    print(f"traced: graph {res['graph_median_s']}s vs hand-written {res['hand_written_median_s']}s:"
+          f" ratio {res['ratio']}; {res['spans_received']} spans from {runs} runs received")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=10)
@@ -108,10 +138,14 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--vllm", metavar="FOLDER", help="also measure prefill on VLLMBackend")
+    ap.add_argument("--otel", action="store_true",
+                    help="trace the graph (SDK, batch processor, OTLP/HTTP to a local receiver)")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     env = {"python": platform.python_version(), "machine": platform.machine(),
            "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if args.otel:
+        return traced(args, env)
     res = asyncio.run(overhead(args.rounds, args.delay, args.width, args.depth))
     (RESULTS / "overhead.json").write_text(json.dumps({**res, "env": env}, indent=2) + "\n")
     print(f"graph {res['graph_median_s']}s vs hand-written {res['hand_written_median_s']}s: "

@@ -105,9 +105,11 @@ class EmbeddedBackend(Backend):
         lora_scale: float = 1.0,
         n_ctx: int = 2048,
         n_threads: int | None = None,
+        price: Any = None,
         sampling: SamplingConfig | None = None,
     ) -> None:
         cfg = validate_arguments(EmbeddedBackendConfig, locals(), source="EmbeddedBackend")
+        self.price = cfg.price  # dollars per million tokens; unpriced by default
         path = Path(cfg.model_path) if cfg.model_path else bundled_model_path()
         if not path.is_file():
             raise errors.ConfigError(f"model_path {str(path)!r} is not a file: give a .gguf path")
@@ -130,7 +132,7 @@ class EmbeddedBackend(Backend):
     ) -> EmbeddedBackend:
         """Builds the backend from a validated config."""
         return cls(cfg.model_path, lora_path=cfg.lora_path, lora_scale=cfg.lora_scale,
-                   n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, sampling=sampling)
+                   n_ctx=cfg.n_ctx, n_threads=cfg.n_threads, price=cfg.price, sampling=sampling)
 
     @property
     def label(self) -> str:

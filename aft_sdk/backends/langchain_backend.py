@@ -21,6 +21,7 @@ from langchain_core.language_models import BaseChatModel
 from aft_sdk import errors
 from aft_sdk.backends.base import Backend, Generation, Message, check_n, emulate_n
 from aft_sdk.backends.logprobs import missing_logprobs
+from aft_sdk.backend_config import ModelPrice
 from aft_sdk.config import EXTRA_SAMPLING, LangChainBackendConfig, SamplingConfig
 from aft_sdk.messages import PART_TYPES, normalize_messages
 from aft_sdk.plugins import load_object
@@ -48,6 +49,7 @@ class LangChainBackend(Backend):
     handles = frozenset({"tools", "response_format"})  # bind_tools / bind(response_format)
 
     def __init__(self, chat_model: BaseChatModel, *, context_window: int | None = None,
+                 price: Any = None, price_provider: str | None = None,
                  sampling: SamplingConfig | None = None) -> None:
         if not isinstance(chat_model, BaseChatModel):
             raise errors.ConfigError(
@@ -57,6 +59,14 @@ class LangChainBackend(Backend):
                          or getattr(chat_model, "model", None) or type(chat_model).__name__)
         self.context_window = context_window
         self.sampling = sampling or SamplingConfig()
+        self.price = ModelPrice.model_validate(price) if isinstance(price, dict) else price
+        # Priced by the database at its provider: named, or the endpoint it calls
+        # (ChatOpenAI with no base URL calls OpenAI's).
+        self.base_url = next((u for u in (getattr(chat_model, a, None) for a in (
+            "openai_api_base", "anthropic_api_url", "base_url")) if isinstance(u, str)), None)
+        self.price_provider = price_provider or (
+            "openai" if type(chat_model).__name__ == "ChatOpenAI" and not self.base_url
+            else None)
 
     @classmethod
     def from_config(cls, cfg: LangChainBackendConfig,
@@ -76,7 +86,8 @@ class LangChainBackend(Backend):
         except Exception as e:  # each provider validates its arguments its own way
             raise errors.ConfigError(f"{cfg.model_class} refused its arguments "
                                      f"({', '.join(sorted(kwargs))}): {type(e).__name__}") from e
-        return cls(chat_model, context_window=cfg.context_window, sampling=sampling)
+        return cls(chat_model, context_window=cfg.context_window, price=cfg.price,
+                   price_provider=cfg.price_provider, sampling=sampling)
 
     @property
     def label(self) -> str:

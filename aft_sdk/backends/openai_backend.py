@@ -1,9 +1,8 @@
 """Backend for any OpenAI-compatible chat completions endpoint.
 
-Works against OpenAI, Together, a vLLM or llama.cpp server, Ollama. Retries are the
-``openai`` client's own (``max_retries``; it honours ``Retry-After``), so there is exactly
-one retry loop around each HTTP call. Servers that ignore ``n`` (llama.cpp answers one
-choice without complaint) are detected and topped up with parallel single calls.
+OpenAI, Together, a vLLM or llama.cpp server, Ollama. Retries are the ``openai`` client's
+own (``max_retries``, honouring ``Retry-After``): one retry loop around each HTTP call.
+Servers that ignore ``n`` (llama.cpp) are detected and topped up with single calls.
 """
 
 from __future__ import annotations
@@ -35,8 +34,7 @@ from aft_sdk.tools import CallOptions
 
 logger = logging.getLogger(__name__)
 
-# The openai client insists on a key; hosts that get none are sent no Authorization
-# header at all (see _scrub_ambient_headers).
+# The openai client insists on a key; keyless hosts get no Authorization header.
 _NO_KEY = "no-key"
 OPENAI_URL = "https://api.openai.com/v1"
 
@@ -72,6 +70,7 @@ class OpenAIBackend(Backend):
             adaptive limit alone.
         native_n: Whether the server honours ``n``; ``None`` detects it on first use.
         context_window: The model's total token window, for the graph's prompt budget.
+        price: Dollars per million tokens; else the price database (:mod:`.pricing`).
         sampling: Default sampling for calls that pass none.
     """
 
@@ -87,9 +86,12 @@ class OpenAIBackend(Backend):
         max_concurrency: int | None = None,
         native_n: bool | None = None,
         context_window: int | None = None,
+        price: Any = None,
+        price_provider: str | None = None,
         sampling: SamplingConfig | None = None,
     ) -> None:
         cfg = validate_arguments(OpenAIBackendConfig, locals(), source="OpenAIBackend")
+        self.price, self.price_provider = cfg.price, cfg.price_provider
         self.model = cfg.model
         self.base_url = (cfg.base_url.rstrip("/") if cfg.base_url is not None
                          else env_base_url() or OPENAI_URL)

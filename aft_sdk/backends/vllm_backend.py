@@ -84,11 +84,13 @@ class VLLMBackend(Backend):
         trust_remote_code: bool = False,
         tool_parser: str | None = None,
         engine_kwargs: dict[str, Any] | None = None,
+        price: Any = None,
         sampling: SamplingConfig | None = None,
         engine: VLLMEngine | None = None,
     ) -> None:
         engine_kwargs = engine_kwargs or {}
         cfg = validate_arguments(VLLMBackendConfig, locals(), source="VLLMBackend")
+        self.price = cfg.price  # dollars per million tokens; a local engine has no list price
         if importlib.util.find_spec("vllm") is None:
             raise errors.BackendUnavailableError(
                 "VLLMBackend needs vLLM: pip install 'aft-sdk[vllm]' on a GPU machine, "

@@ -35,6 +35,7 @@ from langgraph.types import Overwrite, Send
 from aft_sdk import tracing
 from aft_sdk.aio import run_sync
 from aft_sdk.backends.base import Generation
+from aft_sdk.backends.pricing import cost_of
 from aft_sdk.errors import (
     AftError,
     ConfigError,
@@ -229,7 +230,8 @@ class LayerBranch:
         if self.plan.template.selects and self.layer > 0:
             picks = [self._selected(g, payload["inputs"], info) for g in gens]
             gens, decisions = [g for g, _ in picks], [d for _, d in picks]
-        records = [OutputRecord.of(self.layer, s, g, info, message_id=message_id, decision=d)
+        records = [OutputRecord.of(self.layer, s, g, info, message_id=message_id, decision=d,
+                                   cost_usd=cost_of(backend, g))
                    for s, g, d in zip(slots, gens, decisions)]
         elapsed = time.perf_counter() - t0
         records += [OutputRecord.failed(self.layer, s, backend.label, error, elapsed)

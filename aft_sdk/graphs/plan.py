@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from aft_sdk.backends.base import Backend, Message
+from aft_sdk.backends.pricing import warm as warm_prices
 from aft_sdk.backends.factory import default_aggregator, default_backend, make_backend, parse_spec
 from aft_sdk.budget import fit_proposals
 from aft_sdk.answers import Extractor, get_extractor, get_verifier
@@ -213,6 +214,7 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
     the prompt the final aggregator was trained with (its ``aft_sdk.json``).
     """
     layer_backends = layer_backends or {}
+    warm_prices()  # the price database loads while the graph is built, off the event loop
     prop = _as_backends(proposers if proposers is not None else list(cfg.proposers), "proposers")
     given = aggregator if aggregator is not None else list(cfg.aggregator)
     # A given aggregator is checked whether or not a layer reads it; the default (the

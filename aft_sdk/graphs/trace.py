@@ -26,6 +26,10 @@ class Usage(BaseModel):
     failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: Dollars of the priced calls (:mod:`aft_sdk.backends.pricing`); with ``unpriced``
+    #: non-empty it is a lower bound: those backends' calls cost an unknown amount.
+    cost_usd: float = 0.0
+    unpriced: list[str] = Field(default_factory=list)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -42,6 +46,10 @@ class Usage(BaseModel):
             u.failures += int(not r.ok)
             u.prompt_tokens += r.prompt_tokens
             u.completion_tokens += r.completion_tokens
+            if r.cost_usd is not None:
+                u.cost_usd += r.cost_usd
+            elif (r.prompt_tokens or r.completion_tokens) and r.backend not in u.unpriced:
+                u.unpriced.append(r.backend)
         return u
 
 
@@ -74,6 +82,7 @@ class OutputRecord(Generation):
             took the place of a skipped aggregation (copied from ``decision.picked``).
         message_id: For the answer's own call, the id of the message LangGraph streamed.
         error: ``{"type", "message"}`` on failure.
+        cost_usd: What the call cost in dollars (``None``: no price is known for it).
     """
 
     layer: int
@@ -85,6 +94,7 @@ class OutputRecord(Generation):
     derived: bool = False
     message_id: str | None = None
     error: dict[str, str] | None = None
+    cost_usd: float | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -100,11 +110,11 @@ class OutputRecord(Generation):
     @classmethod
     def of(cls, layer: int, slot: int, gen: Generation, prompt: dict[str, Any] | None = None,
            *, message_id: str | None = None, decision: dict[str, Any] | None = None,
-           ) -> OutputRecord:
+           cost_usd: float | None = None) -> OutputRecord:
         """The record of a successful generation."""
         return cls(**gen.model_dump(include=set(Generation.model_fields)), layer=layer,
                    slot=slot, ok=True, prompt=prompt or {},
-                   message_id=message_id, decision=decision)
+                   message_id=message_id, decision=decision, cost_usd=cost_usd)
 
     @classmethod
     def failed(cls, layer: int, slot: int, backend: str, error: BaseException,

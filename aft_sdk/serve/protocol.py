@@ -211,6 +211,8 @@ def trace_of(result: AggregateResult) -> dict[str, Any]:
     return {
         "width": result.width, "depth": result.depth, "preset": result.preset,
         "strategy": result.strategy, "elapsed_s": round(result.elapsed_s, 4),
+        # Dollars of the priced calls; "unpriced" names backends whose cost is unknown.
+        "cost": {"usd": round(result.usage.cost_usd, 8), "unpriced": result.usage.unpriced},
         "layers": [{"index": layer.index, "kind": layer.kind,
                     "usage": layer.usage.model_dump(),
                     "failures": [{"slot": r.slot, "backend": r.backend, **(r.error or {})}

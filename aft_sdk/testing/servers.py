@@ -70,6 +70,7 @@ class LocalServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self._owned: lifecycle.Owned | None = None
         self._stopped = False
+        self._ready = False  # kept when it never started: errors name its log
         self._log = tempfile.NamedTemporaryFile(prefix="aft-server-", suffix=".log", delete=False)
 
     @property
@@ -133,6 +134,9 @@ class LocalServer:
     def start(self) -> LocalServer:
         """Starts the process and blocks until it answers its readiness probe."""
         logger.info("starting %s", " ".join(self.cmd))
+        if self._log.closed:  # started again after a stop
+            self._log = tempfile.NamedTemporaryFile(prefix="aft-server-", suffix=".log",
+                                                    delete=False)
         self.proc = subprocess.Popen(
             self.cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
             start_new_session=True,
@@ -150,6 +154,7 @@ class LocalServer:
             for attempt in poll:
                 with attempt:
                     self._probe()
+            self._ready = True
         except _NotReady:
             self.stop()
             raise BackendUnavailableError(
@@ -188,6 +193,7 @@ class LocalServer:
         if self.proc is None or self._stopped:
             return
         self._stopped = True
+        died = self.proc.poll() is not None  # ended on its own: its log is the evidence
         owned, self._owned = self._owned, None
         if owned is not None:  # the server and its children at once (vLLM's EngineCore)
             owned.end(grace_s=20)
@@ -196,6 +202,9 @@ class LocalServer:
                 os.killpg(self.proc.pid, 9)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
+        self._log.close()
+        if self._ready and not died:  # a server that started and was stopped: no evidence
+            Path(self.log_path).unlink(missing_ok=True)
 
     def __enter__(self) -> LocalServer:
         return self.start()
