@@ -54,11 +54,8 @@ def run_span(strategy: str, width: int, depth: int) -> Span:
 
 
 @contextmanager
-def current(span: Span | None) -> Iterator[None]:
+def current(span: Span) -> Iterator[None]:
     """``span`` as the current span (tasks started inside inherit it)."""
-    if span is None:
-        yield
-        return
     with trace.use_span(span, end_on_exit=False, record_exception=False,
                         set_status_on_exception=False):
         yield

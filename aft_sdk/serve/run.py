@@ -126,7 +126,7 @@ class Run(Response):
         self.graph, self.req, self.timeout_s, self.slot = graph, req, timeout_s, slot
         self.surface, self.trace_context = surface, trace_context  # an incoming traceparent
         self.background = None
-        self.sampling = req.final_sampling() or None
+        # One final sampling per answer (n > 1: seeds moved by the answer's index).
         self.samplings = [req.run_sampling(i) or None for i in range(req.choices)]
         self.call = req.call()
         self.client_left = False
@@ -173,7 +173,7 @@ class Run(Response):
 
     async def _stream(self, send: Any) -> None:
         req, writer = self.req, self.surface.writer(self.req)
-        events = self.graph.astream(req.messages, final_sampling=self.sampling, call=self.call)
+        events = self.graph.astream(req.messages, final_sampling=self.samplings[0], call=self.call)
         held: list[str] = []  # layer progress before the first token
 
         async def emit(text: str, more: bool = True) -> None:
