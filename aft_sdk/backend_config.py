@@ -51,6 +51,8 @@ class ModelPrice(_Strict):
 
     input: float = Field(ge=0)
     output: float = Field(ge=0)
+    #: Prompt tokens read from the provider's prompt cache (``None``: the input rate).
+    cached_input: float | None = Field(None, ge=0)
 
 
 class OpenAIBackendConfig(_Strict):

@@ -1,4 +1,5 @@
-"""Token budgeting: fit proposals into a window, the same way at inference and training.
+"""Budgets: what one question may cost (:class:`BudgetConfig`), and fitting proposals
+into a window, the same way at inference and training.
 
 The graph (an aggregator's context window minus its ``max_tokens``) and the trainer
 (``max_length`` minus the target) both call :func:`fit_proposals` with a token counter,
@@ -11,11 +12,38 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from pydantic import Field
+
 from aft_sdk.errors import ConfigError
 from aft_sdk.messages import Message, content_tokens
 from aft_sdk.prompts import PromptTemplate
+from aft_sdk.validation import Strict
 
 Counter = Callable[[str], int]
+
+
+class BudgetConfig(Strict):
+    """A cap on the work one question may cost, which every strategy respects.
+
+    Attributes:
+        generations: Outputs sampled (model calls' outputs; votes are free). A fixed
+            shape that needs more is refused when the graph is built; adaptive rounds
+            stop before a round that would pass it.
+        tokens: Prompt + completion tokens.
+        usd: US dollars, priced as :attr:`~aft_sdk.graphs.Usage.cost_usd` is; a graph
+            with a model nothing prices is refused when it is built (give that backend
+            a ``price``).
+
+    Before each further round or layer, the tokens and dollars it would take are
+    estimated from the run so far (prompts as long as the drafts' plus what an
+    aggregation reads, answers as long as the mean so far); when they would pass a cap,
+    no more work is started and the answer is a vote over the latest layer (``rule:
+    budget`` in the trace). The first round of drafts always runs.
+    """
+
+    generations: int | None = Field(None, ge=1, strict=True)
+    tokens: int | None = Field(None, ge=1, strict=True)
+    usd: float | None = Field(None, gt=0)
 
 #: Appended to a proposal that was cut, so the aggregator knows it is incomplete.
 TRIM_MARKER = " [...]"

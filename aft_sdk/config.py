@@ -20,6 +20,7 @@ from aft_sdk.backend_config import (
     PluginBackendConfig,
     VLLMBackendConfig,
 )
+from aft_sdk.budget import BudgetConfig
 from aft_sdk.errors import BadRequestError, ConfigError
 from aft_sdk.plugins import check_strategy_name, get_strategy, plugin_sections
 from aft_sdk.prompt_config import (
@@ -192,23 +193,6 @@ class RSAConfig(_Strict):
                         description="candidates each aggregation reads (at most width)")
     final: Literal["vote", "aggregate"] = Field(
         "vote", description="answer by a vote over the last population, or one aggregation")
-
-
-class BudgetConfig(_Strict):
-    """A cap on the work one question may cost, which every strategy respects.
-
-    Attributes:
-        generations: Outputs sampled (model calls' outputs; votes are free). A fixed
-            shape that needs more is refused when the graph is built; adaptive rounds
-            stop before a round that would pass it.
-        tokens: Prompt + completion tokens. Before each further round or layer, its
-            cost is estimated from the mean tokens per generation so far; when it would
-            pass the cap, no more work is started and the answer is a vote over the
-            latest layer (``rule: budget`` in the trace).
-    """
-
-    generations: int | None = Field(None, ge=1, strict=True)
-    tokens: int | None = Field(None, ge=1, strict=True)
 
 
 class ToolsConfig(_Strict):

@@ -35,6 +35,8 @@ class Generation(BaseModel):
         text: The generated text.
         finish_reason: ``stop``, ``length``, ... as the engine reported it.
         prompt_tokens: Tokens in the prompt (as the engine counted them).
+        cached_tokens: Of those, tokens the provider read from its prompt cache (priced
+            at the cached-input rate).
         completion_tokens: Tokens generated.
         latency_s: Wall time of the request that produced this output. Outputs of one
             request (native ``n``) share it.
@@ -51,6 +53,7 @@ class Generation(BaseModel):
     text: str
     finish_reason: str | None = None
     prompt_tokens: int = 0
+    cached_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
     model: str = ""

@@ -143,6 +143,7 @@ class LangChainBackend(Backend):
             text=content, finish_reason=meta.get("finish_reason"),
             prompt_tokens=int(usage.get("input_tokens", 0)),
             completion_tokens=int(usage.get("output_tokens", 0)),
+            cached_tokens=int((usage.get("input_token_details") or {}).get("cache_read") or 0),
             latency_s=time.perf_counter() - t0,
             model=str(meta.get("model_name") or self.model), backend=self.label,
             tool_calls=[openai_call(c) for c in getattr(message, "tool_calls", None) or []]

@@ -209,9 +209,12 @@ class OpenAIBackend(Backend):
             return value
         raise self._malformed(f"{where}{name} is {type(value).__name__} {value!r:.40}")
 
-    def _usage(self, usage: Any) -> tuple[int, int]:
+    def _usage(self, usage: Any) -> tuple[int, int, int]:
+        """Prompt, completion and cached prompt tokens (``prompt_tokens_details``)."""
+        details = self._field(usage, "prompt_tokens_details", object, "usage.")
         return (self._field(usage, "prompt_tokens", int, "usage.") or 0,
-                self._field(usage, "completion_tokens", int, "usage.") or 0)
+                self._field(usage, "completion_tokens", int, "usage.") or 0,
+                self._field(details, "cached_tokens", int, "usage.prompt_tokens_details.") or 0)
 
     def _parse(self, resp: Any, latency: float, logprobs: bool = False) -> list[Generation]:
         choices = getattr(resp, "choices", None)
@@ -222,7 +225,7 @@ class OpenAIBackend(Backend):
                 f"{self.label} returned an empty choice list; the server produced no output",
                 backend=self.label,
             )
-        prompt_tokens, total_completion = self._usage(getattr(resp, "usage", None))
+        prompt_tokens, total_completion, cached = self._usage(getattr(resp, "usage", None))
         model = self._field(resp, "model", str, "") or self.model
         out = []
         for i, ch in enumerate(choices):
@@ -247,8 +250,8 @@ class OpenAIBackend(Backend):
             out.append(Generation(
                 text=text, finish_reason=self._field(ch, "finish_reason", str, f"choices[{i}]."),
                 prompt_tokens=prompt_tokens if i == 0 else 0, completion_tokens=share,
-                latency_s=latency, model=model, backend=self.label, tool_calls=calls,
-                logprobs=lps))
+                cached_tokens=cached if i == 0 else 0, latency_s=latency, model=model,
+                backend=self.label, tool_calls=calls, logprobs=lps))
         return out
 
     def _calls(self, message: Any, where: str) -> list[dict[str, Any]] | None:
@@ -344,7 +347,7 @@ class OpenAIBackend(Backend):
                 raise self._malformed(
                     f"the stream ended without a finish_reason after {len(pieces)} pieces "
                     "(cut off upstream)")
-            prompt_tokens, completion_tokens = self._usage(usage)
+            prompt_tokens, completion_tokens, cached = self._usage(usage)
             if lps == [] and pieces:
                 raise missing_logprobs(self.label)
         except (openai.OpenAIError, *MALFORMED) as e:
@@ -360,13 +363,9 @@ class OpenAIBackend(Backend):
                                 for m in messages)
             logger.debug("%s sent no streaming usage; token counts are estimates", self.label)
         yield Generation(
-            text=text,
-            finish_reason=finish,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            latency_s=latency,
-            model=model,
-            backend=self.label,
+            text=text, finish_reason=finish, prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens, cached_tokens=cached, latency_s=latency,
+            model=model, backend=self.label,
             tool_calls=[{"id": c["id"] or f"call_{i}", "type": "function",
                          "function": {"name": c["name"], "arguments": c["arguments"] or "{}"}}
                         for i, c in sorted(calls.items())] or None,

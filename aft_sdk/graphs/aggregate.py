@@ -60,7 +60,7 @@ class AggregateGraph:
             and a plug-in's own section as a keyword of its name (``**settings``).
         quorum: A layer goes on once this many of its outputs are in; the others are
             cancelled (stragglers cost latency, not quality, when it is close to width).
-        budget: ``{"generations": N, "tokens": T}`` per question (``BudgetConfig``).
+        budget: ``{"generations": N, "tokens": T, "usd": D}`` per question (``BudgetConfig``).
         tools: How drafts' tool calls decide the answer's call (``ToolsConfig``).
         structured: How a response format applies (``StructuredConfig``).
         checkpointer: A LangGraph checkpointer (``InMemorySaver``, ``AsyncSqliteSaver``)

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from aft_sdk.backends.base import Backend, Message
-from aft_sdk.backends.pricing import warm as warm_prices
+from aft_sdk.backends.pricing import has_price, warm as warm_prices
 from aft_sdk.backends.factory import default_aggregator, default_backend, make_backend, parse_spec
 from aft_sdk.budget import fit_proposals
 from aft_sdk.answers import Extractor, get_extractor, get_verifier
@@ -246,6 +246,8 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
         prompt, warning = prompt.for_aggregator(plans[-1].backends[0].trained_prompt)
         if warning:
             warnings.warn(f"{plans[-1].backends[0].label}: {warning}", UserWarning, stacklevel=3)
+    if cfg.budget is not None and cfg.budget.usd is not None:
+        _check_priced(plans)
     return GraphPlan(
         layers=tuple(plans),
         template=prompt.template_obj(),
@@ -267,6 +269,19 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
         deadline_s=cfg.deadline_s,
         layer_timeout_s=cfg.layer_timeout_s,
     )
+
+
+def _check_priced(layers: Sequence[LayerPlan]) -> None:
+    """Refuses a dollar budget over a model nothing prices (its spend could not be
+    counted), naming the backend and how to price it."""
+    for layer in layers:
+        for backend in layer.backends:
+            if not has_price(backend):
+                raise ConfigError(
+                    f"budget.usd needs a price for every model, and none is known for "
+                    f"{backend.label} (layer {layer.index}): give that backend a price "
+                    "(price: {input: ..., output: ...}, dollars per million tokens, in its "
+                    "config or price= on the backend) or name its price_provider")
 
 
 def split_layers(layers: Mapping[int, Mapping[str, Any]]) -> tuple[dict[int, Any], dict[int, Any]]:

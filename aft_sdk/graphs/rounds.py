@@ -14,6 +14,7 @@ from typing import Any
 
 from aft_sdk.answers import Tally, tally
 from aft_sdk.graphs.plan import GraphPlan
+from aft_sdk.graphs.spend import fits
 from aft_sdk.graphs.trace import OutputRecord, records_of
 from aft_sdk.messages import normalize_messages, text_of
 
@@ -51,24 +52,8 @@ def more_rounds(plan: GraphPlan, state: Any) -> bool:
     if plan.adaptive is None:
         return False
     sent = len(records_of(state, 0))
-    later = sum(layer.width for layer in plan.layers[1:])
     return (sent < plan.layers[0].width and not agreed(plan, state)
-            and fits(plan, state, len(next_round(plan, state)) + later))
-
-
-def fits(plan: GraphPlan, state: Any, planned: int) -> bool:
-    """Whether ``planned`` more generations stay within the budget (tokens estimated
-    from the mean per generation so far)."""
-    if plan.budget is None:
-        return True
-    done = [r for r in records_of(state, ok=True) if not r.derived]
-    if plan.budget.generations is not None and len(done) + planned > plan.budget.generations:
-        return False
-    if plan.budget.tokens is not None and done:
-        used = sum(r.prompt_tokens + r.completion_tokens for r in done)
-        if used + used / len(done) * planned > plan.budget.tokens:
-            return False
-    return True
+            and fits(plan, state, len(next_round(plan, state)), 1))
 
 
 def next_round(plan: GraphPlan, state: Any) -> range:

@@ -26,6 +26,8 @@ class Usage(BaseModel):
     failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: Of the prompt tokens, those read from a provider's prompt cache.
+    cached_tokens: int = 0
     #: Dollars of the priced calls (:mod:`aft_sdk.backends.pricing`); with ``unpriced``
     #: non-empty it is a lower bound: those backends' calls cost an unknown amount.
     cost_usd: float = 0.0
@@ -46,6 +48,7 @@ class Usage(BaseModel):
             u.failures += int(not r.ok)
             u.prompt_tokens += r.prompt_tokens
             u.completion_tokens += r.completion_tokens
+            u.cached_tokens += r.cached_tokens
             if r.cost_usd is not None:
                 u.cost_usd += r.cost_usd
             elif (r.prompt_tokens or r.completion_tokens) and r.backend not in u.unpriced:
@@ -145,7 +148,7 @@ class OutputRecord(Generation):
         return {"text": self.draft, "model": self.model, "slot": self.slot}
 
 
-_COST = {"prompt_tokens", "completion_tokens", "latency_s"}
+_COST = {"prompt_tokens", "cached_tokens", "completion_tokens", "latency_s"}
 
 
 def records_of(state: Any, layer: int | None = None, *, ok: bool | None = None
@@ -175,7 +178,7 @@ class AggregateResult(BaseModel):
         layers: Layer 0 (proposals) then each aggregation layer.
         usage: Totals over every generation of the run.
         width, depth, preset, strategy: The shape that produced it.
-        budget: The cap it ran under (``generations``, ``tokens``), beside ``usage``.
+        budget: The cap it ran under (``generations``, ``tokens``, ``usd``), beside ``usage``.
         elapsed_s: Wall time of the run.
     """
 
@@ -187,7 +190,7 @@ class AggregateResult(BaseModel):
     depth: int
     preset: str
     strategy: str = "propose-aggregate"
-    budget: dict[str, int | None] | None = None
+    budget: dict[str, Any] | None = None
     elapsed_s: float = 0.0
 
     @property
@@ -267,7 +270,7 @@ def final_record(records: Iterable[OutputRecord]) -> OutputRecord | None:
 
 def build_result(
     state: dict[str, Any], *, width: int, depth: int, preset: str, elapsed_s: float,
-    strategy: str = "propose-aggregate", budget: dict[str, int | None] | None = None,
+    strategy: str = "propose-aggregate", budget: dict[str, Any] | None = None,
 ) -> AggregateResult:
     """Builds the typed result from the graph's final state."""
     records = records_of(state)

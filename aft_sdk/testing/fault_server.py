@@ -32,7 +32,9 @@ request asks, as a model that always complies would (tools, JSON formats; the ru
 :mod:`aft_sdk.testing.complying`), so a client's plumbing can be tested end to end.
 ``logprobs: true`` adds OpenAI-format log probabilities to text answers (scripted or not;
 per chunk when streamed). A stream's first delta names the ``assistant`` role and streams
-end with a ``usage`` chunk; assistant turns with ``content: null`` are accepted.
+end with a ``usage`` chunk; assistant turns with ``content: null`` are accepted. Like a
+provider's prompt cache, usage reports as ``cached_tokens`` the leading messages (all
+but the last) that an earlier request already sent.
 """
 
 from __future__ import annotations
@@ -75,21 +77,12 @@ class FaultServer:
         self.delay_s = delay_s
         self.honour_n = honour_n
         self.permissive = permissive
-        self._scripts: dict[str, deque[str]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        self.fail_rate = 0.0
-        self.fail_actions: list[str] = ["500"]
         self.stream_pause_s = 0.0
-        self.aborted = 0
-        self.capacity: int | None = None
         self.capacity_retry_after = 0.1
-        self._rng = random.Random(0)
-        self.rejected = 0
         self.in_flight: dict[str, int] = defaultdict(int)
-        self.peak_in_flight: dict[str, int] = defaultdict(int)
+        self._fresh()
         self._httpd = _Server(("127.0.0.1", port), _make_handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -133,18 +126,22 @@ class FaultServer:
             self._scripts[model].extend(actions)
 
     def reset(self) -> None:
-        """Forgets scripts and counters (between tests)."""
+        """Forgets scripts, counters and the prompt cache (between tests)."""
         with self._lock:
-            self._scripts.clear()
-            self.requests.clear()
-            self.headers.clear()
-            self.peak_in_flight.clear()
-            self.fail_rate = 0.0
-            self.fail_actions = ["500"]
-            self.aborted = 0
-            self.capacity = None
-            self._rng = random.Random(0)
-            self.rejected = 0
+            self._fresh()
+
+    def _fresh(self) -> None:
+        self._scripts: dict[str, deque[str]] = defaultdict(deque)
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.peak_in_flight: dict[str, int] = defaultdict(int)
+        self.fail_rate = 0.0
+        self.fail_actions: list[str] = ["500"]
+        self.aborted = 0
+        self.capacity: int | None = None
+        self._rng = random.Random(0)
+        self.rejected = 0
+        self._seen: set[str] = set()
 
     def count(self, model: str | None = None) -> int:
         """Requests received so far, for one model or all."""
@@ -172,13 +169,19 @@ class FaultServer:
         with self._lock:
             return self.peak_in_flight.get(model, 0)
 
-    def _enter(self, body: dict[str, Any], headers: dict[str, str]) -> None:
+    def _enter(self, body: dict[str, Any], headers: dict[str, str]) -> int:
+        """Counts the request in; returns its prompt tokens a prompt cache would hold."""
         model = str(body.get("model"))
+        messages = body.get("messages") or []
+        prefixes = [json.dumps(messages[:k], sort_keys=True) for k in range(1, len(messages))]
         with self._lock:
+            hit = max((k + 1 for k, p in enumerate(prefixes) if p in self._seen), default=0)
+            self._seen.update(prefixes[-64:])
             self.requests.append(body)
             self.headers.append(headers)
             self.in_flight[model] += 1
             self.peak_in_flight[model] = max(self.peak_in_flight[model], self.in_flight[model])
+        return sum(_words(str(m.get("content") or "")) for m in messages[:hit])
 
     def _leave(self, body: dict[str, Any]) -> None:
         with self._lock:
@@ -237,7 +240,7 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             except json.JSONDecodeError:
                 self._send(400, {"error": {"message": "body is not JSON"}})
                 return
-            server._enter(body, {k.lower(): v for k, v in self.headers.items()})
+            self._cached = server._enter(body, {k.lower(): v for k, v in self.headers.items()})
             self._body = body
             try:
                 self._answer(body)
@@ -261,7 +264,7 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 self._send(200, b"this is not json {")
                 return
             if kind == "empty":
-                self._send(200, _completion(body, []))
+                self._send(200, _completion(body, [], self._cached))
                 return
             if kind == "echo-key":
                 key = self.headers.get("authorization", "").partition(" ")[2]
@@ -288,7 +291,7 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 self._stream(body, texts[0], kind,
                              float(arg) if kind == "drip" else server.stream_pause_s)
                 return
-            payload = _completion(body, texts)
+            payload = _completion(body, texts, self._cached)
             if kind == "bad-model":
                 payload["model"] = 123
             elif kind == "bad-usage":
@@ -321,7 +324,7 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             if kind != "no-finish":
                 self._event(model, {"choices": [{"index": 0, "delta": {},
                                                  "finish_reason": _finish(kind)}]})
-            usage = _usage(body, [text])
+            usage = _usage(body, [text], self._cached)
             if kind == "bad-usage":
                 usage["completion_tokens"] = "x"
             self._event(model, {"choices": [], "usage": usage})
@@ -332,7 +335,7 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             """Answers with ``calls``; streamed, each call's name and id come in its first
             chunk only, its arguments in two pieces."""
             if not body.get("stream"):
-                payload = _completion(body, [""])
+                payload = _completion(body, [""], self._cached)
                 payload["choices"][0].update(finish_reason="tool_calls", message={
                     "role": "assistant", "content": None, "tool_calls": calls})
                 self._send(200, payload)
@@ -355,7 +358,7 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                         **delta, "tool_calls": [part]}}]})
             self._event(model, {"choices": [{"index": 0, "delta": {},
                                              "finish_reason": "tool_calls"}]})
-            self._event(model, {"choices": [], "usage": _usage(body, [""])})
+            self._event(model, {"choices": [], "usage": _usage(body, [""], self._cached)})
             self.wfile.write(b"data: [DONE]\n\n")
             self.close_connection = True
 
@@ -382,15 +385,16 @@ def _finish(kind: str) -> str:
     return "length" if kind == "length" else "stop"
 
 
-def _usage(body: dict[str, Any], texts: list[str]) -> dict[str, int]:
+def _usage(body: dict[str, Any], texts: list[str], cached: int = 0) -> dict[str, Any]:
     prompt = sum(_words(str(m.get("content") or "")) for m in body.get("messages", []))
     completion = sum(_words(t) for t in texts)
     return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": min(cached, prompt)}}
 
 
-def _completion(body: dict[str, Any], texts: list[str]) -> dict[str, Any]:
+def _completion(body: dict[str, Any], texts: list[str], cached: int = 0) -> dict[str, Any]:
     return {"id": "fault-1", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model"), "usage": _usage(body, texts),
+            "model": body.get("model"), "usage": _usage(body, texts, cached),
             "choices": [{"index": i, "message": {"role": "assistant", "content": t},
                          "finish_reason": "stop"} for i, t in enumerate(texts)]}

@@ -149,7 +149,7 @@ async def test_every_strategy_keeps_to_its_budget(fault) -> None:
     decision = result.layers[1].outputs[0].decision
     assert result.layers[1].kind == "budget" and decision["stopped"] == "budget"
     assert result.answer in result.proposals
-    assert result.budget == {"generations": None, "tokens": drafts + 1}
+    assert result.budget == {"generations": None, "tokens": drafts + 1, "usd": None}
     # Stopped before its second aggregation too: the result ends at the decision, whose
     # record is the answer (no empty layers after it).
     fault.reset()

@@ -32,7 +32,8 @@ from aft_sdk.graphs.nodes import (
     node_name,
 )
 from aft_sdk.graphs.plan import GraphPlan
-from aft_sdk.graphs.rounds import Decide, agreed, fits, more_rounds, next_round
+from aft_sdk.graphs.rounds import Decide, agreed, more_rounds, next_round
+from aft_sdk.graphs.spend import fits
 from aft_sdk.graphs.tool_calls import NODE as TOOL_NODE
 from aft_sdk.graphs.tool_calls import ToolDecision, ToolGate
 
@@ -122,7 +123,6 @@ class Guarded:
         self.layer = layer
 
     def route(self, state: Any) -> Any:
-        planned = sum(layer.width for layer in self.plan.layers[self.layer:])
-        if not fits(self.plan, state, planned):
+        if not fits(self.plan, state, 0, self.layer):
             return "budget"
         return Router(self.plan, self.layer).route(state)
