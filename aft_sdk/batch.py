@@ -78,7 +78,8 @@ async def arun_batch(
         graph: The graph to run on every row (an ``AggregateGraph``, or a
             ``GraphConfig`` / YAML path to build it from).
         input_path: JSONL input (see the module docstring for the row format).
-        output_path: JSONL output; appended to, one ``{"id", "answer", "result"}`` per row.
+        output_path: JSONL output; appended to, one ``{"id", "answer", "cost_usd", "result"}``
+            per row (``cost_usd`` in dollars; ``None`` where some call's price is unknown).
         errors_path: Where bad rows and failed runs go; default ``OUTPUT.errors.jsonl``.
         max_concurrency: Rows in flight at once (in all, over every worker).
         progress: Show a progress bar on stderr (rows done, failed, tokens so far).
@@ -108,7 +109,9 @@ async def arun_batch(
     async def work(item: RunItem) -> dict[str, Any]:
         messages, call = item.payload
         result = await runs.run(messages, call)
-        row = {"answer": result.answer, "result": result.model_dump(mode="json")}
+        usage = result.usage
+        row = {"answer": result.answer, "cost_usd": None if usage.unpriced else usage.cost_usd,
+               "result": result.model_dump(mode="json")}
         return row if not result.tool_calls else {**row, "tool_calls": result.tool_calls}
 
     try:

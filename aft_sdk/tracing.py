@@ -84,13 +84,15 @@ def end_run(span: Span, result: Any = None, error: BaseException | None = None) 
         u = result.usage
         span.set_attributes({"gen_ai.usage.input_tokens": u.prompt_tokens,
                              "gen_ai.usage.output_tokens": u.completion_tokens,
-                             "aft.generations": u.generations})
+                             "aft.generations": u.generations, "aft.cost_usd": u.cost_usd,
+                             "aft.unpriced": list(u.unpriced)})
         for layer in result.layers:
             span.add_event("aft.layer", {
                 "aft.layer.index": layer.index, "aft.layer.kind": layer.kind,
                 "aft.layer.ok": layer.usage.generations, "aft.layer.failed": layer.usage.failures,
                 "aft.layer.input_tokens": layer.usage.prompt_tokens,
-                "aft.layer.output_tokens": layer.usage.completion_tokens})
+                "aft.layer.output_tokens": layer.usage.completion_tokens,
+                "aft.layer.cost_usd": layer.usage.cost_usd})
             for r in layer.outputs:
                 if r.decision:
                     span.add_event("aft.decision", {
@@ -123,7 +125,10 @@ def generation_span(label: str, model: str, layer: int, slots: Sequence[int], sa
         yield span
 
 
-def record(span: Span, gens: Sequence[Any], error: BaseException | None = None) -> None:
+def record(span: Span, gens: Sequence[Any], error: BaseException | None = None,
+           costs: Sequence[float | None] = ()) -> None:
+    """What came back: model, tokens (cached ones too), finish reasons, dollars
+    (``aft.cost_usd``, left out where a price is unknown), the error."""
     if not span.is_recording():
         return
     if gens:
@@ -131,7 +136,10 @@ def record(span: Span, gens: Sequence[Any], error: BaseException | None = None) 
             "gen_ai.response.model": gens[0].model or "",
             "gen_ai.usage.input_tokens": sum(g.prompt_tokens for g in gens),
             "gen_ai.usage.output_tokens": sum(g.completion_tokens for g in gens),
+            "gen_ai.usage.cache_read.input_tokens": sum(g.cached_tokens for g in gens),
             "gen_ai.response.finish_reasons": [g.finish_reason or "" for g in gens]})
+        if costs and all(c is not None for c in costs):
+            span.set_attribute("aft.cost_usd", float(sum(costs)))  # type: ignore[arg-type]
         if capture_content():
             span.set_attribute("gen_ai.output.messages", json.dumps(
                 [{"role": "assistant", "content": g.text, "tool_calls": g.tool_calls}

@@ -4,7 +4,7 @@
     python scripts/docs_reference.py --check   # exit 1 if a page is out of date
 
 Every name in the public ``__all__`` of ``aft_sdk``, ``aft_sdk.graphs``,
-``aft_sdk.trainers`` and ``aft_sdk.eval`` (and the integrations' public classes) gets an
+``aft_sdk.trainers``, ``aft_sdk.eval`` and ``aft_sdk.view`` (and the integrations' public classes) gets an
 entry rendered by mkdocstrings from its docstring; names exported lazily are pointed at
 the module that defines them, so the entry renders without importing torch. The
 command-line page holds each command's ``--help``. ``tests/test_docs.py`` runs the check,
@@ -35,6 +35,9 @@ PAGES = {
                     "the SFT and GRPO aggregator trainers, and GGUF export."),
     "eval.md": ("aft_sdk.eval", "aft_sdk.eval",
                 "Tasks, methods and paired comparisons of test-time methods."),
+    "view.md": ("aft_sdk.view", "aft_sdk.view",
+                "The run viewer: self-contained HTML pages of a run, a batch output or "
+                "an evaluation (`aft view`)."),
 }
 INTEGRATIONS = [
     "aft_sdk.integrations.langchain.AggregateChatModel",
@@ -45,7 +48,7 @@ INTEGRATIONS = [
 COMMANDS = [
     ["--help"], ["run", "--help"], ["batch", "--help"], ["generate", "--help"],
     ["data", "build", "--help"], ["eval", "--help"], ["serve", "--help"],
-    ["train", "--help"], ["strategies", "--help"], ["presets", "--help"],
+    ["train", "--help"], ["view", "--help"], ["strategies", "--help"], ["presets", "--help"],
 ]
 
 

@@ -72,6 +72,16 @@ def test_bad_rows_are_reported_by_line_and_do_not_stop_the_run(fault, tmp_path: 
     assert "none of 'messages'" in errors[1]["error"]
     assert "duplicate id 'q1'" in errors[2]["error"]
     assert sorted(ids(out)) == [f"q{i}" for i in range(5)]
+    # Each line carries its run's dollars: unknown (null, never 0) for unpriced models.
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert all(r["cost_usd"] is None for r in rows)
+    priced = tmp_path / "priced.jsonl"
+    api = fault.backend("p", price={"input": 1.0, "output": 2.0})
+    run_batch(AggregateGraph(api, api, width=2), src, priced, progress=False)
+    for r in (json.loads(x) for x in priced.read_text().splitlines()):
+        u = r["result"]["usage"]
+        assert r["cost_usd"] == pytest.approx(
+            (u["prompt_tokens"] + 2 * u["completion_tokens"]) / 1e6) and r["cost_usd"] > 0
 
 
 def test_rows_with_tools_and_formats_are_honoured_not_dropped(fault, tmp_path: Path) -> None:

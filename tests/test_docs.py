@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import early
+from browser import _browser
 from suite_report import MARK
 import pytest
 
@@ -221,24 +222,6 @@ def test_the_site_builds_strictly_with_every_page_in_the_nav(site: Path) -> None
     on_disk = {str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md")}
     assert on_disk == in_nav, f"pages not in the nav: {on_disk - in_nav}"
     assert (site / "reference" / "aft_sdk" / "index.html").exists()
-
-
-def _browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="the docs extra")
-    chrome = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_bin = shutil.which("chromedriver")
-    if not chrome or not driver_bin:
-        pytest.skip("Debian's chromium and chromium-driver are not installed "
-                    "(apt-get install chromium chromium-driver; .ci/run does)")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chrome
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1280,900"):
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    from selenium.webdriver.chrome.service import Service
-
-    return webdriver.Chrome(service=Service(driver_bin), options=opts)
 
 
 def test_the_site_renders_and_navigates_in_a_real_browser(site: Path, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ LAYERS = {
     "backends": 1,
     "graphs": 2,
     "batch": 3, "trainers": 3, "eval": 3, "scale": 3,
-    "serve": 4, "integrations": 4,
+    "serve": 4, "integrations": 4, "view": 4,
     "cli": 5, "testing": 5,
 }
 

@@ -228,12 +228,13 @@ def make_parser() -> argparse.ArgumentParser:
     add_sampling_args(p)
     p.set_defaults(func=cmd_generate)
 
-    from aft_sdk.cli import data, evaluate, serve, train
+    from aft_sdk.cli import data, evaluate, serve, train, view
 
     data.register(sub)
     evaluate.register(sub)
     serve.register(sub)
     train.register(sub)
+    view.register(sub)
 
     p = sub.add_parser("strategies", help="list strategies (plug-ins too) and their settings")
     p.set_defaults(func=cmd_strategies)

@@ -30,6 +30,10 @@ class MethodRun:
     tokens: int
     generations: int
     detail: dict[str, Any] = field(default_factory=dict)
+    #: Dollars of the run (``None``: some call's price is unknown).
+    cost_usd: float | None = None
+    #: The run's whole result (``AggregateResult`` as JSON), for ``aft view``.
+    result: dict[str, Any] | None = None
 
 
 @dataclass
@@ -99,9 +103,11 @@ class Method:
             scores = [self.verifier(item, p) for p in result.proposals]
             best = max(range(len(scores)), key=scores.__getitem__)
             answer, detail = result.proposals[best], {"verifier_scores": scores}
-        return MethodRun(answer=answer, tokens=result.usage.total_tokens,
-                         generations=result.usage.generations,
-                         detail={**detail, "failures": result.usage.failures})
+        usage = result.usage
+        return MethodRun(answer=answer, tokens=usage.total_tokens, generations=usage.generations,
+                         detail={**detail, "failures": usage.failures},
+                         cost_usd=None if usage.unpriced else usage.cost_usd,
+                         result=result.model_dump(mode="json"))
 
 
 def majority(texts: list[str], key: Callable[[str], str | None]) -> tuple[str, dict[str, Any]]:

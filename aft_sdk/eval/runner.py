@@ -1,10 +1,12 @@
 """Run methods over a task, resumably, and write a token-costed table and plots.
 
-Per method, answers go to ``OUT/runs/METHOD.jsonl`` as they finish (re-running skips
+Per method, answers (with each run's cost in dollars and its whole result, which
+``aft view OUT`` shows) go to ``OUT/runs/METHOD.jsonl`` as they finish (re-running skips
 finished items); items whose run failed go to ``OUT/runs/METHOD.jsonl.errors.jsonl``
 and are retried by the next run. Scores and token costs average successful items only;
-the table's ``errors`` column counts the failures. The table (``table.json``, ``table.csv``) has one row per method with
-its score and its token cost, counted from the traces.
+the table's ``errors`` column counts the failures. The table (``table.json``,
+``table.csv``) has one row per method with its score and its token and dollar cost,
+counted from the traces (``cost_per_item`` is empty where some call's price is unknown).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from aft_sdk.runner import DEFAULT_CONCURRENCY, RunItem, run_resumable
 logger = logging.getLogger(__name__)
 
 COLUMNS = ["method", "kind", "width", "depth", "items", "score", "score_low", "score_high",
-           "tokens_per_item", "generations_per_item", "errors"]
+           "tokens_per_item", "generations_per_item", "cost_per_item", "errors"]
 
 
 def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
@@ -61,7 +63,8 @@ async def _run_method(task: Any, method: Method, path: Path, max_concurrency: in
         score = await task.score(item.payload, run.answer)
         return {"method": method.name, "answer": run.answer, "score": score.value,
                 "key": score.key, "tokens": run.tokens, "generations": run.generations,
-                "detail": {**run.detail, **score.detail}}
+                "cost_usd": run.cost_usd, "detail": {**run.detail, **score.detail},
+                "result": run.result}
 
     items = [RunItem(str(it["id"]), it) for it in task.items]
     try:
@@ -121,8 +124,18 @@ def summarise(method: Method, rows: list[dict[str, Any]], errors: int = 0) -> di
         "score_low": round(low, 4), "score_high": round(high, 4),
         "tokens_per_item": round(sum(r["tokens"] for r in rows) / n, 1) if n else 0.0,
         "generations_per_item": round(sum(r["generations"] for r in rows) / n, 2) if n else 0.0,
+        "cost_per_item": _mean_cost(rows),
         "errors": errors,
     }
+
+
+def _mean_cost(rows: list[dict[str, Any]]) -> float | None:
+    """Dollars per item, where every item's cost is known (rows written before costs were
+    recorded, or with an unpriced call, make it unknown: ``None``)."""
+    costs = [r.get("cost_usd") for r in rows]
+    if not costs or any(c is None for c in costs):
+        return None
+    return float(f"{sum(costs) / len(costs):.6g}")
 
 
 async def aevaluate(task: Any, methods: list[Method], out_dir: str | os.PathLike[str], *,
@@ -169,11 +182,14 @@ def evaluate(task: Any, methods: list[Method], out_dir: str | os.PathLike[str], 
 
 def format_table(table: list[dict[str, Any]]) -> str:
     """The table as aligned text (for terminals and READMEs)."""
-    cols = ["method", "score", "95% interval", "tokens_per_item", "generations_per_item", "errors"]
+    cols = ["method", "score", "95% interval", "tokens_per_item", "generations_per_item",
+            "cost_per_item", "errors"]
 
     def cell(r: dict[str, Any], c: str) -> str:
         if c == "95% interval":
             return f"{r.get('score_low', 0):.2f}-{r.get('score_high', 0):.2f}"
+        if c == "cost_per_item":
+            return "unknown" if r.get(c) is None else f"${r[c]:.6g}"
         return str(r[c])
 
     widths = [max(len(c), *(len(cell(r, c)) for r in table)) for c in cols]

@@ -250,7 +250,7 @@ class LayerBranch:
             except BaseException as e:
                 tracing.record(span, getattr(e, "generations", None) or (), e)
                 raise
-            tracing.record(span, gens)
+            tracing.record(span, gens, costs=[cost_of(backend, g) for g in gens])
             return gens, message_id
 
     async def _generate(

@@ -14,6 +14,7 @@ from aft_sdk.eval import (  # noqa: E402
     MultipleChoiceTask,
     PairwiseJudgeTask,
     evaluate,
+    format_table,
     majority,
     parse_method,
     parse_verdict,
@@ -177,3 +178,17 @@ def test_an_answer_with_a_line_separator_does_not_break_the_table(fault, tmp_pat
     (again,) = evaluate(ExactMatchTask([ITEM]), [parse_method("single", proposers=p)], tmp_path,
                         progress=False, plots=False)
     assert again == row and fault.count() == 1
+
+
+def test_the_table_prices_each_item_or_says_unknown(fault, tmp_path) -> None:
+    priced = OpenAIBackend("p", base_url=fault.base_url, price={"input": 1.0, "output": 1.0})
+    local = OpenAIBackend("q", base_url=fault.base_url)  # no price known
+    methods = [parse_method("single", proposers=priced), parse_method("sc:2", proposers=local)]
+    table = evaluate(ExactMatchTask([ITEM]), methods, tmp_path, progress=False)
+    single, sc = table
+    # $1 per million tokens either way: dollars are tokens / 1e6.
+    assert single["cost_per_item"] == pytest.approx(single["tokens_per_item"] / 1e6)
+    assert sc["cost_per_item"] is None and "unknown" in format_table(table)
+    (row,) = [json.loads(x) for x in (tmp_path / "runs" / "single.jsonl").read_text().splitlines()]
+    assert row["cost_usd"] == pytest.approx(single["cost_per_item"])
+    assert row["result"]["usage"]["total_tokens"] == row["tokens"]  # what aft view shows

@@ -37,7 +37,8 @@ def test_a_served_run_is_one_trace_from_the_clients_span_to_the_upstream(
               f"api_key: {UPSTREAM_KEY}}}"
     config.write_text("\n".join(["name: pa", "width: 3", "depth: 1", "proposers:",
                                  "  - " + backend.replace("MODEL", "p"), "aggregator:",
-                                 "  - " + backend.replace("MODEL", "a")]) + "\n")
+                                 "  - " + backend.replace("MODEL", "a")[:-1]
+                                 + ", price: {input: 1.0, output: 2.0}}"]) + "\n")
     with OTLPReceiver() as otlp:
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
                "OTEL_SERVICE_NAME": "aft-serve-test", "AFT_TEST_KEYS": KEY}
@@ -66,6 +67,13 @@ def test_a_served_run_is_one_trace_from_the_clients_span_to_the_upstream(
     assert sum(a["gen_ai.usage.input_tokens"] for a in attrs) == r.usage.prompt_tokens
     assert sum(a["gen_ai.usage.output_tokens"] for a in attrs) == r.usage.completion_tokens
     assert run["attributes"]["gen_ai.usage.input_tokens"] == r.usage.prompt_tokens
+    # Dollars where a price is known (the aggregator's own), none where it is not.
+    (agg,) = [a for a in attrs if a["aft.layer"] == 1]
+    assert agg["aft.cost_usd"] == pytest.approx(
+        (agg["gen_ai.usage.input_tokens"] + 2 * agg["gen_ai.usage.output_tokens"]) / 1e6)
+    assert not any("aft.cost_usd" in a for a in attrs if a["aft.layer"] == 0)
+    assert run["attributes"]["aft.cost_usd"] == pytest.approx(agg["aft.cost_usd"])
+    assert run["attributes"]["aft.unpriced"] == [f"openai:p@{fault.base_url}"]
     layers = [e["attributes"] for e in run["events"] if e["name"] == "aft.layer"]
     assert [(e["aft.layer.index"], e["aft.layer.ok"]) for e in layers] == [(0, 3), (1, 1)]
     # Every upstream request carried the trace on.
