@@ -262,3 +262,55 @@ def test_an_eval_row_without_its_result_shows_what_it_has() -> None:
     html, pages = render_index(rows, title="t", runs_dir_name="t_runs")
     assert pages == {} and "run-link" not in html
     assert ">unknown<" in html and ">$0.0021<" in html and 'data-cost=""' in html
+
+
+def test_aft_serve_debug_ui_lists_its_recent_runs_in_a_browser(fault_server, driver,
+                                                              tmp_path) -> None:
+    pytest.importorskip("fastapi", reason="needs pip install 'aft-sdk[serve]'")
+    import openai
+    from selenium.webdriver.common.by import By
+
+    from aft_sdk.testing import LocalServer
+
+    fault_server.reset()
+    fault_server.delay_s = 0.0
+    config = tmp_path / "pa.yaml"
+    backend = f"{{type: openai, model: MODEL, base_url: '{fault_server.base_url}', " \
+              "max_retries: 0, price: {input: 1.0, output: 2.0}}"
+    config.write_text("\n".join(["name: pa", "width: 2", "depth: 1", "proposers:",
+                                 "  - " + backend.replace("MODEL", "dp"), "aggregator:",
+                                 "  - " + backend.replace("MODEL", "da")]) + "\n")
+    with LocalServer.aft_serve([config], extra_args=["--debug-ui", "--debug-runs", "3"]) as served:
+        client = openai.OpenAI(base_url=served.base_url, api_key="none", max_retries=0)
+        for q in ("first question", "second question", "third question", "fourth question"):
+            client.chat.completions.create(model="pa", messages=[{"role": "user", "content": q}])
+        fault_server.script("da", ["500"])  # the aggregation fails: a 502 for the client
+        with pytest.raises(openai.APIStatusError):
+            client.chat.completions.create(
+                model="pa", messages=[{"role": "user", "content": "doomed question"}])
+        streamed = client.chat.completions.create(
+            model="pa", stream=True, messages=[{"role": "user", "content": "streamed one"}])
+        answer = "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        driver.get(served.base_url.removesuffix("/v1") + "/debug/runs")
+        rows = driver.find_elements(By.CSS_SELECTOR, "#rows tr")
+        text = driver.find_element(By.ID, "rows").text
+        # The last three, newest first: the streamed run, the failure, the fourth question.
+        assert len(rows) == 3 and "first question" not in driver.page_source
+        assert text.index("streamed one") < text.index("502") < text.index("fourth question")
+        driver.find_element(By.ID, "failed-only").click()
+        shown = [r for r in driver.find_elements(By.CSS_SELECTOR, "#rows tr") if r.is_displayed()]
+        assert len(shown) == 1 and "502" in shown[0].text
+        driver.find_element(By.ID, "failed-only").click()
+        driver.find_element(By.CSS_SELECTOR, "#rows tr a").click()  # the newest run's page
+        assert driver.current_url.startswith(served.base_url.removesuffix("/v1") + "/debug/runs/")
+        assert answer in driver.find_element(By.TAG_NAME, "body").text
+        assert "streamed one" in driver.find_element(By.TAG_NAME, "body").text
+        assert severe_logs(driver) == []
+        missing = driver.current_url.rsplit("/", 1)[0] + "/0099-gone.html"
+        import urllib.error
+        import urllib.request
+
+        with pytest.raises(urllib.error.HTTPError) as gone:
+            urllib.request.urlopen(missing)
+        assert gone.value.code == 404
+    fault_server.reset()

@@ -36,6 +36,11 @@ def register(sub: Any) -> None:
                         "as a data URL")
     p.add_argument("--graceful-timeout", type=float, default=30.0,
                    help="on shutdown, seconds to let in-flight requests finish")
+    p.add_argument("--debug-ui", action="store_true",
+                   help="keep the last runs and show them as pages under /debug/runs "
+                        "(behind the API key; they show requests and answers)")
+    p.add_argument("--debug-runs", type=int, default=100,
+                   help="runs --debug-ui keeps (default 100)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -54,12 +59,13 @@ def settings_from(args: argparse.Namespace) -> Any:
     flags = {"max_width": "--max-width", "max_depth": "--max-depth",
              "max_generations": "--max-generations",
              "max_concurrent_runs": "--max-concurrent-runs",
-             "request_timeout_s": "--request-timeout", "max_body_bytes": "--max-body-bytes"}
+             "request_timeout_s": "--request-timeout", "max_body_bytes": "--max-body-bytes",
+             "debug_runs": "--debug-runs"}
     values = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in flags.items()}
     for field, flag in flags.items():  # the model checks them too; the CLI names its flag
         if values[field] <= 0:
             raise ConfigError(f"{flag} must be > 0 (got {values[field]})")
-    return ServeSettings(**values, api_keys=keys)
+    return ServeSettings(**values, api_keys=keys, debug_ui=args.debug_ui)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -64,6 +64,8 @@ class ServeSettings(Strict):
         request_timeout_s: Deadline of one request; past it the run is cancelled (504).
         max_body_bytes: Largest request body accepted (413 beyond).
         api_keys: Accepted bearer keys; empty means no authentication.
+        debug_ui: Keep the last ``debug_runs`` finished requests and show them as run
+            pages under ``/debug/runs`` (behind the API key; :mod:`aft_sdk.serve.debug`).
     """
 
     max_width: int = Field(16, ge=1, strict=True)
@@ -73,6 +75,8 @@ class ServeSettings(Strict):
     request_timeout_s: float = Field(300.0, gt=0)
     max_body_bytes: int = Field(DEFAULT_BODY_BYTES, ge=1, strict=True)
     api_keys: tuple[str, ...] = Field(default=(), repr=False)  # never in a log line
+    debug_ui: bool = False
+    debug_runs: int = Field(100, ge=1, strict=True)
 
 
 class Models:
@@ -144,6 +148,12 @@ def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | Non
     app.state.slots = slots
     app.add_middleware(Guard, settings=settings)
     created = int(time.time())
+    recent = None
+    if settings.debug_ui:
+        from aft_sdk.serve.debug import RecentRuns, mount
+
+        recent = RecentRuns(settings.debug_runs)
+        mount(app, recent)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> Response:
@@ -189,7 +199,7 @@ def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | Non
             if graph is None:
                 graph = await asyncio.to_thread(models.graph, req.model, shape)
             return Run(graph, req, settings.request_timeout_s, slot, surface,
-                       tracing.incoming_context(request.headers))
+                       tracing.incoming_context(request.headers), recent)
         except Exception as e:
             if slot is not None:
                 slot.release()

@@ -122,9 +122,11 @@ class Run(Response):
     """
 
     def __init__(self, graph: AggregateGraph, req: protocol.ChatRequest, timeout_s: float,
-                 slot: Slot, surface: Surface = CHAT, trace_context: Any = None) -> None:
+                 slot: Slot, surface: Surface = CHAT, trace_context: Any = None,
+                 recent: Any = None) -> None:
         self.graph, self.req, self.timeout_s, self.slot = graph, req, timeout_s, slot
         self.surface, self.trace_context = surface, trace_context  # an incoming traceparent
+        self.recent = recent  # --debug-ui: where finished runs are kept
         self.background = None
         # One final sampling per answer (n > 1: seeds moved by the answer's index).
         self.samplings = [req.run_sampling(i) or None for i in range(req.choices)]
@@ -162,14 +164,26 @@ class Run(Response):
                     self.req.messages, final_sampling=sampling, call=self.call))
                     for sampling in self.samplings]
             results = [t.result() for t in tasks]
+            self._keep(results)
             for result in results:
                 protocol.check_logprobs(self.req, result)
             response: Response = JSONResponse(self.surface.complete(self.req.model, *results))
         except Exception as e:
             if isinstance(e, ExceptionGroup):
                 e = e.exceptions[0]
-            response = as_failure(e).response(self.surface)
+            response = self._failure(e).response(self.surface)
         await response({"type": "http"}, _nothing, send)
+
+    def _keep(self, results: list[Any]) -> None:
+        if self.recent is not None:
+            self.recent.answered(self.req.model, self.surface.path, results)
+
+    def _failure(self, e: BaseException) -> HTTPFailure:
+        """The error answer for ``e``, kept among the recent runs (``--debug-ui``)."""
+        failure = as_failure(e)
+        if self.recent is not None:
+            self.recent.failed(self.req.model, self.surface.path, failure.status, str(failure))
+        return failure
 
     async def _stream(self, send: Any) -> None:
         req, writer = self.req, self.surface.writer(self.req)
@@ -196,11 +210,12 @@ class Run(Response):
                     if event["event"] == "token":
                         await emit(writer.token(event["text"]))
                     elif event["event"] == "result":
+                        self._keep([event["result"]])
                         protocol.check_logprobs(req, event["result"])
                         await emit(writer.finish(event["result"]), more=False)
                         return
         except Exception as e:
-            failure = as_failure(e)
+            failure = self._failure(e)
             if not self.started:
                 return await failure.response(self.surface)({"type": "http"}, _nothing, send)
             await emit(writer.fail(failure.body(self.surface)), more=False)

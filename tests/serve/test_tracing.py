@@ -14,6 +14,7 @@ pytest.importorskip("opentelemetry.sdk", reason="needs pip install 'aft-sdk[otel
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http",
                     reason="needs pip install 'aft-sdk[otel]'")
 
+import httpx  # noqa: E402
 import openai  # noqa: E402
 
 from aft_sdk import AggregateGraph, OpenAIBackend  # noqa: E402
@@ -43,12 +44,19 @@ def test_a_served_run_is_one_trace_from_the_clients_span_to_the_upstream(
         env = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100",
                "OTEL_SERVICE_NAME": "aft-serve-test", "AFT_TEST_KEYS": KEY}
         with LocalServer.aft_serve([config], env=env,
-                                   extra_args=["--api-key-env", "AFT_TEST_KEYS"]) as served:
+                                   extra_args=["--api-key-env", "AFT_TEST_KEYS",
+                                               "--debug-ui"]) as served:
             client = openai.OpenAI(base_url=served.base_url, api_key=KEY, max_retries=0,
                                    default_headers={"traceparent": f"00-{TRACE}-{PARENT}-01"})
             r = client.chat.completions.create(
                 model="pa", messages=[{"role": "user", "content": QUESTION}])
             spans = otlp.wait_for(_done)
+            # The recent runs' pages sit behind the same key, and carry no key either.
+            pages = served.base_url.removesuffix("/v1") + "/debug/runs"
+            assert httpx.get(pages).status_code == 401
+            listed = httpx.get(pages, headers={"Authorization": f"Bearer {KEY}"})
+            assert listed.status_code == 200 and QUESTION in listed.text
+            assert KEY not in listed.text and UPSTREAM_KEY not in listed.text
     (run,) = [s for s in spans if s["name"] == "invoke_agent aft-sdk"]
     assert (run["trace_id"], run["parent_span_id"]) == (TRACE, PARENT)  # continued
     assert run["service"] == "aft-serve-test"
