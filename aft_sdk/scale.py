@@ -19,12 +19,15 @@ that survives a killed driver and progress on the driver.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 from contextlib import nullcontext
 from typing import Any, Protocol
 
-from aft_sdk import errors, lifecycle
+from aft_sdk import errors, lifecycle, tracing
 from aft_sdk.config import GraphConfig, load_yaml
+
+logger = logging.getLogger(__name__)
 
 
 def import_ray() -> Any:
@@ -62,14 +65,23 @@ class _GraphActor:
         from aft_sdk.graphs import AggregateGraph
 
         self.graph = AggregateGraph.from_config(config)
+        # The driver's OTEL_* settings (sent as the actor's environment): spans export
+        # from here, under the driver's span that the call carries.
+        self.spans = tracing.configure_from_env()
 
-    async def run(self, messages: list[dict[str, str]],
-                  call: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def run(self, messages: list[dict[str, str]], call: dict[str, Any] | None = None,
+                  trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
         try:
-            result = await self.graph.ainvoke(messages, call=call)
+            with tracing.continued(tracing.incoming_context(trace_headers or {})):
+                result = await self.graph.ainvoke(messages, call=call)
         except errors.AftError as e:  # handed back whole (errors pickle with their fields)
             return {"error": e}
         return {"result": result.model_dump(mode="json")}
+
+    def flush(self) -> None:
+        """Exports the spans still queued (before the actor is stopped)."""
+        if self.spans is not None:
+            self.spans.force_flush()
 
 
 class Runs(Protocol):
@@ -175,6 +187,10 @@ class RayGraphPool:
                 "cluster with GPU nodes (ray_address / RAY_ADDRESS), or use ray_gpus=0 for "
                 "API backends (Ray would otherwise wait for GPUs forever)")
         actor = ray.remote(num_cpus=0, num_gpus=num_gpus)(_GraphActor)
+        # Tracing settings travel to the actors (the cluster may predate them).
+        self._otel = {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
+        if self._otel:
+            actor = actor.options(runtime_env={"env_vars": self._otel})
         self.actors = [actor.remote(data) for _ in range(workers)]
         self._turn = itertools.cycle(self.actors)
 
@@ -184,14 +200,19 @@ class RayGraphPool:
         there is raised here, the same error with its fields."""
         from aft_sdk.graphs import AggregateResult
 
-        out = await next(self._turn).run.remote(messages, call)
+        out = await next(self._turn).run.remote(messages, call, tracing.outgoing_headers())
         if "error" in out:
             raise out["error"]
         return AggregateResult.model_validate(out["result"])
 
     def close(self) -> None:
-        """Stops the actors (the cluster stays up)."""
+        """Stops the actors (the cluster stays up), their queued spans exported first."""
         ray = import_ray()
+        if self._otel:
+            try:
+                ray.get([a.flush.remote() for a in self.actors], timeout=30)
+            except Exception as e:  # noqa: BLE001 - a dead actor has nothing to flush
+                logger.warning("could not flush the Ray actors' spans: %s", e)
         for a in self.actors:
             ray.kill(a)
 

@@ -56,12 +56,16 @@ def by_id(path: Path) -> dict[str, dict]:
 
 
 def without_timing(row: dict) -> dict:
-    """The row without what differs run to run: times, and the streamed message's id."""
+    """The row without what differs run to run: times, the streamed message's id, and
+    the tokens the server's prompt cache held (warm for the second run)."""
     result = dict(row["result"], elapsed_s=0)
+    result["usage"]["cached_tokens"] = 0
     for layer in result["layers"]:
+        layer["usage"]["cached_tokens"] = 0
         for out in layer["outputs"]:
             out["latency_s"] = 0
             out["message_id"] = None
+            out["cached_tokens"] = 0
     return {**row, "result": result}
 
 
@@ -125,6 +129,33 @@ def test_asking_for_gpus_the_cluster_lacks_fails_instead_of_waiting(cluster, fau
     with pytest.raises(ConfigError, match="asks for 1 GPU but the Ray cluster has 0"):
         run_batch(graph, rows_file(tmp_path, 2), tmp_path / "o.jsonl",
                   executor=RayExecutor(num_gpus=1))
+
+
+def test_ray_workers_spans_join_the_drivers_trace(cluster, fault, tmp_path,
+                                                  monkeypatch) -> None:
+    pytest.importorskip("opentelemetry.sdk", reason="needs pip install 'aft-sdk[otel]'")
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from aft_sdk.testing.otlp_receiver import OTLPReceiver
+
+    tracer = TracerProvider().get_tracer("batch-job")  # the driver's own span
+    with OTLPReceiver() as otlp:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint)
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "ray-worker")
+        with tracer.start_as_current_span("nightly batch") as job:
+            # The blocking twin: the caller's span carries over to aft-sdk's loop thread.
+            run_batch(config(tmp_path, fault.base_url), rows_file(tmp_path, 3),
+                      tmp_path / "out.jsonl", progress=False, executor=RayExecutor(workers=2))
+        spans = otlp.wait_for(
+            lambda got: sum(s["name"] == "invoke_agent aft-sdk" for s in got) >= 3)
+    trace_id = format(job.get_span_context().trace_id, "032x")
+    parent = format(job.get_span_context().span_id, "016x")
+    runs = [s for s in spans if s["name"] == "invoke_agent aft-sdk"]
+    assert len(runs) == 3 and all(s["service"] == "ray-worker" for s in runs)
+    assert all((s["trace_id"], s["parent_span_id"]) == (trace_id, parent) for s in runs)
+    run_ids = {s["span_id"] for s in runs}
+    chats = [s for s in spans if s["name"].startswith("chat ")]
+    assert chats and all(c["parent_span_id"] in run_ids for c in chats)
 
 
 def test_keys_never_travel_to_workers(fault, tmp_path) -> None:

@@ -106,8 +106,11 @@ def test_a_vote_records_its_decision_and_content_only_when_asked(fault, monkeypa
     fault.script("p", ["say:The answer is 4.", "say:The answer is 4.", "say:The answer is 5."])
     p = OpenAIBackend("p", base_url=fault.base_url, native_n=False)
     graph = AggregateGraph(p, strategy="vote", width=3)
-    graph.invoke(QUESTION)
+    with provider.get_tracer("app").start_as_current_span("handle request") as outer:
+        graph.invoke(QUESTION)  # a blocking call: the run is under the caller's span
     (run,) = [s for s in exporter.get_finished_spans() if s.name == "invoke_agent aft-sdk"]
+    assert run.parent is not None and run.parent.span_id == outer.get_span_context().span_id
+    assert run.context.trace_id == outer.get_span_context().trace_id
     (decision,) = [e for e in run.events if e.name == "aft.decision"]
     assert decision.attributes["aft.rule"] == "majority"
     assert QUESTION not in json.dumps([dict(s.attributes) for s in exporter.get_finished_spans()])
