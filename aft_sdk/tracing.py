@@ -6,10 +6,12 @@ application installs a tracer provider; the SDK and the exporter stay the user's
 ``OTEL_EXPORTER_OTLP_*`` variables, :func:`configure_from_env`). A run gives:
 
 - ``invoke_agent aft-sdk``: one span per run (``gen_ai.operation.name: invoke_agent``;
-  ``aft.strategy``, ``aft.width``, ``aft.depth``; the run's token usage), with one
-  ``aft.layer`` event per layer (outputs, failures, tokens) and one ``aft.decision``
+  ``aft.strategy``, ``aft.width``, ``aft.depth``; the run's token usage and cost), with
+  one ``aft.layer`` event per layer (outputs, failures, tokens) and one ``aft.decision``
   event per answer a rule chose (a vote, an agreement, a budget stop);
-- ``chat {model}``: one client span per request to a model, under the run's span
+- ``aft.layer N``: one span per layer that called models, under the run's, from its
+  first request to its last, with the layer's outputs, failures, tokens and cost;
+- ``chat {model}``: one client span per request to a model, under its layer's span
   (``gen_ai.provider.name``, ``gen_ai.request.*`` sampling, ``gen_ai.response.model``,
   ``gen_ai.usage.input_tokens`` / ``output_tokens``, ``gen_ai.response.finish_reasons``,
   ``error.type`` on failure; ``aft.layer`` and ``aft.slots``).
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -64,20 +67,46 @@ def current(span: Span) -> Iterator[None]:
 class traced_run:  # noqa: N801 - used as a context manager, like contextlib's
     """``with traced_run(...) as run``: the run's span (``run.span``, made current by
     :func:`current` where its tasks start), ended on exit with ``run.result``'s usage,
-    layers and decisions, or with the error that ended the run."""
+    layers and decisions, or with the error that ended the run. Its layers' spans
+    (``aft.layer N``, from a layer's first request to its last) are made by
+    :func:`generation_span` and ended here."""
 
     def __init__(self, strategy: str, width: int, depth: int) -> None:
         self.span, self.result = run_span(strategy, width, depth), None
+        #: Per layer index: its span and when its latest request ended (ns).
+        self.layers: dict[int, list[Any]] = {}
+        if self.span.is_recording():
+            _RUNS[self.span.get_span_context().span_id] = self
 
     def __enter__(self) -> traced_run:
         return self
 
     def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
-        end_run(self.span, self.result if error is None else None, error)
+        _RUNS.pop(self.span.get_span_context().span_id, None)
+        end_run(self.span, self.result if error is None else None, error, self.layers)
+
+    def layer(self, index: int) -> list[Any]:
+        """The layer's span (started with its first request) and its latest end."""
+        if index not in self.layers:
+            self.layers[index] = [TRACER.start_span(
+                f"aft.layer {index}", context=trace.set_span_in_context(self.span),
+                attributes={"aft.layer.index": index}), 0]
+        return self.layers[index]
 
 
-def end_run(span: Span, result: Any = None, error: BaseException | None = None) -> None:
-    """Usage, layer and decision events from ``result`` (or the error), then the end."""
+#: The runs being traced in this process, by their span's id.
+_RUNS: dict[int, traced_run] = {}
+
+
+def end_run(span: Span, result: Any = None, error: BaseException | None = None,
+            layers: Mapping[int, list[Any]] | None = None) -> None:
+    """Usage, layer and decision events from ``result`` (or the error), then the end;
+    each of ``layers``' spans ends when its latest request did, with its layer's usage."""
+    for index, (layer_span, ended) in (layers or {}).items():
+        done = next((la for la in result.layers if la.index == index), None) if result else None
+        if done is not None:
+            layer_span.set_attributes(_layer_attributes(done))
+        layer_span.end(end_time=ended or None)
     if not span.is_recording():
         return span.end()
     if result is not None:
@@ -87,12 +116,7 @@ def end_run(span: Span, result: Any = None, error: BaseException | None = None) 
                              "aft.generations": u.generations, "aft.cost_usd": u.cost_usd,
                              "aft.unpriced": list(u.unpriced)})
         for layer in result.layers:
-            span.add_event("aft.layer", {
-                "aft.layer.index": layer.index, "aft.layer.kind": layer.kind,
-                "aft.layer.ok": layer.usage.generations, "aft.layer.failed": layer.usage.failures,
-                "aft.layer.input_tokens": layer.usage.prompt_tokens,
-                "aft.layer.output_tokens": layer.usage.completion_tokens,
-                "aft.layer.cost_usd": layer.usage.cost_usd})
+            span.add_event("aft.layer", _layer_attributes(layer))
             for r in layer.outputs:
                 if r.decision:
                     span.add_event("aft.decision", {
@@ -104,10 +128,19 @@ def end_run(span: Span, result: Any = None, error: BaseException | None = None) 
     span.end()
 
 
+def _layer_attributes(layer: Any) -> dict[str, Any]:
+    return {"aft.layer.index": layer.index, "aft.layer.kind": layer.kind,
+            "aft.layer.ok": layer.usage.generations, "aft.layer.failed": layer.usage.failures,
+            "aft.layer.input_tokens": layer.usage.prompt_tokens,
+            "aft.layer.output_tokens": layer.usage.completion_tokens,
+            "aft.layer.cost_usd": layer.usage.cost_usd}
+
+
 @contextmanager
 def generation_span(label: str, model: str, layer: int, slots: Sequence[int], sampling: Any,
                     messages: Sequence[Mapping[str, Any]]) -> Iterator[Span]:
-    """One request to a model; :func:`record` adds what came back."""
+    """One request to a model, under its layer's span where the run is traced here;
+    :func:`record` adds what came back."""
     attrs: dict[str, Any] = {
         "gen_ai.operation.name": "chat", "gen_ai.provider.name": _provider(label),
         "gen_ai.request.model": model or label, "aft.backend": label, "aft.layer": layer,
@@ -119,10 +152,18 @@ def generation_span(label: str, model: str, layer: int, slots: Sequence[int], sa
             attrs[f"gen_ai.request.{name}"] = value
     if capture_content():
         attrs["gen_ai.input.messages"] = json.dumps(list(messages), default=str)
-    with TRACER.start_as_current_span(f"chat {model or label}", kind=SpanKind.CLIENT,
-                                      attributes=attrs, record_exception=False,
-                                      set_status_on_exception=False) as span:
-        yield span
+    run = _RUNS.get(trace.get_current_span().get_span_context().span_id)
+    entry = run.layer(layer) if run is not None else None
+    parent = trace.set_span_in_context(entry[0]) if entry is not None else None
+    try:
+        with TRACER.start_as_current_span(f"chat {model or label}", context=parent,
+                                          kind=SpanKind.CLIENT, attributes=attrs,
+                                          record_exception=False,
+                                          set_status_on_exception=False) as span:
+            yield span
+    finally:
+        if entry is not None:
+            entry[1] = max(entry[1], time.time_ns())
 
 
 def record(span: Span, gens: Sequence[Any], error: BaseException | None = None,

@@ -154,8 +154,10 @@ def test_ray_workers_spans_join_the_drivers_trace(cluster, fault, tmp_path,
     assert len(runs) == 3 and all(s["service"] == "ray-worker" for s in runs)
     assert all((s["trace_id"], s["parent_span_id"]) == (trace_id, parent) for s in runs)
     run_ids = {s["span_id"] for s in runs}
+    layers = {s["span_id"] for s in spans if s["name"].startswith("aft.layer ")
+              and s["parent_span_id"] in run_ids}
     chats = [s for s in spans if s["name"].startswith("chat ")]
-    assert chats and all(c["parent_span_id"] in run_ids for c in chats)
+    assert len(layers) == 6 and chats and all(c["parent_span_id"] in layers for c in chats)
 
 
 def test_keys_never_travel_to_workers(fault, tmp_path) -> None:

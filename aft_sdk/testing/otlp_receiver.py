@@ -10,8 +10,9 @@ to ``/v1/traces`` (protobuf, optionally gzip) and keeps each span as a dict::
 
 A span: ``name``, ``trace_id`` / ``span_id`` / ``parent_span_id`` (hex; ``""`` for a
 root), ``kind`` (``INTERNAL``, ``CLIENT``, ...), ``attributes`` (plain values),
-``events`` (``[{"name", "attributes"}]``), ``status`` (``UNSET``, ``OK``, ``ERROR``) and
-``service`` (the resource's ``service.name``). Needs the ``otel`` extra.
+``events`` (``[{"name", "attributes"}]``), ``status`` (``UNSET``, ``OK``, ``ERROR``),
+``start_ns`` / ``end_ns`` and ``service`` (the resource's ``service.name``). Needs the
+``otel`` extra.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class OTLPReceiver:
                     found.append({
                         "name": s.name, "trace_id": s.trace_id.hex(), "span_id": s.span_id.hex(),
                         "parent_span_id": s.parent_span_id.hex(),
+                        "start_ns": s.start_time_unix_nano, "end_ns": s.end_time_unix_nano,
                         "kind": Span.SpanKind.Name(s.kind).removeprefix("SPAN_KIND_"),
                         "attributes": _attrs(s.attributes), "service": service,
                         "events": [{"name": e.name, "attributes": _attrs(e.attributes)}

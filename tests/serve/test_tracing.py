@@ -63,8 +63,21 @@ def test_a_served_run_is_one_trace_from_the_clients_span_to_the_upstream(
     assert run["attributes"]["gen_ai.operation.name"] == "invoke_agent"
     assert (run["attributes"]["aft.width"], run["attributes"]["aft.depth"]) == (3, 1)
     chats = [s for s in spans if s["name"].startswith("chat ")]
-    assert all(c["trace_id"] == TRACE and c["parent_span_id"] == run["span_id"]
-               and c["kind"] == "CLIENT" for c in chats)
+    # Run > layer > request: each layer's span holds its requests, and sums them.
+    layer_spans = {s["span_id"]: s for s in spans if s["name"].startswith("aft.layer ")}
+    assert sorted(s["attributes"]["aft.layer.index"] for s in layer_spans.values()) == [0, 1]
+    assert all(s["parent_span_id"] == run["span_id"] for s in layer_spans.values())
+    assert all(c["trace_id"] == TRACE and c["kind"] == "CLIENT"
+               and layer_spans[c["parent_span_id"]]["attributes"]["aft.layer.index"]
+               == c["attributes"]["aft.layer"] for c in chats)
+    for span_id, layer in layer_spans.items():
+        mine = [c["attributes"] for c in chats if c["parent_span_id"] == span_id]
+        assert layer["attributes"]["aft.layer.input_tokens"] == sum(
+            a["gen_ai.usage.input_tokens"] for a in mine)
+        assert layer["start_ns"] <= min(c["start_ns"] for c in chats
+                                        if c["parent_span_id"] == span_id)
+        assert layer["end_ns"] >= max(c["end_ns"] for c in chats
+                                      if c["parent_span_id"] == span_id)
     per_layer = {0: 0, 1: 0}
     for c in chats:
         per_layer[c["attributes"]["aft.layer"]] += c["attributes"]["gen_ai.request.choice.count"]
