@@ -8,7 +8,8 @@ application installs a tracer provider; the SDK and the exporter stay the user's
 - ``invoke_agent aft-sdk``: one span per run (``gen_ai.operation.name: invoke_agent``;
   ``aft.strategy``, ``aft.width``, ``aft.depth``; the run's token usage and cost), with
   one ``aft.layer`` event per layer (outputs, failures, tokens) and one ``aft.decision``
-  event per answer a rule chose (a vote, an agreement, a budget stop);
+  event per answer a rule chose (a vote, an agreement, a budget stop), and one
+  ``aft.trim`` event per aggregation whose drafts were cut to fit its window;
 - ``aft.layer N``: one span per layer that called models, under the run's, from its
   first request to its last, with the layer's outputs, failures, tokens and cost;
 - ``chat {model}``: one client span per request to a model, under its layer's span
@@ -122,6 +123,10 @@ def end_run(span: Span, result: Any = None, error: BaseException | None = None,
                     span.add_event("aft.decision", {
                         "aft.layer.index": layer.index, "aft.rule": str(r.decision.get("rule")),
                         "aft.decision": json.dumps(r.decision, default=str)[:4000]})
+                if r.prompt.get("trimmed"):  # drafts cut to fit the aggregator's window
+                    span.add_event("aft.trim", {
+                        "aft.layer.index": layer.index, "aft.slot": r.slot,
+                        "aft.trimmed": json.dumps(r.prompt["trimmed"])[:4000]})
     if error is not None:
         span.set_attribute("error.type", type(error).__name__)
         span.set_status(StatusCode.ERROR, str(error)[:500])

@@ -134,3 +134,24 @@ def test_a_vote_records_its_decision_and_content_only_when_asked(fault, monkeypa
     chat = next(s for s in exporter.get_finished_spans() if s.name == "chat p")
     assert QUESTION in chat.attributes["gen_ai.input.messages"]
     assert "four" in chat.attributes["gen_ai.output.messages"]
+
+
+def test_drafts_cut_to_fit_the_window_are_a_span_event(fault, monkeypatch) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import aft_sdk.tracing as tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "TRACER", provider.get_tracer("aft_sdk"))
+    fault.script("prop", ["say:" + "x" * 2400, "say:" + "y" * 2400])
+    agg = OpenAIBackend("agg", base_url=fault.base_url, context_window=400)
+    result = AggregateGraph(OpenAIBackend("prop", base_url=fault.base_url, native_n=False), agg,
+                            width=2, aggregator_sampling={"max_tokens": 64}).invoke("q")
+    (run,) = [s for s in exporter.get_finished_spans() if s.name == "invoke_agent aft-sdk"]
+    (trim,) = [e for e in run.events if e.name == "aft.trim"]
+    assert trim.attributes["aft.layer.index"] == 1
+    assert json.loads(trim.attributes["aft.trimmed"]) == result.layers[1].outputs[0].prompt["trimmed"]
