@@ -233,13 +233,17 @@ async def test_a_resumed_run_counts_its_deadline_as_documented(fault) -> None:
     deadline, the final step is cut at once); a fresh context gives it new time, and
     ``AggregateGraph.aresume`` counts ``deadline_s`` from the resume."""
     fault.script("agg", ["500"])  # the final aggregation fails once
+    # Room for the first run's calls on a loaded machine (the core suites run beside the
+    # main one), and waits just past it.
+    deadline = slack(1.0)
     graph = AggregateGraph(api(fault, "prop"), api(fault, "agg"), width=2, depth=1,
-                           deadline_s=1.0, checkpointer=InMemorySaver())
+                           deadline_s=deadline, checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "late"}}
     question = {"messages": [{"role": "user", "content": "resumed deadline"}]}
     with pytest.raises(GraphError):
         await graph.graph.ainvoke(question, config)
-    time.sleep(1.2)  # the first run's deadline has passed
+    assert fault.count("agg") == 1  # the first run reached its final step
+    time.sleep(deadline + 0.2)  # the first run's deadline has passed
     with pytest.raises(GraphError, match="layer timeout/deadline"):
         await graph.graph.ainvoke(None, config)
     assert fault.count("agg") == 1  # cut before any call
@@ -249,6 +253,6 @@ async def test_a_resumed_run_counts_its_deadline_as_documented(fault) -> None:
     fault.script("agg", ["500"])
     with pytest.raises(GraphError):
         await graph.ainvoke("resumed deadline 2", thread_id="late2")
-    time.sleep(1.2)
+    time.sleep(deadline + 0.2)
     result = await graph.aresume("late2")
     assert result.answer.startswith("answer")
