@@ -67,7 +67,11 @@ class _GraphActor:
         self.graph = AggregateGraph.from_config(config)
         # The driver's OTEL_* settings (sent as the actor's environment): spans export
         # from here, under the driver's span that the call carries.
-        self.spans = tracing.configure_from_env()
+        try:
+            self.spans = tracing.configure_from_env()
+        except ImportError as e:  # the SDK missing on this node: run untraced, say why
+            logger.warning("Ray worker: %s; its runs are not traced", e)
+            self.spans = None
 
     async def run(self, messages: list[dict[str, str]], call: dict[str, Any] | None = None,
                   trace_headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -210,7 +214,8 @@ class RayGraphPool:
         ray = import_ray()
         if self._otel:
             try:
-                ray.get([a.flush.remote() for a in self.actors], timeout=30)
+                # Briefly (this may run on an event loop): what is not out by then is lost.
+                ray.get([a.flush.remote() for a in self.actors], timeout=5)
             except Exception as e:  # noqa: BLE001 - a dead actor has nothing to flush
                 logger.warning("could not flush the Ray actors' spans: %s", e)
         for a in self.actors:

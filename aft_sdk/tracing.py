@@ -107,6 +107,8 @@ def end_run(span: Span, result: Any = None, error: BaseException | None = None,
         done = next((la for la in result.layers if la.index == index), None) if result else None
         if done is not None:
             layer_span.set_attributes(_layer_attributes(done))
+        if error is not None:  # the run failed: its layers' totals were never made
+            layer_span.set_status(StatusCode.ERROR, "the run failed")
         layer_span.end(end_time=ended or None)
     if not span.is_recording():
         return span.end()
@@ -138,7 +140,8 @@ def _layer_attributes(layer: Any) -> dict[str, Any]:
             "aft.layer.ok": layer.usage.generations, "aft.layer.failed": layer.usage.failures,
             "aft.layer.input_tokens": layer.usage.prompt_tokens,
             "aft.layer.output_tokens": layer.usage.completion_tokens,
-            "aft.layer.cost_usd": layer.usage.cost_usd}
+            "aft.layer.cost_usd": layer.usage.cost_usd,
+            "aft.layer.unpriced": list(layer.usage.unpriced)}
 
 
 @contextmanager

@@ -106,8 +106,13 @@ def cost_for(backend: Any, prompt_tokens: int, completion_tokens: int, *,
     # Looked up where the backend names a provider, or calls a URL (OpenAI-compatible).
     provider = getattr(backend, "price_provider", None)
     url = None if provider else getattr(backend, "base_url", None)
-    return looked_up(model or backend.model, prompt_tokens, completion_tokens,
-                     provider=provider, url=url, cached_tokens=cached_tokens)
+    for name in dict.fromkeys((model or backend.model, backend.model)):
+        # The server's name for the model (a dated snapshot) first, then the one asked for.
+        cost = looked_up(name, prompt_tokens, completion_tokens, provider=provider, url=url,
+                         cached_tokens=cached_tokens)
+        if cost is not None:
+            return cost
+    return None
 
 
 def has_price(backend: Any) -> bool:

@@ -35,12 +35,15 @@ def fits(plan: GraphPlan, state: Any, drafts: int, from_layer: int) -> bool:
     planned = drafts + sum(layer.width for layer in plan.layers[from_layer:])
     if budget.generations is not None and len(done) + planned > budget.generations:
         return False
-    if (budget.tokens is None and budget.usd is None) or not done:
+    if budget.tokens is None and budget.usd is None:
         return True
-    sent = sum(1 for r in records if r.layer == 0)
-    messages = normalize_messages(state["messages"])
-    tokens, usd = (MARGIN * x for x in estimate(plan, messages, done, sent, drafts, from_layer))
-    spent = Usage.of(records)
+    spent = Usage.of(records)  # failed calls' tokens count too
+    tokens = usd = 0.0
+    if done:  # nothing to estimate from before a first output: only what was spent
+        sent = sum(1 for r in records if r.layer == 0)
+        messages = normalize_messages(state["messages"])
+        tokens, usd = (MARGIN * x for x in estimate(plan, messages, done, sent, drafts,
+                                                    from_layer))
     if budget.tokens is not None and spent.total_tokens + tokens > budget.tokens:
         return False
     return budget.usd is None or spent.cost_usd + usd <= budget.usd
@@ -66,15 +69,19 @@ def estimate(plan: GraphPlan, messages: list[Message], done: list[OutputRecord],
     # What the first planned layer reads: the outputs of the one before it, and the drafts
     # still to come.
     read = _written(done, from_layer - 1) + drafts * answer
+    alive = sum(1 for r in done if r.layer == from_layer - 1) + drafts
     seen = _seen_framing(plan, done, asked)
+    frames: dict[tuple[int, int], float] = {}  # by backend and drafts read
     for index in range(max(from_layer, 1), plan.depth + 1):
         layer = plan.layers[index]
-        reads, shown = _shown(plan, index, read)
+        reads, shown = _shown(plan, index, read, alive)
         for slot in range(layer.width):
-            framing = seen if seen is not None else \
-                _framing(plan, messages, index, slot, reads, asked)
-            add(index, slot, asked + framing + shown)
-        read = layer.width * answer
+            key = (id(layer.backend_for(slot)), reads)
+            if key not in frames:
+                frames[key] = seen[1] if seen is not None and seen[0] == reads else \
+                    _framing(plan, messages, index, slot, reads, asked)
+            add(index, slot, asked + frames[key] + shown)
+        read, alive = layer.width * answer, layer.width
     return tokens, usd
 
 
@@ -92,22 +99,23 @@ def _written(done: list[OutputRecord], layer: int) -> int:
     return sum(r.completion_tokens for r in done if r.layer == layer)
 
 
-def _shown(plan: GraphPlan, layer: int, read: float) -> tuple[int, float]:
+def _shown(plan: GraphPlan, layer: int, read: float, alive: int) -> tuple[int, float]:
     """How many outputs each slot of ``layer`` reads, and their tokens, of ``read``
-    written by the layer before it."""
-    before = plan.layers[layer - 1].width
-    if plan.reads_subset(layer) and plan.subset:
-        return plan.subset, read * plan.subset / max(1, before)
-    return before, read
+    written by the ``alive`` outputs of the layer before it."""
+    if plan.reads_subset(layer) and plan.subset and alive > plan.subset:
+        return plan.subset, read * plan.subset / alive
+    return alive, read
 
 
-def _seen_framing(plan: GraphPlan, done: list[OutputRecord], asked: float) -> float | None:
-    """The template's tokens as the latest aggregation layer that ran was charged for
-    them (its prompts less the conversation and the drafts they read); ``None`` before
-    any aggregation."""
+def _seen_framing(plan: GraphPlan, done: list[OutputRecord], asked: float
+                  ) -> tuple[int, float] | None:
+    """How many drafts the latest aggregation layer that ran read, and the template's
+    tokens as it was charged for them (its prompts less the conversation and the drafts
+    read); ``None`` before any aggregation. Used for later layers that read as many."""
     last = max((r.layer for r in done), default=0)
     ran = [r for r in done if r.layer == last]
     if last == 0 or not ran:
         return None
-    _, shown = _shown(plan, last, _written(done, last - 1))
-    return max(0.0, sum(r.prompt_tokens for r in ran) / len(ran) - asked - shown)
+    before = [r for r in done if r.layer == last - 1]
+    reads, shown = _shown(plan, last, _written(done, last - 1), len(before))
+    return reads, max(0.0, sum(r.prompt_tokens for r in ran) / len(ran) - asked - shown)

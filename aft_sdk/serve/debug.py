@@ -4,12 +4,14 @@ Off by default. When on, every finished request (answered or failed) is kept in 
 the last ``debug_runs``; ``GET /debug/runs`` lists them (status, answer or error, tokens,
 cost, time; filters and sorts in the page) and ``GET /debug/runs/NAME`` (its links) shows one
 run's page. Both sit behind the same API key as the model routes (``Authorization:
-Bearer``). The pages show what clients asked and what the models answered: turn it on
+Bearer``); ``aft serve`` refuses ``--debug-ui`` without a key unless it binds a loopback
+address. The pages show what clients asked and what the models answered: turn it on
 where the people who can read the key may read those.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 from collections import deque
@@ -19,6 +21,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 from aft_sdk.view import render_index
+from aft_sdk.view.index_page import run_page
 
 #: Where the list of recent runs is served.
 PATH = "/debug/runs"
@@ -46,30 +49,36 @@ class RecentRuns:
 
     def _add(self, row: dict[str, Any]) -> None:
         with self._lock:
-            self._rows.append({"id": f"{next(self._ids)}-{row['model']}", **row})
+            n = next(self._ids)  # a run's page keeps its name while the list moves on
+            self._rows.append({"id": f"{n}-{row['model']}", "page": f"run-{n}.html", **row})
 
     def rows(self) -> list[dict[str, Any]]:
         """Newest first."""
         with self._lock:
             return list(reversed(self._rows))
 
+    def row(self, page: str) -> dict[str, Any] | None:
+        """The kept row whose page is ``page``."""
+        with self._lock:
+            return next((r for r in self._rows if r["page"] == page and "result" in r), None)
+
 
 def mount(app: FastAPI, recent: RecentRuns) -> None:
-    """Adds the recent-runs routes to ``app``."""
+    """Adds the recent-runs routes to ``app`` (pages are rendered off the event loop)."""
 
-    def pages() -> tuple[str, dict[str, str]]:
+    def index_html() -> str:
         return render_index(recent.rows(), title="aft serve: recent runs",
-                            runs_dir_name="runs", index_name="runs")
+                            runs_dir_name="runs", index_name="runs", pages=False)[0]
 
     @app.get(PATH, include_in_schema=False)
     async def index() -> HTMLResponse:
-        return HTMLResponse(pages()[0])
+        return HTMLResponse(await asyncio.to_thread(index_html))
 
     @app.get(PATH + "/{name}", include_in_schema=False)
     async def one(name: str) -> HTMLResponse:
-        page = pages()[1].get(name)
-        if page is None:
+        row = recent.row(name)
+        if row is None:
             return HTMLResponse("<p>No such run among the recent ones (the list keeps the "
-                                f'last runs only). <a href="{PATH}">Back to the list</a>',
+                                'last runs only). <a href="../runs">Back to the list</a>',
                                 status_code=404)
-        return HTMLResponse(page)
+        return HTMLResponse(await asyncio.to_thread(run_page, row, "runs"))

@@ -32,9 +32,8 @@ request asks, as a model that always complies would (tools, JSON formats; the ru
 :mod:`aft_sdk.testing.complying`), so a client's plumbing can be tested end to end.
 ``logprobs: true`` adds OpenAI-format log probabilities to text answers (scripted or not;
 per chunk when streamed). A stream's first delta names the ``assistant`` role and streams
-end with a ``usage`` chunk; assistant turns with ``content: null`` are accepted. Like a
-provider's prompt cache, usage reports as ``cached_tokens`` the leading messages (all
-but the last) that an earlier request already sent.
+end with a ``usage`` chunk; assistant turns with ``content: null`` are accepted. As a prompt
+cache, usage reports as ``cached_tokens`` the leading messages an earlier request sent.
 """
 
 from __future__ import annotations
@@ -97,8 +96,7 @@ class FaultServer:
 
     def start(self) -> FaultServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
+        return self._thread.start() or self
 
     def stop(self) -> None:
         self._stop.set()
@@ -116,9 +114,8 @@ class FaultServer:
         unless ``kw`` says otherwise."""
         from aft_sdk.backends.openai_backend import OpenAIBackend
 
-        kw.setdefault("max_retries", 0)
-        kw.setdefault("timeout", 30)
-        return OpenAIBackend(model, base_url=self.base_url, **kw)
+        return OpenAIBackend(model, base_url=self.base_url,
+                             **{"max_retries": 0, "timeout": 30, **kw})
 
     def script(self, model: str, actions: Iterable[str]) -> None:
         """Queues actions for the next requests naming ``model``; then ``ok`` again."""
@@ -173,10 +170,13 @@ class FaultServer:
         """Counts the request in; returns its prompt tokens a prompt cache would hold."""
         model = str(body.get("model"))
         messages = body.get("messages") or []
-        prefixes = [json.dumps(messages[:k], sort_keys=True) for k in range(1, len(messages))]
+        prefixes = {k: json.dumps(messages[:k], sort_keys=True)
+                    for k in range(max(1, len(messages) - 64), len(messages))}
         with self._lock:
-            hit = max((k + 1 for k, p in enumerate(prefixes) if p in self._seen), default=0)
-            self._seen.update(prefixes[-64:])
+            hit = max((k for k, p in prefixes.items() if p in self._seen), default=0)
+            if len(self._seen) > 100_000:  # a long soak: forget, as a cache evicts
+                self._seen = set()
+            self._seen.update(prefixes.values())
             self.requests.append(body)
             self.headers.append(headers)
             self.in_flight[model] += 1

@@ -5,6 +5,7 @@ each run's own page."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from aft_sdk.view.assets import INDEX_JS, page
 from aft_sdk.view.fmt import (cost_sort_key, esc, number, record_cost, safe_name, seconds,
@@ -15,8 +16,8 @@ _NUMERIC = {"#", "score", "tokens", "cost", "elapsed", "generations"}
 
 
 def render_index(rows: list[dict[str, Any]], *, title: str, runs_dir_name: str,
-                 table: list[dict[str, Any]] | None = None, index_name: str | None = None
-                 ) -> tuple[str, dict[str, str]]:
+                 table: list[dict[str, Any]] | None = None, index_name: str | None = None,
+                 pages: bool = True) -> tuple[str, dict[str, str]]:
     """The index page of ``rows`` and the pages of the runs it links to.
 
     Args:
@@ -27,11 +28,13 @@ def render_index(rows: list[dict[str, Any]], *, title: str, runs_dir_name: str,
         table: An evaluation's table rows (``table.json``), shown above the list.
         index_name: The index's file name, for the run pages' links back (default
             ``NAME.html`` for a ``runs_dir_name`` of ``NAME_runs``).
+        pages: Render the run pages too (``False``: the index only; a row's ``page``,
+            where it has one, names its page's file).
 
     Returns:
         The index page, and each run page by its file name inside ``runs_dir_name``.
     """
-    pages: dict[str, str] = {}
+    out: dict[str, str] = {}
     back = index_name or runs_dir_name.removesuffix("_runs") + ".html"
     lines = []
     has_method = any("method" in r for r in rows)
@@ -40,10 +43,10 @@ def render_index(rows: list[dict[str, Any]], *, title: str, runs_dir_name: str,
         result = row.get("result") if isinstance(row.get("result"), dict) else None
         link = None
         if result is not None and "error" not in row:
-            name = safe_name(_label(row), pos)
-            link = f"{runs_dir_name}/{name}"
-            pages[name] = render_run(result, title=_run_title(row, result),
-                                     back=f"../{back}")
+            name = row.get("page") or safe_name(_label(row), pos)
+            link = f"{quote(runs_dir_name)}/{quote(name)}"
+            if pages:
+                out[name] = run_page(row, back)
         lines.append(_line(row, pos, result, link, has_method, has_score))
     n_failed = sum("error" in r for r in rows)
     heads = ["#", "id"] + (["method"] if has_method else []) + ["status"] + \
@@ -68,7 +71,15 @@ def render_index(rows: list[dict[str, Any]], *, title: str, runs_dir_name: str,
             + "".join(f'<th class="num">{esc(h)}</th>' if h in _NUMERIC else f"<th>{esc(h)}</th>"
                       for h in heads)
             + f'</tr></thead><tbody id="rows">{"".join(lines)}</tbody></table>']
-    return page(esc(title), "\n".join(body), INDEX_JS), pages
+    return page(esc(title), "\n".join(body), INDEX_JS), out
+
+
+def run_page(row: dict[str, Any], back: str) -> str:
+    """The page of one row's run (an evaluation's row: with the method's own answer)."""
+    result = row["result"]
+    answer = row.get("answer") if row.get("method") else None
+    return render_run(result, title=_run_title(row, result), back=f"../{quote(back)}",
+                      answer=answer)
 
 
 def _label(row: dict[str, Any]) -> str:

@@ -23,17 +23,24 @@ _JSON = (("fallback", "warn", "fallback: ", 160), ("winner", "event", "winner: "
 
 
 def render_run(result: dict[str, Any], *, title: str | None = None,
-               back: str | None = None) -> str:
+               back: str | None = None, answer: str | None = None) -> str:
     """One self-contained HTML page of a run (an :class:`AggregateResult` as JSON).
 
     Args:
         result: The result's JSON (``AggregateResult.model_dump(mode="json")``).
         title: The page's heading; default: the start of the last user message.
         back: Where a "back" link goes (an index page), if anywhere.
+        answer: The answer a method gave from this run when it is not the run's own (an
+            evaluation's majority or verifier pick over the drafts): shown as the answer,
+            from the draft that holds it.
     """
     layers = result.get("layers") or []
     final = _final(layers)
-    answer_draft = _draft(final) if final else str(result.get("answer", ""))
+    if answer is not None and answer != result.get("answer"):
+        result = {**result, "answer": answer}
+        final = next((r for la in layers for r in la.get("outputs") or []
+                      if r.get("ok") and r.get("text") == answer), final)
+    answer_draft = _draft(final) if final and answer is None else str(result.get("answer", ""))
     picked = _picked(layers)
     heading = title or _default_title(result.get("messages") or [])
     parts = []
