@@ -3,6 +3,7 @@
     aft data build off-policy tests/data/multi_response.jsonl -o rows.jsonl --target best
     aft data build on-policy prompts.jsonl -o rows.jsonl --proposer embedded -k 4
     aft data build traces answers.jsonl -o rows.jsonl
+    aft data build records served-runs/ -o rows.jsonl --min-score 0.5 --width 4
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ def register(sub: Any) -> None:
     p = sub.add_parser("data", help="build AFT training rows")
     data_sub = p.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
     b = data_sub.add_parser("build", help="build rows into a JSONL file")
-    b.add_argument("mode", choices=["off-policy", "on-policy", "traces"],
+    b.add_argument("mode", choices=["off-policy", "on-policy", "traces", "records"],
                    help="off-policy: multi-response data; on-policy: sample proposals; "
-                        "traces: graph results / aft batch output")
+                        "traces: graph results / aft batch output; records: the folder "
+                        "aft serve --record wrote (targets: feedback's better answer, else "
+                        "the served one; --target teacher for a teacher's)")
     b.add_argument("source", help="a .jsonl/.json/.parquet file or a Hub dataset id")
     b.add_argument("-o", "--output", required=True, help="JSONL rows (on-policy: resumable)")
     b.add_argument("--split", default="train", help="Hub dataset split")
@@ -50,6 +53,12 @@ def register(sub: Any) -> None:
                    help="skip and count bad records (and lines that are not JSON) in every mode")
     b.add_argument("--sft-ratio", type=float, default=0.0,
                    help="add this many plain SFT rows per AFT row (off-policy/traces)")
+    r = b.add_argument_group("records", "which recorded runs become rows")
+    r.add_argument("--model", metavar="NAME", help="the runs of this served model id (or "
+                   "config hash prefix)")
+    r.add_argument("--since", metavar="YYYY-MM-DD", help="the runs from this UTC day on")
+    r.add_argument("--min-score", type=float, help="the runs whose feedback score is at least this")
+    r.add_argument("--width", type=int, help="proposals per row, sampled from the run's drafts")
     b.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="rows in flight")
     b.add_argument("--no-progress", action="store_true")
     b.add_argument("--ray", action="store_true",
@@ -74,8 +83,13 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     if args.ray and args.mode != "on-policy":
         raise ConfigError("--ray applies to on-policy builds, the only mode that samples "
                           "from models in bulk")
+    records_only = [f for f in ("model", "since", "min_score", "width")
+                    if getattr(args, f) is not None]
+    if records_only and args.mode != "records":
+        raise ConfigError(f"--{records_only[0].replace('_', '-')} applies to records builds "
+                          "(aft data build records DIR)")
     if args.sft_ratio and (args.mode == "on-policy" or args.target == "teacher"):
-        raise ConfigError("--sft-ratio applies to off-policy and traces builds without a "
+        raise ConfigError("--sft-ratio applies to off-policy, traces and records builds without a "
                           "teacher: mix SFT rows into this output with a second build, or "
                           "leave it out")
     counter = RowCounter()
@@ -84,6 +98,10 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     check_output(args.output, inputs=inputs)
     if args.mode == "traces":
         rows = list(trainers.trace_rows(args.source, skip_bad=args.skip_bad, counter=counter))
+    elif args.mode == "records":
+        rows = list(trainers.record_rows(
+            args.source, config=args.model, since=args.since, min_score=args.min_score,
+            width=args.width, seed=args.seed, skip_bad=args.skip_bad, counter=counter))
     elif args.mode == "off-policy":
         records = load_records(args.source, split=args.split, skip_bad=args.skip_bad,
                                counter=counter)

@@ -41,6 +41,13 @@ def register(sub: Any) -> None:
                         "(behind the API key; they show requests and answers)")
     p.add_argument("--debug-runs", type=int, default=100,
                    help="runs --debug-ui keeps (default 100)")
+    p.add_argument("--record", metavar="DIR",
+                   help="record every answered run (conversation, drafts, answer, usage) as "
+                        "JSONL rows in DIR, for aft data build; enables POST /v1/feedback")
+    p.add_argument("--record-max-bytes", type=int,
+                   help="stop recording (with a warning) once DIR holds this many bytes")
+    p.add_argument("--record-skip-header", metavar="NAME",
+                   help="never record a request that carries this header")
     p.set_defaults(func=cmd_serve)
 
 
@@ -65,7 +72,19 @@ def settings_from(args: argparse.Namespace) -> Any:
     for field, flag in flags.items():  # the model checks them too; the CLI names its flag
         if values[field] <= 0:
             raise ConfigError(f"{flag} must be > 0 (got {values[field]})")
-    return ServeSettings(**values, api_keys=keys, debug_ui=args.debug_ui)
+    if args.debug_runs != 100 and not args.debug_ui:
+        raise ConfigError("--debug-runs goes with --debug-ui")
+    if args.debug_ui and not keys and args.host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"--debug-ui shows every request's conversation: on --host "
+                          f"{args.host} it needs --api-key-env (without a key it is allowed "
+                          "on 127.0.0.1 only)")
+    if args.record_max_bytes is not None and args.record_max_bytes <= 0:
+        raise ConfigError(f"--record-max-bytes must be > 0 (got {args.record_max_bytes})")
+    if (args.record_max_bytes or args.record_skip_header) and not args.record:
+        raise ConfigError("--record-max-bytes and --record-skip-header go with --record DIR")
+    return ServeSettings(**values, api_keys=keys, debug_ui=args.debug_ui,
+                         record_dir=args.record, record_max_bytes=args.record_max_bytes,
+                         record_skip_header=args.record_skip_header)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -77,7 +96,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise ConfigError(f"aft serve needs the serve extra: pip install 'aft-sdk[serve]' ({e})") from e
     settings = settings_from(args)  # flags first: a bad port fails before any model loads
-    app = create_app(load_configs(args.config), settings)
+    app = create_app(load_configs(args.config), settings,
+                     reload_configs=lambda: load_configs(args.config))
     print(f"aft serve: models {', '.join(app.state.models.configs)} on "
           f"http://{args.host}:{args.port}/v1", file=sys.stderr, flush=True)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
@@ -85,6 +105,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         _server_class(uvicorn)(config).run()
     finally:  # after the last run (or a failed start): engines end, connections close
+        if app.state.recorder is not None:  # every queued row written (SIGTERM included)
+            app.state.recorder.close()
         from aft_sdk.aio import run_sync
         from aft_sdk.backends.factory import aclose_shared
 

@@ -15,13 +15,15 @@ error event); a client that leaves cancels its run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -66,6 +68,10 @@ class ServeSettings(Strict):
         api_keys: Accepted bearer keys; empty means no authentication.
         debug_ui: Keep the last ``debug_runs`` finished requests and show them as run
             pages under ``/debug/runs`` (behind the API key; :mod:`aft_sdk.serve.debug`).
+        record_dir: Record every answered run there (:mod:`aft_sdk.serve.record`), with
+            ``record_max_bytes`` the bound on the folder and ``record_file_bytes`` the
+            size past which a file is rotated; requests carrying the header
+            ``record_skip_header`` are never recorded.
     """
 
     max_width: int = Field(16, ge=1, strict=True)
@@ -77,6 +83,10 @@ class ServeSettings(Strict):
     api_keys: tuple[str, ...] = Field(default=(), repr=False)  # never in a log line
     debug_ui: bool = False
     debug_runs: int = Field(100, ge=1, strict=True)
+    record_dir: str | None = None
+    record_max_bytes: int | None = Field(None, ge=1, strict=True)
+    record_file_bytes: int = Field(64 * 2**20, ge=1, strict=True)
+    record_skip_header: str | None = None
 
 
 class Models:
@@ -93,6 +103,13 @@ class Models:
         self._lock = threading.Lock()  # graphs for new shapes are built in worker threads
         for name in self.configs:  # build each base graph now: bad configs fail at start
             self.graph(name, {})
+
+    def replace(self, configs: Mapping[str, GraphConfig]) -> None:
+        """Serves ``configs`` from now on: their graphs are built first (a config that
+        fails raises, and the old ones keep serving); runs in flight keep their graph."""
+        fresh = Models(configs, self.settings, self._cache_size)
+        with self._lock:
+            self.configs, self._graphs = fresh.configs, fresh._graphs
 
     def _key(self, model: str, shape: dict[str, Any]) -> tuple[str, str]:
         if model not in self.configs:
@@ -137,13 +154,51 @@ class Models:
                 raise ConfigError(f"{name}={value} is above this server's limit of {cap}")
 
 
-def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | None = None
+def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | None = None,
+               reload_configs: Callable[[], Mapping[str, GraphConfig]] | None = None
                ) -> FastAPI:
-    """The ASGI app serving ``configs`` (model id -> graph config)."""
+    """The ASGI app serving ``configs`` (model id -> graph config).
+
+    With ``reload_configs`` (``aft serve``: the config files read again), ``SIGHUP`` and
+    an authenticated ``POST /admin/reload`` switch to what it returns once its graphs have
+    loaded; new requests go to them, runs in flight finish on the old ones, and a config
+    that fails to load leaves the old ones serving (the reload's answer and the log say
+    why)."""
     settings = settings or ServeSettings()
     models = Models(configs, settings)
     slots = RunSlots(settings.max_concurrent_runs)
-    app = FastAPI(title="aft serve", docs_url=None, redoc_url=None, openapi_url=None)
+    recorder = None
+    if settings.record_dir:
+        from aft_sdk.serve.record import Recorder
+
+        recorder = Recorder(settings.record_dir, max_bytes=settings.record_max_bytes,
+                            max_file_bytes=settings.record_file_bytes)
+
+    async def reload() -> list[str]:
+        assert reload_configs is not None
+        async with reloading:  # one reload at a time
+            try:
+                await asyncio.to_thread(lambda: models.replace(reload_configs()))
+            except Exception as e:
+                logger.error("reload failed, the old configs keep serving: %s", e)
+                raise
+            identities.update(_identities(models.configs) if recorder is not None else {})
+            logger.warning("reloaded: serving %s", ", ".join(models.configs))
+            return list(models.configs)
+
+    reloading = asyncio.Lock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if reload_configs is not None:
+            _on_sighup(lambda: asyncio.ensure_future(_logged(reload())))
+        yield
+        if recorder is not None:  # every queued row is written before the process ends
+            await asyncio.to_thread(recorder.close)
+
+    app = FastAPI(title="aft serve", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    app.state.recorder = recorder
     app.state.models = models
     app.state.slots = slots
     app.add_middleware(Guard, settings=settings)
@@ -199,7 +254,8 @@ def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | Non
             if graph is None:
                 graph = await asyncio.to_thread(models.graph, req.model, shape)
             return Run(graph, req, settings.request_timeout_s, slot, surface,
-                       tracing.incoming_context(request.headers), recent)
+                       tracing.incoming_context(request.headers), recent,
+                       recording(req, request, surface))
         except Exception as e:
             if slot is not None:
                 slot.release()
@@ -217,7 +273,55 @@ def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | Non
     for path, surface in SURFACES.items():
         app.add_api_route(path, route_of(surface), methods=["POST"], include_in_schema=False)
 
+    def recording(req: protocol.ChatRequest, request: Request, surface: Surface) -> Any:
+        """How this request's runs are recorded (``None``: they are not)."""
+        skip = settings.record_skip_header
+        if recorder is None or req.record is False or (skip and skip in request.headers):
+            return None
+        config = identities[req.model]
+        return lambda rid, results: recorder.runs(rid, req.model, surface.path, config,
+                                                  results)
+
+    identities: dict[str, dict[str, str]] = {}
+    if recorder is not None:
+        from aft_sdk.serve.feedback import mount_feedback
+
+        identities.update(_identities(models.configs))
+        mount_feedback(app, recorder)
+
+    if reload_configs is not None:
+        @app.post("/admin/reload", include_in_schema=False)
+        async def admin_reload() -> Any:
+            try:
+                return {"object": "reload", "models": await reload()}
+            except Exception as e:
+                return HTTPFailure(400, f"reload failed, the old configs keep serving: {e}",
+                                   "invalid_request_error", "reload_failed").response()
+
     return app
+
+
+def _identities(configs: Mapping[str, GraphConfig]) -> dict[str, dict[str, str]]:
+    from aft_sdk.serve.record import config_identity
+
+    return {name: config_identity(name, c) for name, c in configs.items()}
+
+
+def _on_sighup(handler: Callable[[], Any]) -> None:
+    """Calls ``handler`` on SIGHUP, where this loop can take signals (POSIX, main thread)."""
+    import signal
+
+    if not hasattr(signal, "SIGHUP"):
+        return
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, handler)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        logger.info("SIGHUP cannot reload here; use POST /admin/reload")
+
+
+async def _logged(aw: Any) -> None:
+    with contextlib.suppress(Exception):  # the reload logged why it failed
+        await aw
 
 
 class Guard:

@@ -142,9 +142,10 @@ def _usage(result: AggregateResult) -> dict[str, int]:
 class _Writer(StreamWriter):
     def __init__(self, model: str) -> None:
         self.model, self.index, self.text_open = model, 0, False
+        self.response_id = _message_id()
 
     def open(self) -> str:
-        message = {"id": _message_id(), "type": "message", "role": "assistant", "content": [],
+        message = {"id": self.response_id, "type": "message", "role": "assistant", "content": [],
                    "model": self.model, "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": 0, "output_tokens": 0}}
         return sse({"type": "message_start", "message": message}, "message_start")

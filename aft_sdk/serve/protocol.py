@@ -113,6 +113,8 @@ class ChatRequest(BaseModel):
     shuffle: bool | None = None
     min_proposals: int | None = None
     strategy: str | None = None
+    #: ``false``: this request is not recorded (``aft serve --record``).
+    record: bool | None = None
 
     def refuse_unsupported(self) -> None:
         """Raises :class:`ConfigError` naming the first field this server cannot honour."""

@@ -240,7 +240,7 @@ def _response(rid: str, model: str, created: int, output: list[dict[str, Any]],
 class _Writer(StreamWriter):
     def __init__(self, model: str) -> None:
         self.model, self.created = model, int(time.time())
-        self.rid = f"resp_aft{uuid.uuid4().hex[:24]}"
+        self.rid = self.response_id = f"resp_aft{uuid.uuid4().hex[:24]}"
         self.msg_id = f"msg_{self.rid[5:]}"
         self.seq = 0
         self.text: str | None = None  # the message item's text, once it is open

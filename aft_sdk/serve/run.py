@@ -123,10 +123,11 @@ class Run(Response):
 
     def __init__(self, graph: AggregateGraph, req: protocol.ChatRequest, timeout_s: float,
                  slot: Slot, surface: Surface = CHAT, trace_context: Any = None,
-                 recent: Any = None) -> None:
+                 recent: Any = None, record: Any = None) -> None:
         self.graph, self.req, self.timeout_s, self.slot = graph, req, timeout_s, slot
         self.surface, self.trace_context = surface, trace_context  # an incoming traceparent
         self.recent = recent  # --debug-ui: where finished runs are kept
+        self.record = record  # --record: (response id, results) -> None, off the request path
         self.background = None
         # One final sampling per answer (n > 1: seeds moved by the answer's index).
         self.samplings = [req.run_sampling(i) or None for i in range(req.choices)]
@@ -164,10 +165,13 @@ class Run(Response):
                     self.req.messages, final_sampling=sampling, call=self.call))
                     for sampling in self.samplings]
             results = [t.result() for t in tasks]
-            self._keep(results)
             for result in results:
                 protocol.check_logprobs(self.req, result)
-            response: Response = JSONResponse(self.surface.complete(self.req.model, *results))
+            self._keep(results)
+            body = self.surface.complete(self.req.model, *results)
+            if self.record is not None:
+                self.record(str(body.get("id", "")), results)
+            response: Response = JSONResponse(body)
         except Exception as e:
             if isinstance(e, ExceptionGroup):
                 e = e.exceptions[0]
@@ -210,8 +214,10 @@ class Run(Response):
                     if event["event"] == "token":
                         await emit(writer.token(event["text"]))
                     elif event["event"] == "result":
-                        self._keep([event["result"]])
                         protocol.check_logprobs(req, event["result"])
+                        self._keep([event["result"]])
+                        if self.record is not None:
+                            self.record(writer.response_id, [event["result"]])
                         await emit(writer.finish(event["result"]), more=False)
                         return
         except Exception as e:

@@ -72,6 +72,9 @@ class StreamWriter:
     """Turns a run's stream events into this format's SSE text. ``open`` goes out with
     the first token or the result; ``finish``/``fail`` end the stream."""
 
+    #: The response's id, as the stream's events carry it.
+    response_id = ""
+
     def open(self) -> str:
         return ""
 
@@ -103,6 +106,7 @@ class ChatCompletions(Surface):
 class _ChatWriter(StreamWriter):
     def __init__(self, req: protocol.ChatRequest) -> None:
         self.req, self.cid, self.created = req, protocol.completion_id(), int(time.time())
+        self.response_id = self.cid
 
     def _chunk(self, **kw: Any) -> str:
         return sse(protocol.chunk(self.cid, self.req.model, self.created, **kw))

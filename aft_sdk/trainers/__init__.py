@@ -28,6 +28,7 @@ from aft_sdk.trainers.rows import (
     write_rows,
 )
 from aft_sdk.trainers.teacher import abuild_teacher_targets, awrite_target
+from aft_sdk.trainers.records import record_rows
 from aft_sdk.trainers.traces import trace_rows
 
 _LAZY = {
@@ -61,6 +62,7 @@ __all__ = [
     "mix_sft",
     "off_policy_rows",
     "read_jsonl",
+    "record_rows",
     "rows_to_dataset",
     "sft_rows",
     "to_examples",

@@ -1,0 +1,202 @@
+"""``aft serve --record DIR``: every answered run kept as a row, for training on later.
+
+A row (schema ``aft.record/1``, one JSON object per line in ``DIR/runs-DATE-NNN.jsonl``):
+
+- ``record``: the schema name; ``id``: the response's id (what a client sends back as
+  feedback), ``choice``: the answer's index (``n`` > 1);
+- ``time`` (UTC, ISO 8601), ``model`` (the served model id), ``route``;
+- ``config``: ``{"name", "sha256"}``, the served config's identity (its JSON, keys masked,
+  hashed: rows of one setup share it);
+- ``answer``, ``cost_usd`` (``null`` where a price is unknown) and ``result``: the whole
+  :class:`~aft_sdk.graphs.AggregateResult` (conversation, every layer's outputs with the
+  backend and model that wrote them, decisions, usage), as ``aft batch`` writes it, so
+  ``aft data build traces`` reads record files as they are; ``aft data build records
+  DIR`` reads the folder with its feedback (:mod:`aft_sdk.trainers.records`).
+
+From Python, :meth:`Recorder.add` records a graph's result and returns its id, and
+:meth:`Recorder.feedback` attaches feedback to it. Feedback (``POST /v1/feedback``) goes to ``DIR/feedback-DATE.jsonl``: ``{"record":
+"aft.feedback/1", "id", "time", "score", "label", "better_answer"}``.
+
+Rows are written by one background thread, never on a request's path; a file is closed
+and the next one begun past ``max_file_bytes`` or at midnight UTC; past ``max_bytes`` in
+the folder, no more rows are written (one warning says so, and how many were dropped).
+:meth:`Recorder.close` (at shutdown, SIGTERM included) writes every queued row first.
+Keys and request headers are never written (a result names backends by label only).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aft_sdk.errors import ConfigError
+from aft_sdk.trainers.records import FEEDBACK_SCHEMA, SCHEMA
+
+logger = logging.getLogger(__name__)
+#: A file is closed and the next begun past this size.
+DEFAULT_FILE_BYTES = 64 * 2**20
+_STOP = object()
+
+
+def config_identity(name: str, config: Any) -> dict[str, str]:
+    """``{"name", "sha256"}`` of a served config (its JSON dump, secrets masked)."""
+    data = json.dumps(config.model_dump(mode="json"), sort_keys=True, default=str)
+    return {"name": name, "sha256": hashlib.sha256(data.encode()).hexdigest()}
+
+
+class Recorder:
+    """Appends run rows and feedback to a folder from a writer thread.
+
+    Args:
+        folder: Where the files go (made if missing).
+        max_file_bytes: Size past which a file is closed and the next begun.
+        max_bytes: Bound on the folder's record files; past it rows are dropped, with a
+            warning (``None``: no bound).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], *,
+                 max_file_bytes: int = DEFAULT_FILE_BYTES, max_bytes: int | None = None) -> None:
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"--record {self.folder}: cannot make the folder ({e})") from e
+        if not os.access(self.folder, os.W_OK):
+            raise ConfigError(f"--record {self.folder}: the folder is not writable")
+        self.max_file_bytes, self.max_bytes = max_file_bytes, max_bytes
+        self.dropped = 0
+        self.written = 0
+        self._ids = self._known_ids()
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._used = sum(p.stat().st_size for p in self._files("*"))
+        self._current: dict[str, Path] = {}
+        self._thread = threading.Thread(target=self._write_loop, name="aft-recorder",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- the request side (never blocks) -----------------------------------------------
+
+    def runs(self, rid: str, model: str, route: str, config: dict[str, str],
+             results: list[Any]) -> None:
+        """Queues one row per answer of a response ``rid``."""
+        now = _now()
+        for i, result in enumerate(results):
+            usage = result.usage
+            self._put("runs", {"record": SCHEMA, "id": rid, "choice": i, "time": now,
+                               "model": model, "route": route, "config": config,
+                               "answer": result.answer,
+                               "cost_usd": None if usage.unpriced else usage.cost_usd,
+                               "result": result.model_dump(mode="json")})
+        with self._lock:
+            self._ids.add(rid)
+
+    def add(self, result: Any, *, model: str = "python", config: Any = None,
+            rid: str | None = None) -> str:
+        """Records a result from Python (a graph's ``invoke``) and returns its id, for
+        :meth:`feedback`; ``config``: the graph's config, for the rows' identity."""
+        rid = rid or f"run-aft{uuid.uuid4().hex[:24]}"
+        ident = config_identity(model, config) if config is not None else {"name": model}
+        self.runs(rid, model, "python", ident, [result])
+        return rid
+
+    def knows(self, rid: str) -> bool:
+        """Whether ``rid`` is a recorded response's id (this folder's, any process)."""
+        with self._lock:
+            return rid in self._ids
+
+    def feedback(self, rid: str, *, score: float | None = None, label: str | None = None,
+                 better_answer: str | None = None) -> dict[str, Any]:
+        """Queues feedback on a recorded response; :class:`KeyError` for an unknown id."""
+        if not self.knows(rid):
+            raise KeyError(rid)
+        row = {"record": FEEDBACK_SCHEMA, "id": rid, "time": _now(), "score": score,
+               "label": label, "better_answer": better_answer}
+        self._put("feedback", row)
+        return row
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Writes what is queued, then stops the writer."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout_s)
+        if self.dropped:
+            logger.warning("recording: %d rows were not written (the --record-max-bytes "
+                           "bound was reached)", self.dropped)
+
+    def _put(self, kind: str, row: dict[str, Any]) -> None:
+        self._queue.put((kind, row))
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            kind, row = item
+            try:
+                self._write(kind, json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            except Exception:  # noqa: BLE001 - one bad row never stops the recording
+                logger.exception("recording: a %s row could not be written", kind)
+
+    def _write(self, kind: str, line: str) -> None:
+        data = line.encode()
+        if self.max_bytes is not None and self._used + len(data) > self.max_bytes:
+            if not self.dropped:
+                logger.warning("recording paused: %s holds %d bytes, the --record-max-bytes "
+                               "bound (%d); move or delete old files to go on", self.folder,
+                               self._used, self.max_bytes)
+            self.dropped += 1
+            return
+        path = self._file(kind, len(data))
+        with path.open("ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        self._used += len(data)
+        self.written += kind == "runs"
+
+    def _file(self, kind: str, size: int) -> Path:
+        """The file a row of ``kind`` goes to: today's, the next one past the size."""
+        day = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d")
+        path = self._current.get(kind)
+        if path is None or day not in path.name or (
+                kind == "runs" and path.stat().st_size + size > self.max_file_bytes):
+            if kind == "feedback":
+                path = self.folder / f"feedback-{day}.jsonl"
+            else:
+                n = len(list(self.folder.glob(f"runs-{day}-*.jsonl")))
+                path = self.folder / f"runs-{day}-{max(n, 1):03d}.jsonl"
+                if path.exists() and path.stat().st_size + size > self.max_file_bytes:
+                    path = self.folder / f"runs-{day}-{n + 1:03d}.jsonl"
+            self._current[kind] = path
+            path.touch()
+        return path
+
+    def _files(self, pattern: str) -> list[Path]:
+        return sorted(self.folder.glob(f"{pattern}.jsonl"))
+
+    def _known_ids(self) -> set[str]:
+        """The ids already recorded in the folder (feedback may name an older run)."""
+        ids = set()
+        for path in self._files("runs-*"):
+            with path.open(encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    try:
+                        ids.add(str(json.loads(line)["id"]))
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a torn last line (a killed writer) is skipped
+        return ids
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
