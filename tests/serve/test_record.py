@@ -130,7 +130,10 @@ def test_a_run_in_flight_at_sigterm_is_recorded(fault_server, tmp_path) -> None:
             t = threading.Thread(target=lambda: answers.append(c.chat.completions.create(
                 model="pa", messages=[{"role": "user", "content": "slow one"}])))
             t.start()
-            time.sleep(0.5)  # the request is in its proposal layer now
+            end = time.monotonic() + 30
+            while fault_server.count("p") < 2:  # the request is in its proposal layer now
+                assert time.monotonic() < end, "the request never reached the upstream"
+                time.sleep(0.02)
             os.killpg(server.proc.pid, signal.SIGTERM)
             t.join(timeout=20)
             server.proc.wait(timeout=20)

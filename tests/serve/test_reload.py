@@ -61,9 +61,11 @@ def test_sighup_and_the_admin_route_reload_the_configs(fault_server, tmp_path) -
                     model="pa", stream=True, messages=[{"role": "user", "content": "slow"}]):
                 pieces.extend(ch.delta.content or "" for ch in chunk.choices)
 
+        sent = fault_server.count("p")
         t = threading.Thread(target=stream)
         t.start()
-        time.sleep(0.3)  # in its proposal layer
+        # Its drafts reached the upstream: it runs on the graph it started on.
+        _until(lambda: fault_server.count("p") >= sent + 2)
         _write(config, fault_server.base_url, "new-agg")
         os.kill(served.proc.pid, signal.SIGHUP)
         t.join(timeout=20)
