@@ -109,8 +109,7 @@ async def arun_batch(
     async def work(item: RunItem) -> dict[str, Any]:
         messages, call = item.payload
         result = await runs.run(messages, call)
-        usage = result.usage
-        row = {"answer": result.answer, "cost_usd": None if usage.unpriced else usage.cost_usd,
+        row = {"answer": result.answer, "cost_usd": result.usage.known_cost_usd,
                "result": result.model_dump(mode="json")}
         return row if not result.tool_calls else {**row, "tool_calls": result.tool_calls}
 

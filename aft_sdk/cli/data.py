@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from aft_sdk.cli.args import SPEC_HELP, add_prompt_args, executor_of
@@ -94,6 +95,8 @@ def cmd_data_build(args: argparse.Namespace) -> int:
                           "leave it out")
     counter = RowCounter()
     inputs = [args.source] if looks_local(args.source) else []
+    if args.mode == "records" and Path(args.source).is_dir():  # never write over a record
+        inputs += sorted(Path(args.source).glob("*.jsonl"))
     # The output is checked before any source is read or model called.
     check_output(args.output, inputs=inputs)
     if args.mode == "traces":

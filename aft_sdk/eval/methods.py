@@ -106,7 +106,7 @@ class Method:
         usage = result.usage
         return MethodRun(answer=answer, tokens=usage.total_tokens, generations=usage.generations,
                          detail={**detail, "failures": usage.failures},
-                         cost_usd=None if usage.unpriced else usage.cost_usd,
+                         cost_usd=usage.known_cost_usd,
                          result=result.model_dump(mode="json"))
 
 

@@ -250,7 +250,9 @@ class LayerBranch:
             except BaseException as e:
                 tracing.record(span, getattr(e, "generations", None) or (), e)
                 raise
-            tracing.record(span, gens, costs=[cost_of(backend, g) for g in gens])
+            # Priced for the span only where it records (the records price their own).
+            costs = [cost_of(backend, g) for g in gens] if span.is_recording() else []
+            tracing.record(span, gens, costs=costs)
             return gens, message_id
 
     async def _generate(

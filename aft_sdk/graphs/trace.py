@@ -38,6 +38,12 @@ class Usage(BaseModel):
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
+    @property
+    def known_cost_usd(self) -> float | None:
+        """The dollars, or ``None`` where some call's price is unknown (never a partial
+        sum passed off as the whole)."""
+        return None if self.unpriced else self.cost_usd
+
     @classmethod
     def of(cls, records: Iterable[OutputRecord]) -> Usage:
         u = cls()

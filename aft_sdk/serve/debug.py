@@ -38,9 +38,8 @@ class RecentRuns:
     def answered(self, model: str, route: str, results: list[Any]) -> None:
         """Keeps each answer's run (``n`` > 1: one row per answer)."""
         for i, result in enumerate(results):
-            usage = result.usage
             self._add({"model": model, "route": route, "choice": i, "answer": result.answer,
-                       "cost_usd": None if usage.unpriced else usage.cost_usd,
+                       "cost_usd": result.usage.known_cost_usd,
                        "result": result.model_dump(mode="json")})
 
     def failed(self, model: str, route: str, status: int, message: str) -> None:

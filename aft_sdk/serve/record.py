@@ -90,11 +90,10 @@ class Recorder:
         """Queues one row per answer of a response ``rid``."""
         now = _now()
         for i, result in enumerate(results):
-            usage = result.usage
             self._put("runs", {"record": SCHEMA, "id": rid, "choice": i, "time": now,
                                "model": model, "route": route, "config": config,
                                "answer": result.answer,
-                               "cost_usd": None if usage.unpriced else usage.cost_usd,
+                               "cost_usd": result.usage.known_cost_usd,
                                "result": result.model_dump(mode="json")})
         with self._lock:
             self._ids.add(rid)

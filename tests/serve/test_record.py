@@ -70,11 +70,13 @@ def test_served_runs_are_recorded_and_take_feedback(fault_server, tmp_path) -> N
         c.chat.completions.create(model="pa", messages=ask, extra_body={"record": False})
         c.chat.completions.create(model="pa", messages=ask,
                                   extra_headers={"x-no-record": "1"})
-        rows = _wait_rows(records, 4)
-        time.sleep(0.3)  # an opted-out row written late would show up now
-        rows = _rows(records)
+        # One writer keeps the order: once a later run's row is in, an opted-out row
+        # would be in before it.
+        marker = c.chat.completions.create(model="pa", messages=ask)
+        rows = _wait_rows(records, 5)
         assert [(r["id"], r["choice"]) for r in rows] == [
-            (plain.id, 0), (two.id, 0), (two.id, 1), (done.id, 0)]
+            (plain.id, 0), (two.id, 0), (two.id, 1), (done.id, 0), (marker.id, 0)]
+        rows = rows[:4]
         first = rows[0]
         assert first["record"] == "aft.record/1" and first["model"] == "pa"
         assert first["route"] == "/v1/chat/completions"
@@ -112,7 +114,15 @@ def test_served_runs_are_recorded_and_take_feedback(fault_server, tmp_path) -> N
                        timeout=120)
     assert r.returncode == 0, r.stderr
     built = [json.loads(x) for x in out.read_text().splitlines()]
-    assert len(built) == 4 and all(len(b["proposals"]) == 2 for b in built)
+    # Writing the rows over a recorded file is refused, and the file is left as it was.
+    recorded = sorted(records.glob("runs-*.jsonl"))[0]
+    before = recorded.read_bytes()
+    r = subprocess.run([sys.executable, "-m", "aft_sdk.cli.main", "data", "build", "records",
+                        str(records), "-o", str(recorded)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "is also the input" in r.stderr
+    assert recorded.read_bytes() == before
+    assert len(built) == 5 and all(len(b["proposals"]) == 2 for b in built)
     assert built[0]["target"] == "Lima." and built[1]["target"] == two.choices[0].message.content
     fault_server.reset()
 

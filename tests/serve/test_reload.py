@@ -81,7 +81,7 @@ def test_sighup_and_the_admin_route_reload_the_configs(fault_server, tmp_path) -
         message = failed.json()["error"]["message"]
         assert "old configs keep serving" in message and "width" in message
         os.kill(served.proc.pid, signal.SIGHUP)  # the same by signal: logged, still serving
-        time.sleep(0.5)
+        _until(lambda: Path(served.log_path).read_text().count("reload failed") >= 2)
         assert served.proc.poll() is None and "from new-agg" in _answer(c)
         _write(config, fault_server.base_url, "third-agg")
         ok = httpx.post(admin, headers={"Authorization": f"Bearer {KEY}"})
