@@ -92,6 +92,7 @@ if TYPE_CHECKING:
         make_backend,
     )
     from aft_sdk.batch import arun_batch, run_batch
+    from aft_sdk.record import Recorder
     from aft_sdk.graphs import AggregateGraph, AggregateResult, RunContext, create_aggregate_graph
     from aft_sdk.graphs.strategies import Shape, Strategy
     from aft_sdk.tools import CallOptions
@@ -113,6 +114,7 @@ _LAZY = {
     "create_aggregate_graph": "aft_sdk.graphs",
     "RunContext": "aft_sdk.graphs",
     "run_batch": "aft_sdk.batch",
+    "Recorder": "aft_sdk.record",
     "arun_batch": "aft_sdk.batch",
 }
 
@@ -152,6 +154,7 @@ __all__ = [
     "PromptTemplate",
     "RSAConfig",
     "RateLimitError",
+    "Recorder",
     "RunContext",
     "SamplingConfig",
     "ServerError",

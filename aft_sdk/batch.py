@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from aft_sdk.aio import run_sync
+from aft_sdk.config import GraphConfig, load_yaml
 from aft_sdk.errors import ConfigError
 from aft_sdk.jsonl import iter_lines
 from aft_sdk.messages import normalize_messages
+from aft_sdk.record import as_recorder
 from aft_sdk.runner import DEFAULT_CONCURRENCY, RunItem, RunSummary, fingerprint, run_resumable
 from aft_sdk.tools import options_of
 
@@ -71,6 +73,7 @@ async def arun_batch(
     max_concurrency: int = DEFAULT_CONCURRENCY,
     progress: bool = True,
     executor: Any = "local",
+    record: Any = None,
 ) -> RunSummary:
     """Runs ``graph`` (an :class:`~aft_sdk.graphs.AggregateGraph`) over a JSONL file.
 
@@ -89,6 +92,9 @@ async def arun_batch(
             (``graph`` may then be a ``GraphConfig`` or YAML path, never built here),
             keys from the workers' environment; this process reads, writes and resumes
             exactly as locally.
+        record: A folder (or :class:`~aft_sdk.record.Recorder`) where each answered row's
+            run is also kept as a training record (route ``batch``; see
+            :mod:`aft_sdk.record`), written here whatever the executor.
     """
     src = Path(input_path)
     if not src.is_file():
@@ -104,11 +110,20 @@ async def arun_batch(
 
     from aft_sdk.scale import as_executor
 
+    recorder = as_recorder(record)
+    if recorder is not None and getattr(graph, "recorder", None) is not None:
+        raise ConfigError("the graph records its runs already (AggregateGraph(record=...)): "
+                          "give record= to one of the graph and run_batch")
+    config = load_yaml(graph, GraphConfig) if isinstance(graph, (str, os.PathLike)) \
+        else getattr(graph, "config", graph)
     runs = as_executor(executor).bind(graph)
 
     async def work(item: RunItem) -> dict[str, Any]:
         messages, call = item.payload
         result = await runs.run(messages, call)
+        if recorder is not None:
+            recorder.add(result, model=getattr(config, "name", None) or "batch",
+                         config=config, route="batch")
         row = {"answer": result.answer, "cost_usd": result.usage.known_cost_usd,
                "result": result.model_dump(mode="json")}
         return row if not result.tool_calls else {**row, "tool_calls": result.tool_calls}
@@ -120,6 +135,8 @@ async def arun_batch(
             tokens_of=lambda row: row["result"]["usage"]["total_tokens"])
     finally:
         runs.close()
+        if recorder is not None and record is not recorder:
+            recorder.close()  # a folder given: every row written before returning
 
 
 def run_batch(graph: Any, input_path: str | os.PathLike[str], output_path: str | os.PathLike[str],

@@ -60,6 +60,9 @@ def register(sub: Any) -> None:
     r.add_argument("--since", metavar="YYYY-MM-DD", help="the runs from this UTC day on")
     r.add_argument("--min-score", type=float, help="the runs whose feedback score is at least this")
     r.add_argument("--width", type=int, help="proposals per row, sampled from the run's drafts")
+    r.add_argument("--reward", metavar="VERIFIER", help="rows for aft train --method grpo: "
+                   "the runs whose feedback gives a reference, with the served answer's "
+                   "reward under VERIFIER (number, math, normalized, ...)")
     b.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="rows in flight")
     b.add_argument("--no-progress", action="store_true")
     b.add_argument("--ray", action="store_true",
@@ -81,10 +84,13 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
     if args.target == "teacher" and not args.teacher:
         raise ConfigError("--target teacher needs --teacher SPEC")
+    if args.target == "teacher" and getattr(args, "reward", None):
+        raise ConfigError("--reward makes each row's target its feedback reference (for "
+                          "GRPO); a teacher's target would replace it: leave one out")
     if args.ray and args.mode != "on-policy":
         raise ConfigError("--ray applies to on-policy builds, the only mode that samples "
                           "from models in bulk")
-    records_only = [f for f in ("model", "since", "min_score", "width")
+    records_only = [f for f in ("model", "since", "min_score", "width", "reward")
                     if getattr(args, f) is not None]
     if records_only and args.mode != "records":
         raise ConfigError(f"--{records_only[0].replace('_', '-')} applies to records builds "
@@ -104,7 +110,8 @@ def cmd_data_build(args: argparse.Namespace) -> int:
     elif args.mode == "records":
         rows = list(trainers.record_rows(
             args.source, config=args.model, since=args.since, min_score=args.min_score,
-            width=args.width, seed=args.seed, skip_bad=args.skip_bad, counter=counter))
+            width=args.width, seed=args.seed, reward=args.reward, skip_bad=args.skip_bad,
+            counter=counter))
     elif args.mode == "off-policy":
         records = load_records(args.source, split=args.split, skip_bad=args.skip_bad,
                                counter=counter)

@@ -120,7 +120,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     graph = graph_config(args) if args.ray else build_graph(args)
     s = run_batch(graph, args.input, args.output, errors_path=args.errors,
                   max_concurrency=args.concurrency, progress=not args.no_progress,
-                  executor=executor_of(args))
+                  executor=executor_of(args), record=args.record)
     print(
         f"{s.written} written, {s.skipped} already done, {s.failed} failed, "
         f"{s.bad_rows} bad rows (of {s.total}); errors: {s.errors_path}",
@@ -211,6 +211,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                    help=f"rows in flight (default {DEFAULT_CONCURRENCY})")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--record", metavar="DIR", help="also keep each answered run in DIR as a "
+                   "training record (aft data build records DIR)")
     p.add_argument("--ray", action="store_true",
                    help="run the graphs in Ray actors (pip install 'aft-sdk[ray]')")
     p.add_argument("--workers", type=int, default=2, help="Ray actors with --ray (default 2)")

@@ -11,16 +11,16 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from aft_sdk.aio import gather_all, iterate_sync, run_sync, within
-from aft_sdk.backends.base import normalize_messages
 from aft_sdk.backends.factory import BackendLike
 from aft_sdk.config import (
     PROMPT_FIELDS, GraphConfig, PromptConfig, SamplingConfig, load_yaml, validate)
 from aft_sdk.errors import AftError, ConfigError, GraphTimeoutError
 from aft_sdk import tracing
 from aft_sdk.graphs.topology import compile_graph
-from aft_sdk.graphs.context import RunContext
+from aft_sdk.graphs.context import RunContext, fresh_input
 from aft_sdk.graphs.plan import build_plan, place_backends, split_layers
 from aft_sdk.graphs.trace import AggregateResult, build_result
+from aft_sdk.record import Recorder, as_recorder
 from aft_sdk.runner import DEFAULT_CONCURRENCY
 from aft_sdk.tools import CallOptions, call_options
 
@@ -67,6 +67,9 @@ class AggregateGraph:
             so a failed run resumes without redoing finished branches. A thread holds
             one run: invoking again on a ``thread_id`` that already has a checkpoint is
             refused (``resume`` continues it; a new question needs a new thread id).
+        record: A folder (or :class:`~aft_sdk.record.Recorder`) where every answered run
+            is kept as a row for training (``aft data build records``); the result's
+            ``record_id`` names it for feedback (:attr:`recorder`).
 
     Raises:
         ConfigError: A setting is out of range or a backend spec is unknown.
@@ -97,6 +100,7 @@ class AggregateGraph:
         budget: Mapping[str, Any] | None = None,
         tools: Mapping[str, Any] | None = None,
         structured: Mapping[str, Any] | None = None,
+        record: Any = None,
         **settings: Any,
     ) -> None:
         # Keyword sugar: the arguments become one GraphConfig (validated once); backends
@@ -119,16 +123,19 @@ class AggregateGraph:
         place_backends(data, live)
         data["layers"], live["layer_backends"] = split_layers(layers or {})
         config = GraphConfig().with_changes(**data)
-        self._setup(config, checkpointer, **live)
+        self._setup(config, checkpointer, as_recorder(record), **live)
 
-    def _setup(self, config: GraphConfig, checkpointer: Any, proposers: Any = None,
-               aggregator: Any = None, layer_backends: Mapping[int, Any] | None = None) -> None:
+    def _setup(self, config: GraphConfig, checkpointer: Any, recorder: Recorder | None = None,
+               proposers: Any = None, aggregator: Any = None,
+               layer_backends: Mapping[int, Any] | None = None) -> None:
         if type(checkpointer).__name__ == "SqliteSaver":
             raise ConfigError("the graph runs asynchronously, and SqliteSaver has no async "
                               "methods: use langgraph.checkpoint.sqlite.aio.AsyncSqliteSaver "
                               "(same file format)")
         self.config = config
         """The graph's whole description (backends given as objects are not in it)."""
+        self.recorder = recorder
+        """Where answered runs are recorded (``record=``), or ``None``."""
         self.portable = proposers is None and aggregator is None and not layer_backends
         """Whether :attr:`config` describes every backend, so the graph can be rebuilt
         from it elsewhere (Ray workers)."""
@@ -147,7 +154,7 @@ class AggregateGraph:
     def from_config(
         cls, config: GraphConfig | Mapping[str, Any] | str | os.PathLike[str], *,
         proposers: Any = None, aggregator: Any = None, checkpointer: Any = None,
-        **changes: Any,
+        record: Any = None, **changes: Any,
     ) -> AggregateGraph:
         """Builds a graph from a :class:`GraphConfig`, a dict, or a YAML file path.
 
@@ -166,7 +173,7 @@ class AggregateGraph:
         if changes:
             config = config.with_changes(**changes)
         graph = cls.__new__(cls)
-        graph._setup(config, checkpointer, **live)
+        graph._setup(config, checkpointer, as_recorder(record), **live)
         return graph
 
     def with_options(self, **changes: Any) -> AggregateGraph:
@@ -175,7 +182,8 @@ class AggregateGraph:
         live = dict(self._live)
         place_backends(changes, live)  # new backends replace the live ones
         graph = type(self).__new__(type(self))
-        graph._setup(self.config.with_options(**changes), self.graph.checkpointer, **live)
+        graph._setup(self.config.with_options(**changes), self.graph.checkpointer,
+                     self.recorder, **live)
         return graph
 
     @property
@@ -222,8 +230,13 @@ class AggregateGraph:
             with tracing.current(run.span):  # the run's tasks start under its span
                 state = await within(self.graph.ainvoke(graph_input, config, context=context),
                                      self._backstop(), self._timed_out)
-            run.result = self._result(state, time.perf_counter() - t0)
+            run.result = self._kept(self._result(state, time.perf_counter() - t0))
         return run.result
+
+    def _kept(self, result: AggregateResult) -> AggregateResult:
+        if self.recorder is not None:  # queued: the writer thread writes it
+            self.recorder.add(result, model=self.config.name or "python", config=self.config)
+        return result
 
     def _backstop(self) -> float | None:
         # Branches stop at the deadline themselves (precise errors, survivors kept); this
@@ -234,21 +247,6 @@ class AggregateGraph:
         return GraphTimeoutError(f"the run passed its deadline of {self.plan.deadline_s}s; "
                                  "raise deadline_s or set layer_timeout_s so slow branches "
                                  "are dropped instead")
-
-    async def _fresh_input(self, messages: Any, config: dict[str, Any]) -> dict[str, Any]:
-        """Graph input for a new run; refuses a thread that already holds a run."""
-        state = {"messages": normalize_messages(messages), "outputs": []}
-        if self.graph.checkpointer is not None:
-            existing = await self.graph.aget_state(config)
-            if existing.values:
-                thread = config["configurable"]["thread_id"]
-                status = "an unfinished run" if existing.next else "a finished run"
-                raise ConfigError(
-                    f"thread_id={thread!r} already holds {status}; a new run there would mix "
-                    "its outputs with the old ones. Use a new thread_id for a new question, "
-                    "or resume(thread_id) to continue an unfinished run"
-                )
-        return state
 
     async def ainvoke(
         self, messages: str | Sequence[Any], *, thread_id: str | None = None,
@@ -274,7 +272,7 @@ class AggregateGraph:
         """
         config = self._config(thread_id)
         context = self._context(final_sampling=final_sampling, call=call)
-        return await self._run(await self._fresh_input(messages, config), config, context)
+        return await self._run(await fresh_input(self.graph, messages, config), config, context)
 
     def invoke(
         self, messages: str | Sequence[Any], *, thread_id: str | None = None,
@@ -316,7 +314,7 @@ class AggregateGraph:
         t0 = time.perf_counter()
         config = self._config(thread_id)
         context = self._context(stream_tokens=True, final_sampling=final_sampling, call=call)
-        state_in = await self._fresh_input(messages, config)
+        state_in = await fresh_input(self.graph, messages, config)
         final: dict[str, Any] = {}
         backstop = self._backstop()
         deadline = None if backstop is None else time.monotonic() + backstop
@@ -340,7 +338,7 @@ class AggregateGraph:
                         yield chunk
             finally:
                 await asyncio.shield(stream.aclose())
-            result = run.result = self._result(final, time.perf_counter() - t0)
+            result = run.result = self._kept(self._result(final, time.perf_counter() - t0))
         if self.plan.is_final_aggregation(self.depth):  # no gather node reports it
             last = result.layers[-1].usage
             yield {"event": "layer", "layer": self.depth, "ok": last.generations,

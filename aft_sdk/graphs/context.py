@@ -14,6 +14,7 @@ from typing import Any
 
 from aft_sdk.config import SamplingConfig, validate
 from aft_sdk.errors import ConfigError
+from aft_sdk.messages import normalize_messages
 from aft_sdk.tools import CallOptions, call_options
 
 
@@ -86,3 +87,18 @@ def _parse(ctx: Any) -> RunContext:
     if data.get("call") is not None:
         data["call"] = call_options(data["call"], source="context.call")
     return RunContext(**data)
+
+
+async def fresh_input(graph: Any, messages: Any, config: dict[str, Any]) -> dict[str, Any]:
+    """Input of a new run on a compiled ``graph``; refuses a thread that holds a run."""
+    state = {"messages": normalize_messages(messages), "outputs": []}
+    if graph.checkpointer is not None:
+        existing = await graph.aget_state(config)
+        if existing.values:
+            thread = config["configurable"]["thread_id"]
+            status = "an unfinished run" if existing.next else "a finished run"
+            raise ConfigError(
+                f"thread_id={thread!r} already holds {status}; a new run there would mix "
+                "its outputs with the old ones. Use a new thread_id for a new question, "
+                "or resume(thread_id) to continue an unfinished run")
+    return state

@@ -186,6 +186,7 @@ class AggregateResult(BaseModel):
         width, depth, preset, strategy: The shape that produced it.
         budget: The cap it ran under (``generations``, ``tokens``, ``usd``), beside ``usage``.
         elapsed_s: Wall time of the run.
+        record_id: Its row's id where it was recorded (``record=``), for feedback.
     """
 
     answer: str
@@ -198,6 +199,7 @@ class AggregateResult(BaseModel):
     strategy: str = "propose-aggregate"
     budget: dict[str, Any] | None = None
     elapsed_s: float = 0.0
+    record_id: str | None = None
 
     @property
     def failures(self) -> list[OutputRecord]:

@@ -68,7 +68,7 @@ class ServeSettings(Strict):
         api_keys: Accepted bearer keys; empty means no authentication.
         debug_ui: Keep the last ``debug_runs`` finished requests and show them as run
             pages under ``/debug/runs`` (behind the API key; :mod:`aft_sdk.serve.debug`).
-        record_dir: Record every answered run there (:mod:`aft_sdk.serve.record`), with
+        record_dir: Record every answered run there (:mod:`aft_sdk.record`), with
             ``record_max_bytes`` the bound on the folder and ``record_file_bytes`` the
             size past which a file is rotated; requests carrying the header
             ``record_skip_header`` are never recorded.
@@ -169,7 +169,7 @@ def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | Non
     slots = RunSlots(settings.max_concurrent_runs)
     recorder = None
     if settings.record_dir:
-        from aft_sdk.serve.record import Recorder
+        from aft_sdk.record import Recorder
 
         recorder = Recorder(settings.record_dir, max_bytes=settings.record_max_bytes,
                             max_file_bytes=settings.record_file_bytes)
@@ -302,7 +302,7 @@ def create_app(configs: Mapping[str, GraphConfig], settings: ServeSettings | Non
 
 
 def _identities(configs: Mapping[str, GraphConfig]) -> dict[str, dict[str, str]]:
-    from aft_sdk.serve.record import config_identity
+    from aft_sdk.record import config_identity
 
     return {name: config_identity(name, c) for name, c in configs.items()}
 

@@ -5,6 +5,10 @@ proposals, and as the target the user's better answer where feedback gave one, e
 answer that was served (distilling the graph that ran). Filters keep the runs of one
 config, since a day, or with a feedback score at least some value; ``width`` samples
 the drafts down (seeded per row) to the width of the graph the trained model will serve.
+
+For GRPO (``aft train --method grpo``, a verifiable reward), ``reward=VERIFIER`` keeps the
+runs whose feedback gives a ``reference`` (the right answer): that is the row's target,
+and the row carries the served answer's reward under the verifier (``meta.reward``).
 """
 
 from __future__ import annotations
@@ -17,18 +21,16 @@ from typing import Any
 
 from aft_sdk.errors import ConfigError
 from aft_sdk.jsonl import read_jsonl
+from aft_sdk.record import FEEDBACK_SCHEMA, SCHEMA
+from aft_sdk.trainers.rewards import make_verifier
 from aft_sdk.trainers.rows import AftRow, RowCounter, RowError, skip_or_raise
 from aft_sdk.trainers.traces import trace_rows
-
-#: The schema of a recorded run's row and of a feedback row (``aft_sdk.serve.record``).
-SCHEMA = "aft.record/1"
-FEEDBACK_SCHEMA = "aft.feedback/1"
 
 
 def record_rows(
     folder: str | os.PathLike[str], *, config: str | None = None, since: str | None = None,
     min_score: float | None = None, width: int | None = None, seed: int = 0,
-    skip_bad: bool = False, counter: RowCounter | None = None,
+    reward: str | None = None, skip_bad: bool = False, counter: RowCounter | None = None,
 ) -> Iterator[AftRow]:
     """Rows from a recording folder.
 
@@ -39,6 +41,9 @@ def record_rows(
         min_score: Keep the runs whose latest feedback score is at least this.
         width: Proposals per row, sampled (seeded by ``seed`` and the row's id) from the
             run's drafts; ``None``: all of them.
+        reward: A verifier spec (``number``, ``math``, ...; see
+            :func:`~aft_sdk.trainers.rewards.make_verifier`): rows for GRPO, from the runs
+            with a feedback ``reference`` only.
         skip_bad: Count and skip unusable rows instead of raising.
         counter: Where skipped rows are counted.
     """
@@ -48,6 +53,7 @@ def record_rows(
                           "that aft serve --record DIR wrote")
     if width is not None and width < 1:
         raise ConfigError(f"width={width}: give at least 1 proposal per row")
+    verifier = None if reward is None else make_verifier(reward)
     feedback: dict[str, dict[str, Any]] = {}
     for path in sorted(root.glob("feedback-*.jsonl")):
         for row in read_jsonl(path, skip_bad=True):
@@ -62,14 +68,19 @@ def record_rows(
                               skip_bad=skip_bad, counter=counter)
                 continue
             fb = feedback.get(str(run.get("id")), {})
-            if not _wanted(run, fb, config, since, min_score):
+            if not _wanted(run, fb, config, since, min_score) or (
+                    verifier is not None and not fb.get("reference")):
                 continue
             row_id = f"{run['id']}" if not run.get("choice") else f"{run['id']}-{run['choice']}"
-            if fb.get("better_answer"):
+            meta = {"config": run.get("config"), "time": run.get("time"),
+                    "score": fb.get("score"), "label": fb.get("label")}
+            if verifier is not None:
+                better[row_id] = fb["reference"]
+                meta.update(target_from="reference",
+                            reward=verifier(str(run.get("answer") or ""), fb["reference"]))
+            elif fb.get("better_answer"):
                 better[row_id] = fb["better_answer"]
-            kept.append({"id": row_id, "result": run.get("result"),
-                         "meta": {"config": run.get("config"), "time": run.get("time"),
-                                  "score": fb.get("score"), "label": fb.get("label")}})
+            kept.append({"id": row_id, "result": run.get("result"), "meta": meta})
     metas = {k["id"]: k["meta"] for k in kept}
     for row in trace_rows(kept, references=better, skip_bad=skip_bad, counter=counter):
         proposals = row.proposals
@@ -79,8 +90,8 @@ def record_rows(
             proposals = [proposals[i] for i in picked]
         yield row.model_copy(update={
             "proposals": proposals, "source": "record",
-            "meta": {**row.meta, **metas[row.id],
-                     "target_from": "feedback" if row.id in better else "served answer"}})
+            "meta": {**row.meta, "target_from": "feedback" if row.id in better else
+                     "served answer", **metas[row.id]}})
 
 
 def _wanted(run: dict[str, Any], fb: dict[str, Any], config: str | None, since: str | None,

@@ -19,7 +19,7 @@ pytest.importorskip("fastapi", reason="needs pip install 'aft-sdk[serve]'")
 
 import httpx  # noqa: E402
 
-from aft_sdk.serve.record import Recorder  # noqa: E402
+from aft_sdk.record import Recorder  # noqa: E402
 from aft_sdk.testing import LocalServer  # noqa: E402
 
 KEY = "record-test-key-3"
@@ -92,7 +92,8 @@ def test_served_runs_are_recorded_and_take_feedback(fault_server, tmp_path) -> N
         feedback = served.base_url + "/feedback"
         auth = {"Authorization": f"Bearer {KEY}"}
         ok = httpx.post(feedback, headers=auth, json={"id": plain.id, "score": 0.5,
-                                                      "better_answer": "Lima."})
+                                                      "better_answer": "Lima.",
+                                                      "reference": "Lima"})
         assert ok.status_code == 200 and ok.json()["id"] == plain.id
         unknown = httpx.post(feedback, headers=auth, json={"id": "chatcmpl-nope", "score": 1})
         assert unknown.status_code == 404 and "chatcmpl-nope" in unknown.json()["error"]["message"]
@@ -102,7 +103,8 @@ def test_served_runs_are_recorded_and_take_feedback(fault_server, tmp_path) -> N
         assert empty.status_code == 400 and "at least one" in empty.json()["error"]["message"]
         assert httpx.post(feedback, json={"id": plain.id, "score": 1}).status_code == 401
         (fb,) = _wait_rows(records, 1, "feedback-*.jsonl")
-        assert (fb["id"], fb["score"], fb["better_answer"]) == (plain.id, 0.5, "Lima.")
+        assert (fb["id"], fb["score"], fb["better_answer"], fb["reference"]) == \
+            (plain.id, 0.5, "Lima.", "Lima")
     # Nothing secret in any file the recording wrote.
     written = "".join(p.read_text() for p in records.iterdir())
     assert KEY not in written and UPSTREAM_KEY not in written
@@ -187,3 +189,47 @@ def test_results_recorded_from_python_take_feedback_and_become_rows(fault, tmp_p
     again = Recorder(tmp_path)  # a new process finds the folder's ids
     assert again.knows(ids[0])
     again.close()
+
+
+def test_a_graph_and_a_batch_record_their_runs(fault, tmp_path) -> None:
+    from aft_sdk import AggregateGraph, run_batch
+    from aft_sdk.errors import ConfigError
+    from aft_sdk.trainers import record_rows
+
+    folder = tmp_path / "graph"
+    graph = AggregateGraph(fault.backend("p"), fault.backend("a"), width=2, name="small",
+                           record=folder)
+    first = graph.invoke("What is two plus two?")
+    events = list(graph.with_options(width=3).stream("Name a colour."))  # keeps record=
+    streamed = events[-1]["result"]
+    both = graph.batch(["One?", "Two?"])
+    graph.recorder.feedback(first, score=1.0, reference="4")  # the result names its row
+    graph.recorder.flush()
+    rows = _rows(folder)
+    assert [r["id"] for r in rows[:2]] == [first.record_id, streamed.record_id]
+    assert {r["id"] for r in rows[2:]} == {x.record_id for x in both} and len(rows) == 4
+    assert rows[0]["answer"] == first.answer and rows[0]["config"]["name"] == "small"
+    assert rows[0]["route"] == "python" and len(rows[1]["result"]["layers"][0]["outputs"]) == 3
+    assert len({r["config"]["sha256"] for r in rows}) == 2  # width 3 is another setup
+    # GRPO rows: the runs with a reference only, the reference their target, the served
+    # answer's reward beside it (the fault server's answer is not "4").
+    (grpo,) = record_rows(folder, reward="number")
+    assert (grpo.id, grpo.target, grpo.meta["reward"]) == (first.record_id, "4", 0.0)
+    assert grpo.meta["target_from"] == "reference"
+    with pytest.raises(KeyError):
+        graph.recorder.feedback("run-unknown", score=1.0)
+
+    batch_dir = tmp_path / "batch"
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"id": "a", "question": "First?"}\n{"id": "b", "question": "Second?"}\n')
+    plain = AggregateGraph(fault.backend("p"), fault.backend("a"), width=2)
+    summary = run_batch(plain, questions, tmp_path / "out.jsonl", record=batch_dir,
+                        progress=False)
+    out = {json.loads(x)["id"]: json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()}
+    rows = _rows(batch_dir)  # written when run_batch returns
+    assert summary.written == 2 and len(rows) == 2 and {r["route"] for r in rows} == {"batch"}
+    assert sorted(r["answer"] for r in rows) == sorted(o["answer"] for o in out.values())
+    with pytest.raises(ConfigError, match="records its runs already"):
+        run_batch(graph, questions, tmp_path / "again.jsonl", record=batch_dir, progress=False)
+    with pytest.raises(ConfigError, match="folder or a Recorder"):
+        AggregateGraph(fault.backend("p"), record=3)

@@ -1,4 +1,5 @@
-"""``aft serve --record DIR``: every answered run kept as a row, for training on later.
+"""Recording runs for training on later: ``aft serve --record DIR``, ``AggregateGraph(record=)``
+and ``run_batch(record=)`` keep every answered run as a row.
 
 A row (schema ``aft.record/1``, one JSON object per line in ``DIR/runs-DATE-NNN.jsonl``):
 
@@ -13,9 +14,11 @@ A row (schema ``aft.record/1``, one JSON object per line in ``DIR/runs-DATE-NNN.
   ``aft data build traces`` reads record files as they are; ``aft data build records
   DIR`` reads the folder with its feedback (:mod:`aft_sdk.trainers.records`).
 
-From Python, :meth:`Recorder.add` records a graph's result and returns its id, and
-:meth:`Recorder.feedback` attaches feedback to it. Feedback (``POST /v1/feedback``) goes to ``DIR/feedback-DATE.jsonl``: ``{"record":
-"aft.feedback/1", "id", "time", "score", "label", "better_answer"}``.
+From Python, ``AggregateGraph(record=DIR)`` and ``run_batch(..., record=DIR)`` record
+each result (its ``record_id`` is the row's id); :meth:`Recorder.add` records one by hand
+and :meth:`Recorder.feedback` attaches feedback. Feedback (``POST /v1/feedback``) goes to
+``DIR/feedback-DATE.jsonl``: ``{"record": "aft.feedback/1", "id", "time", "score",
+"label", "better_answer", "reference"}``.
 
 Rows are written by one background thread, never on a request's path; a file is closed
 and the next one begun past ``max_file_bytes`` or at midnight UTC; past ``max_bytes`` in
@@ -26,6 +29,7 @@ Keys and request headers are never written (a result names backends by label onl
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import hashlib
 import json
@@ -38,9 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from aft_sdk.errors import ConfigError
-from aft_sdk.trainers.records import FEEDBACK_SCHEMA, SCHEMA
-
 logger = logging.getLogger(__name__)
+#: The schema of a recorded run's row and of a feedback row.
+SCHEMA = "aft.record/1"
+FEEDBACK_SCHEMA = "aft.feedback/1"
 #: A file is closed and the next begun past this size.
 DEFAULT_FILE_BYTES = 64 * 2**20
 _STOP = object()
@@ -48,8 +53,19 @@ _STOP = object()
 
 def config_identity(name: str, config: Any) -> dict[str, str]:
     """``{"name", "sha256"}`` of a served config (its JSON dump, secrets masked)."""
-    data = json.dumps(config.model_dump(mode="json"), sort_keys=True, default=str)
+    dump = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+    data = json.dumps(dump, sort_keys=True, default=str)
     return {"name": name, "sha256": hashlib.sha256(data.encode()).hexdigest()}
+
+
+def as_recorder(record: Any) -> Recorder | None:
+    """``record=`` as given to a graph or ``run_batch``: a folder, a :class:`Recorder`,
+    or ``None``."""
+    if record is None or isinstance(record, Recorder):
+        return record
+    if isinstance(record, (str, os.PathLike)):
+        return Recorder(record)
+    raise ConfigError(f"record= takes a folder or a Recorder, got {type(record).__name__}")
 
 
 class Recorder:
@@ -75,13 +91,15 @@ class Recorder:
         self.dropped = 0
         self.written = 0
         self._ids = self._known_ids()
-        self._lock = threading.Lock()
+        self._lock, self._write_lock = threading.Lock(), threading.Lock()
+        self._closed = False
         self._queue: queue.Queue[Any] = queue.Queue()
         self._used = sum(p.stat().st_size for p in self._files("*"))
         self._current: dict[str, Path] = {}
         self._thread = threading.Thread(target=self._write_loop, name="aft-recorder",
                                         daemon=True)
         self._thread.start()
+        atexit.register(self.close)  # rows queued at exit are written first
 
     # -- the request side (never blocks) -----------------------------------------------
 
@@ -99,12 +117,14 @@ class Recorder:
             self._ids.add(rid)
 
     def add(self, result: Any, *, model: str = "python", config: Any = None,
-            rid: str | None = None) -> str:
-        """Records a result from Python (a graph's ``invoke``) and returns its id, for
-        :meth:`feedback`; ``config``: the graph's config, for the rows' identity."""
+            route: str = "python", rid: str | None = None) -> str:
+        """Records a result from Python (a graph's ``invoke``) and returns its id (also set
+        as the result's ``record_id``), for :meth:`feedback`; ``config``: the graph's
+        config, for the rows' identity."""
         rid = rid or f"run-aft{uuid.uuid4().hex[:24]}"
+        result.record_id = rid
         ident = config_identity(model, config) if config is not None else {"name": model}
-        self.runs(rid, model, "python", ident, [result])
+        self.runs(rid, model, route, ident, [result])
         return rid
 
     def knows(self, rid: str) -> bool:
@@ -112,27 +132,52 @@ class Recorder:
         with self._lock:
             return rid in self._ids
 
-    def feedback(self, rid: str, *, score: float | None = None, label: str | None = None,
-                 better_answer: str | None = None) -> dict[str, Any]:
-        """Queues feedback on a recorded response; :class:`KeyError` for an unknown id."""
-        if not self.knows(rid):
+    def feedback(self, rid: Any, *, score: float | None = None, label: str | None = None,
+                 better_answer: str | None = None, reference: str | None = None
+                 ) -> dict[str, Any]:
+        """Queues feedback on a recorded response (its id, or a recorded result);
+        :class:`KeyError` for an unknown id. ``reference``: the verifiable right answer
+        (rows for GRPO, ``aft data build records --reward``)."""
+        rid = getattr(rid, "record_id", rid)
+        if not isinstance(rid, str) or not self.knows(rid):
             raise KeyError(rid)
         row = {"record": FEEDBACK_SCHEMA, "id": rid, "time": _now(), "score": score,
-               "label": label, "better_answer": better_answer}
+               "label": label, "better_answer": better_answer, "reference": reference}
         self._put("feedback", row)
         return row
 
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Waits until every row queued so far is written."""
+        if self._thread.is_alive():
+            done = threading.Event()
+            self._queue.put(done)
+            done.wait(timeout_s)
+
     def close(self, timeout_s: float = 30.0) -> None:
-        """Writes what is queued, then stops the writer."""
+        """Writes what is queued, then stops the writer (rows added later are written
+        at once, on the caller's thread)."""
+        if self._closed:
+            return
+        self._closed = True
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout_s)
+        while not self._thread.is_alive():  # rows queued as it stopped
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, tuple):
+                self._write_row(*item)
         if self.dropped:
             logger.warning("recording: %d rows were not written (the --record-max-bytes "
                            "bound was reached)", self.dropped)
 
     def _put(self, kind: str, row: dict[str, Any]) -> None:
-        self._queue.put((kind, row))
+        if self._closed:  # after close (interpreter exit): written here, never lost
+            self._write_row(kind, row)
+        else:
+            self._queue.put((kind, row))
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -141,11 +186,17 @@ class Recorder:
             item = self._queue.get()
             if item is _STOP:
                 return
-            kind, row = item
-            try:
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            self._write_row(*item)
+
+    def _write_row(self, kind: str, row: dict[str, Any]) -> None:
+        try:
+            with self._write_lock:
                 self._write(kind, json.dumps(row, ensure_ascii=False, default=str) + "\n")
-            except Exception:  # noqa: BLE001 - one bad row never stops the recording
-                logger.exception("recording: a %s row could not be written", kind)
+        except Exception:  # noqa: BLE001 - one bad row never stops the recording
+            logger.exception("recording: a %s row could not be written", kind)
 
     def _write(self, kind: str, line: str) -> None:
         data = line.encode()
