@@ -93,6 +93,7 @@ class Recorder:
         self._ids = self._known_ids()
         self._lock, self._write_lock = threading.Lock(), threading.Lock()
         self._closed = False
+        self._dirty: set[Path] = set()
         self._queue: queue.Queue[Any] = queue.Queue()
         self._used = sum(p.stat().st_size for p in self._files("*"))
         self._current: dict[str, Path] = {}
@@ -112,7 +113,7 @@ class Recorder:
                                "model": model, "route": route, "config": config,
                                "answer": result.answer,
                                "cost_usd": result.usage.known_cost_usd,
-                               "result": result.model_dump(mode="json")})
+                               "result": result})  # serialised by the writer thread
         with self._lock:
             self._ids.add(rid)
 
@@ -187,16 +188,35 @@ class Recorder:
             if item is _STOP:
                 return
             if isinstance(item, threading.Event):
+                self._sync()
                 item.set()
                 continue
-            self._write_row(*item)
+            self._write_row(*item, sync=self._queue.empty())  # one fsync per burst
 
-    def _write_row(self, kind: str, row: dict[str, Any]) -> None:
+    def _write_row(self, kind: str, row: dict[str, Any], sync: bool = True) -> None:
         try:
             with self._write_lock:
-                self._write(kind, json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                result = row.get("result")
+                if hasattr(result, "model_dump_json"):  # pydantic's own (fast) encoder
+                    head = json.dumps({k: v for k, v in row.items() if k != "result"},
+                                      ensure_ascii=False, default=str)
+                    line = f'{head[:-1]}, "result": {result.model_dump_json()}}}\n'
+                else:
+                    line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
+                self._write(kind, line)
+                if sync:
+                    self._sync()
         except Exception:  # noqa: BLE001 - one bad row never stops the recording
             logger.exception("recording: a %s row could not be written", kind)
+
+    def _sync(self) -> None:
+        """Every file written since the last sync, on disk."""
+        while self._dirty:
+            fd = os.open(self._dirty.pop(), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def _write(self, kind: str, line: str) -> None:
         data = line.encode()
@@ -210,8 +230,7 @@ class Recorder:
         path = self._file(kind, len(data))
         with path.open("ab") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        self._dirty.add(path)
         self._used += len(data)
         self.written += kind == "runs"
 

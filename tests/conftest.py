@@ -82,25 +82,34 @@ def lora_adapter(hf_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     """A real PEFT LoRA adapter for the bundled model (random, not trained: it changes
     the outputs, which is all the engine tests need)."""
     _need("peft", "train")
+    return random_adapter(hf_model_dir, tmp_path_factory.mktemp("lora") / "random-adapter")
+
+
+def random_adapter(hf_model_dir: Path, out: Path, rank: int = 8, seed: int = 0) -> Path:
+    """A random PEFT LoRA adapter for the model in ``hf_model_dir``, saved to ``out``."""
+    import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(hf_model_dir)
-    lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"],
                       task_type="CAUSAL_LM", init_lora_weights=False)
-    out = tmp_path_factory.mktemp("lora") / "random-adapter"
     get_peft_model(model, lora).save_pretrained(out)
     return out
 
 
 @pytest.fixture(scope="session")
 def vllm_pair(hf_model_dir: Path, lora_adapter: Path):
-    """One in-process vLLM engine: the base model and a LoRA adapter view on it."""
+    """One in-process vLLM engine: the base model and a LoRA adapter on it, built from
+    configs (as YAML and ``aft serve`` build them: equal but for the adapter, they share
+    the engine)."""
     _need("vllm", "vllm")
-    from aft_sdk.backends import VLLMBackend
+    from aft_sdk import VLLMBackendConfig, make_backend
 
-    base = VLLMBackend(str(hf_model_dir), max_model_len=1024, dtype="bfloat16")
-    adapter = base.with_lora(lora_adapter)
+    cfg = VLLMBackendConfig(model=str(hf_model_dir), max_model_len=1024, dtype="bfloat16")
+    base = make_backend(cfg)
+    adapter = make_backend(cfg.model_copy(update={"lora_path": str(lora_adapter)}))
     base.engine.start()  # once for the whole session
     RELEASE["vllm_pair"] = base.shutdown
     yield base, adapter

@@ -311,3 +311,27 @@ def test_default_quality_reduced(tmp_path: Path, gguf_path) -> None:
     again = json.loads((tmp_path / "summary.json").read_text())
     assert again["shared_samples"]["generated"] == 0
     assert [row["score"] for row in again["table"]] == [row["score"] for row in s["table"]]
+
+
+@pytest.mark.slow
+def test_distill_aggregation_reduced(tmp_path: Path, gguf_path) -> None:
+    pytest.importorskip("llama_cpp")
+    pytest.importorskip("peft")
+    r = run("distill_aggregation", "--reduced", "--out", str(tmp_path), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    # Every recorded answer became a row; the reloaded server answered with the new adapter.
+    assert s["recorded_questions"] == s["rows"] == 3
+    assert s["served_after_reload"] and all(
+        b.endswith("+distilled-aggregator") for b in s["served_after_reload"])
+    assert [row["method"] for row in s["table"]] == [
+        "teacher 2x2 (shipped adapter)", "cheap 2x1 (shipped adapter)",
+        "cheap 2x1 (distilled adapter)"]
+    assert all(row["items"] == 3 and row["errors"] == 0 for row in s["table"])
+    assert [row["generations_per_item"] for row in s["table"]] == [5, 3, 3]
+    assert all(row["cost_per_item"] > 0 for row in s["table"])  # priced: a nominal rate
+    assert set(s["comparisons"]) == {"teacher - cheap", "distilled - cheap", "distilled - teacher"}
+    rows = [json.loads(x) for x in (tmp_path / "data" / "rows.jsonl").read_text().splitlines()]
+    assert all(len(x["proposals"]) == 2 and x["source"] == "record" for x in rows)
+    assert (tmp_path / "distilled-aggregator.gguf").read_bytes()[:4] == b"GGUF"
+    assert (tmp_path / "eval" / "quality_vs_tokens.png").read_bytes()[:4] == b"\x89PNG"

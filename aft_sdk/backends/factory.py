@@ -18,6 +18,7 @@ plug-ins' :class:`~aft_sdk.plugins.BackendKind` entries.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any, Union
 
@@ -69,6 +70,7 @@ def make_backend(spec: BackendLike) -> Backend:
     )
 
 
+logger = logging.getLogger(__name__)
 _shared: dict[tuple[str, str, int], Backend] = {}
 _shared_lock = threading.Lock()
 
@@ -82,8 +84,28 @@ def _from_config(cfg: Any) -> Backend:
     key = (type(cfg).__name__, cfg.model_dump_json(), hash(secrets))
     with _shared_lock:
         if key not in _shared:
-            _shared[key] = _build(cfg)
+            _shared[key] = _on_a_twin_engine(cfg) or _build(cfg)
         return _shared[key]
+
+
+def _on_a_twin_engine(cfg: Any) -> Backend | None:
+    """A vLLM config that differs from a shared one only in its adapter (a reload onto a
+    newly trained one) goes on that engine, started or not, where vLLM allows it: the
+    engine has LoRA on, and room for the adapter's rank. ``None``: build as usual."""
+    if getattr(cfg, "type", None) != "vllm":
+        return None
+    from aft_sdk.backends.vllm_backend import VLLMBackend
+
+    key = VLLMBackend.engine_key(cfg)
+    twin = next((b for b in _shared.values() if isinstance(b, VLLMBackend)
+                 and VLLMBackend.engine_key(b._cfg) == key), None)
+    if twin is None:
+        return None
+    try:
+        return VLLMBackend.from_config(cfg, engine=twin.engine)
+    except ConfigError as e:
+        logger.warning("vLLM: %s; %s gets an engine of its own", e, cfg.model)
+        return None
 
 
 async def aclose_shared() -> None:

@@ -112,10 +112,17 @@ class VLLMBackend(Backend):
 
     @classmethod
     def from_config(
-        cls, cfg: VLLMBackendConfig, sampling: SamplingConfig | None = None
+        cls, cfg: VLLMBackendConfig, sampling: SamplingConfig | None = None,
+        engine: VLLMEngine | None = None,
     ) -> VLLMBackend:
-        """Builds the backend from a validated config."""
-        return cls(**{k: v for k, v in cfg if k != "type"}, sampling=sampling)
+        """Builds the backend from a validated config (on ``engine`` if given)."""
+        return cls(**{k: v for k, v in cfg if k != "type"}, sampling=sampling, engine=engine)
+
+    @staticmethod
+    def engine_key(cfg: VLLMBackendConfig) -> str:
+        """What makes an engine: the config less its per-backend fields (the adapter, the
+        tool parser, the price), so configs equal in it can share one engine."""
+        return cfg.model_dump_json(exclude={"lora_path", "tool_parser", "price"})
 
     def with_lora(self, adapter_folder: str | Path) -> VLLMBackend:
         """A backend for ``adapter_folder`` on this backend's engine (one set of weights).

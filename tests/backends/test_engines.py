@@ -10,7 +10,8 @@ import asyncio
 
 import pytest
 
-from aft_sdk import BadRequestError, EmbeddedBackend, Generation, OpenAIBackend, SamplingConfig
+from aft_sdk import (BadRequestError, ConfigError, EmbeddedBackend, Generation, OpenAIBackend,
+                     SamplingConfig)
 
 pytestmark = pytest.mark.slow
 
@@ -216,6 +217,34 @@ async def test_base_and_adapter_share_one_engine_in_one_graph(vllm_pair) -> None
     assert result.layers[1].outputs[0].backend == adapter.label
     engine = base.engine
     assert set(await engine.call(engine.llm.list_loras())) == {1}  # asked of the engine
+
+
+async def test_a_new_adapter_loads_into_the_running_engine(vllm_pair, hf_model_dir,
+                                                           tmp_path) -> None:
+    """What a reload onto a newly trained adapter does: the config differs only in its
+    lora_path, so the backend it builds goes on the running engine (no new engine)."""
+    from aft_sdk import VLLMBackendConfig, make_backend
+    from conftest import random_adapter
+
+    base, first = vllm_pair
+    assert base.engine.started
+    second = make_backend(VLLMBackendConfig(
+        model=str(hf_model_dir), max_model_len=1024, dtype="bfloat16",
+        lora_path=str(random_adapter(hf_model_dir, tmp_path / "second", seed=1))))
+    assert second.engine is base.engine and second.label.endswith("+lora:second")
+    pids = list(base.engine.pids)
+    same = SamplingConfig(max_tokens=24, temperature=1.0, seed=5)
+    story = [{"role": "user", "content": "Tell me a story about a fox."}]
+    (a,), (b,) = await first.generate(story, sampling=same), await second.generate(
+        story, sampling=same)
+    assert a.text != b.text and base.engine.pids == pids  # its own weights, same engine
+    engine = base.engine
+    assert set(await engine.call(engine.llm.list_loras())) <= {1, 2}
+    # Past what the running engine was started for, it says so (the factory then starts
+    # an engine of its own for it).
+    wide = random_adapter(hf_model_dir, tmp_path / "wide", rank=16)
+    with pytest.raises(ConfigError, match="max_lora_rank"):
+        engine.register_adapter(str(wide))
 
 
 async def test_vllm_server_honours_n(vllm_server) -> None:
