@@ -24,7 +24,7 @@ from aft_sdk.config import GraphConfig, load_yaml
 from aft_sdk.errors import ConfigError
 from aft_sdk.jsonl import iter_lines
 from aft_sdk.messages import normalize_messages
-from aft_sdk.record import as_recorder
+from aft_sdk.record import as_recorder, graph_identity
 from aft_sdk.runner import DEFAULT_CONCURRENCY, RunItem, RunSummary, fingerprint, run_resumable
 from aft_sdk.tools import options_of
 
@@ -110,12 +110,13 @@ async def arun_batch(
 
     from aft_sdk.scale import as_executor
 
-    recorder = as_recorder(record)
-    if recorder is not None and getattr(graph, "recorder", None) is not None:
+    if record is not None and getattr(graph, "recorder", None) is not None:
         raise ConfigError("the graph records its runs already (AggregateGraph(record=...)): "
                           "give record= to one of the graph and run_batch")
     config = load_yaml(graph, GraphConfig) if isinstance(graph, (str, os.PathLike)) \
         else getattr(graph, "config", graph)
+    identity = graph_identity(graph if hasattr(graph, "_live") else config)
+    recorder = as_recorder(record)  # one per folder, kept: nothing to close if bind fails
     runs = as_executor(executor).bind(graph)
 
     async def work(item: RunItem) -> dict[str, Any]:
@@ -123,7 +124,7 @@ async def arun_batch(
         result = await runs.run(messages, call)
         if recorder is not None:
             recorder.add(result, model=getattr(config, "name", None) or "batch",
-                         config=config, route="batch")
+                         config=identity, route="batch")
         row = {"answer": result.answer, "cost_usd": result.usage.known_cost_usd,
                "result": result.model_dump(mode="json")}
         return row if not result.tool_calls else {**row, "tool_calls": result.tool_calls}
@@ -135,8 +136,8 @@ async def arun_batch(
             tokens_of=lambda row: row["result"]["usage"]["total_tokens"])
     finally:
         runs.close()
-        if recorder is not None and record is not recorder:
-            recorder.close()  # a folder given: every row written before returning
+        if recorder is not None:
+            recorder.flush()  # every row on disk before returning
 
 
 def run_batch(graph: Any, input_path: str | os.PathLike[str], output_path: str | os.PathLike[str],

@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -51,6 +52,30 @@ DEFAULT_FILE_BYTES = 64 * 2**20
 _STOP = object()
 
 
+def graph_identity(graph: Any) -> Any:
+    """What identifies a graph's setup in its rows: its config, and the labels of the
+    backends it was given as objects (a config does not describe those)."""
+    config = getattr(graph, "config", graph)
+    live = getattr(graph, "_live", None) or {}
+    labels: list[str] = []
+
+    def walk(value: Any) -> None:
+        if hasattr(value, "label"):
+            labels.append(str(value.label))
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                walk(value[key])
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk(live)
+    if not labels:
+        return config
+    dump = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+    return {"config": dump, "backends": labels}
+
+
 def config_identity(name: str, config: Any) -> dict[str, str]:
     """``{"name", "sha256"}`` of a served config (its JSON dump, secrets masked)."""
     dump = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
@@ -58,14 +83,27 @@ def config_identity(name: str, config: Any) -> dict[str, str]:
     return {"name": name, "sha256": hashlib.sha256(data.encode()).hexdigest()}
 
 
+_OPEN: dict[Path, Recorder] = {}  # folder -> its recorder in this process
+_OPEN_LOCK = threading.Lock()
+#: Rows written between two syncs at most, however busy the writer is.
+SYNC_EVERY = 64
+_ID = re.compile(rb'"id":\s*"((?:[^"\\]|\\.)*)"')
+
+
 def as_recorder(record: Any) -> Recorder | None:
-    """``record=`` as given to a graph or ``run_batch``: a folder, a :class:`Recorder`,
+    """``record=`` as given to a graph or ``run_batch``: a folder (one :class:`Recorder`
+    per folder in a process, shared by every graph that names it), a :class:`Recorder`,
     or ``None``."""
     if record is None or isinstance(record, Recorder):
         return record
-    if isinstance(record, (str, os.PathLike)):
-        return Recorder(record)
-    raise ConfigError(f"record= takes a folder or a Recorder, got {type(record).__name__}")
+    if not isinstance(record, (str, os.PathLike)):
+        raise ConfigError(f"record= takes a folder or a Recorder, got {type(record).__name__}")
+    key = Path(record).resolve()
+    with _OPEN_LOCK:
+        found = _OPEN.get(key)
+        if found is None or found.closed:
+            found = _OPEN[key] = Recorder(key)
+        return found
 
 
 class Recorder:
@@ -90,10 +128,12 @@ class Recorder:
         self.max_file_bytes, self.max_bytes = max_file_bytes, max_bytes
         self.dropped = 0
         self.written = 0
-        self._ids = self._known_ids()
+        self._ids: set[str] = set()  # recorded here, and read from the folder's files
+        self._scanned: dict[Path, int] = {}  # file -> bytes of it read for ids
         self._lock, self._write_lock = threading.Lock(), threading.Lock()
-        self._closed = False
+        self.closed = False
         self._dirty: set[Path] = set()
+        self._unsynced = 0
         self._queue: queue.Queue[Any] = queue.Queue()
         self._used = sum(p.stat().st_size for p in self._files("*"))
         self._current: dict[str, Path] = {}
@@ -106,14 +146,15 @@ class Recorder:
 
     def runs(self, rid: str, model: str, route: str, config: dict[str, str],
              results: list[Any]) -> None:
-        """Queues one row per answer of a response ``rid``."""
+        """Queues one row per answer of a response ``rid`` (each result serialised now,
+        so the row is the result as it was answered)."""
         now = _now()
         for i, result in enumerate(results):
             self._put("runs", {"record": SCHEMA, "id": rid, "choice": i, "time": now,
                                "model": model, "route": route, "config": config,
                                "answer": result.answer,
                                "cost_usd": result.usage.known_cost_usd,
-                               "result": result})  # serialised by the writer thread
+                               "result": _Json(result.model_dump_json())})
         with self._lock:
             self._ids.add(rid)
 
@@ -121,7 +162,7 @@ class Recorder:
             route: str = "python", rid: str | None = None) -> str:
         """Records a result from Python (a graph's ``invoke``) and returns its id (also set
         as the result's ``record_id``), for :meth:`feedback`; ``config``: the graph's
-        config, for the rows' identity."""
+        config (or any JSON-able identity), for the rows' identity."""
         rid = rid or f"run-aft{uuid.uuid4().hex[:24]}"
         result.record_id = rid
         ident = config_identity(model, config) if config is not None else {"name": model}
@@ -129,8 +170,12 @@ class Recorder:
         return rid
 
     def knows(self, rid: str) -> bool:
-        """Whether ``rid`` is a recorded response's id (this folder's, any process)."""
+        """Whether ``rid`` is a recorded response's id: this recorder's, or one in the
+        folder's files (an earlier run, another process; read again where they grew)."""
         with self._lock:
+            if rid in self._ids:
+                return True
+            self._scan()
             return rid in self._ids
 
     def feedback(self, rid: Any, *, score: float | None = None, label: str | None = None,
@@ -138,7 +183,8 @@ class Recorder:
                  ) -> dict[str, Any]:
         """Queues feedback on a recorded response (its id, or a recorded result);
         :class:`KeyError` for an unknown id. ``reference``: the verifiable right answer
-        (rows for GRPO, ``aft data build records --reward``)."""
+        (rows for GRPO, ``aft data build records --reward``). Feedback sent in parts adds
+        up: a later row's fields replace only the earlier ones it gives."""
         rid = getattr(rid, "record_id", rid)
         if not isinstance(rid, str) or not self.knows(rid):
             raise KeyError(rid)
@@ -148,37 +194,43 @@ class Recorder:
         return row
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Waits until every row queued so far is written."""
-        if self._thread.is_alive():
-            done = threading.Event()
+        """Waits until every row queued so far is written and on disk."""
+        done = threading.Event()
+        with self._lock:
+            if self.closed or not self._thread.is_alive():
+                return
             self._queue.put(done)
-            done.wait(timeout_s)
+        done.wait(timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Writes what is queued, then stops the writer (rows added later are written
         at once, on the caller's thread)."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._thread.is_alive():
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True  # from here on _put writes on its caller's thread
             self._queue.put(_STOP)
-            self._thread.join(timeout_s)
-        while not self._thread.is_alive():  # rows queued as it stopped
+        self._thread.join(timeout_s)
+        while not self._thread.is_alive():  # rows the writer did not reach
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
             if isinstance(item, tuple):
                 self._write_row(*item)
+            elif isinstance(item, threading.Event):
+                item.set()
+        atexit.unregister(self.close)
         if self.dropped:
             logger.warning("recording: %d rows were not written (the --record-max-bytes "
                            "bound was reached)", self.dropped)
 
     def _put(self, kind: str, row: dict[str, Any]) -> None:
-        if self._closed:  # after close (interpreter exit): written here, never lost
-            self._write_row(kind, row)
-        else:
-            self._queue.put((kind, row))
+        with self._lock:
+            if not self.closed:
+                self._queue.put((kind, row))
+                return
+        self._write_row(kind, row)  # after close (interpreter exit): never lost
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -191,32 +243,32 @@ class Recorder:
                 self._sync()
                 item.set()
                 continue
-            self._write_row(*item, sync=self._queue.empty())  # one fsync per burst
+            # One fsync per burst of rows, and at least every SYNC_EVERY rows.
+            self._write_row(*item, sync=self._queue.empty())
 
     def _write_row(self, kind: str, row: dict[str, Any], sync: bool = True) -> None:
         try:
             with self._write_lock:
-                result = row.get("result")
-                if hasattr(result, "model_dump_json"):  # pydantic's own (fast) encoder
-                    head = json.dumps({k: v for k, v in row.items() if k != "result"},
-                                      ensure_ascii=False, default=str)
-                    line = f'{head[:-1]}, "result": {result.model_dump_json()}}}\n'
-                else:
-                    line = json.dumps(row, ensure_ascii=False, default=str) + "\n"
-                self._write(kind, line)
-                if sync:
-                    self._sync()
+                self._write(kind, _line(row))
         except Exception:  # noqa: BLE001 - one bad row never stops the recording
             logger.exception("recording: a %s row could not be written", kind)
+        if sync or self._unsynced >= SYNC_EVERY:
+            self._sync()
 
     def _sync(self) -> None:
-        """Every file written since the last sync, on disk."""
-        while self._dirty:
-            fd = os.open(self._dirty.pop(), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        """Every file written since the last sync, on disk (a failure is logged)."""
+        with self._write_lock:
+            self._unsynced = 0
+            while self._dirty:
+                path = self._dirty.pop()
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                except OSError as e:  # moved or deleted meanwhile: its rows were written
+                    logger.warning("recording: could not sync %s (%s)", path, e)
 
     def _write(self, kind: str, line: str) -> None:
         data = line.encode()
@@ -231,6 +283,7 @@ class Recorder:
         with path.open("ab") as f:
             f.write(data)
         self._dirty.add(path)
+        self._unsynced += 1
         self._used += len(data)
         self.written += kind == "runs"
 
@@ -254,17 +307,37 @@ class Recorder:
     def _files(self, pattern: str) -> list[Path]:
         return sorted(self.folder.glob(f"{pattern}.jsonl"))
 
-    def _known_ids(self) -> set[str]:
-        """The ids already recorded in the folder (feedback may name an older run)."""
-        ids = set()
+    def _scan(self) -> None:
+        """Adds the ids in the folder's run files, reading only what is new in each
+        (the id is the first field of a row; a torn last line is read again later)."""
         for path in self._files("runs-*"):
-            with path.open(encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    try:
-                        ids.add(str(json.loads(line)["id"]))
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a torn last line (a killed writer) is skipped
-        return ids
+            start = self._scanned.get(path, 0)
+            try:
+                if path.stat().st_size <= start:
+                    continue
+                with path.open("rb") as f:
+                    f.seek(start)
+                    data = f.read()
+            except OSError:
+                continue
+            whole = data[: data.rfind(b"\n") + 1]
+            self._ids.update(m.group(1).decode("utf-8", "replace")
+                             for m in map(_ID.search, whole.splitlines()) if m)
+            self._scanned[path] = start + len(whole)
+
+
+class _Json(str):
+    """JSON text that goes into a row as it is (a result pydantic serialised)."""
+
+
+def _line(row: dict[str, Any]) -> str:
+    """A row as one JSON line (a serialised result goes in as it is)."""
+    result = row.get("result")
+    if isinstance(result, _Json):
+        head = json.dumps({k: v for k, v in row.items() if k != "result"},
+                          ensure_ascii=False, default=str)
+        return f'{head[:-1]}, "result": {result}}}\n'
+    return json.dumps(row, ensure_ascii=False, default=str) + "\n"
 
 
 def _now() -> str:

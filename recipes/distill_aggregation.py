@@ -36,6 +36,7 @@ import json
 import random
 import shutil
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,15 @@ def records_of(folder: Path) -> list[dict]:
     return [row for p in sorted(folder.glob("runs-*.jsonl")) for row in read_jsonl(p)]
 
 
+def wait_for_records(folder: Path, ids: list[str], timeout_s: float = 60) -> None:
+    """Until every response in ``ids`` has its row (the server writes them in a thread)."""
+    end = time.monotonic() + timeout_s
+    while not set(ids) <= {r["id"] for r in records_of(folder)}:
+        if time.monotonic() > end:
+            raise SystemExit(f"the server recorded only part of {len(ids)} answers")
+        time.sleep(0.1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     size = dict(REDUCED if args.reduced else FULL)
@@ -145,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         with stage("1. serve the teacher with recording on"):
             ids = ask_all(client, recorded, size["clients"])
         with stage("2. rows from the records"):
+            wait_for_records(records, ids)  # written by the server's writer thread
             rows = list(record_rows(records, config=MODEL_ID, width=cw, seed=args.seed))
             assert sorted(r.id for r in rows) == sorted(ids), "every answered run is a row"
             rows_path = out / "data" / "rows.jsonl"

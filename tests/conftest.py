@@ -111,9 +111,9 @@ def vllm_pair(hf_model_dir: Path, lora_adapter: Path):
     base = make_backend(cfg)
     adapter = make_backend(cfg.model_copy(update={"lora_path": str(lora_adapter)}))
     base.engine.start()  # once for the whole session
-    RELEASE["vllm_pair"] = base.shutdown
+    RELEASE["vllm_pair"] = base.engine.shutdown  # for every backend on it
     yield base, adapter
-    base.shutdown()
+    base.engine.shutdown()
 
 
 @pytest.fixture(scope="session")

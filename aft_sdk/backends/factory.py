@@ -102,7 +102,10 @@ def _on_a_twin_engine(cfg: Any) -> Backend | None:
     if twin is None:
         return None
     try:
-        return VLLMBackend.from_config(cfg, engine=twin.engine)
+        backend = VLLMBackend.from_config(cfg, engine=twin.engine)
+        backend._holds = True  # the engine stops when the last of its holders closes
+        twin.engine.holders += 1
+        return backend
     except ConfigError as e:
         logger.warning("vLLM: %s; %s gets an engine of its own", e, cfg.model)
         return None

@@ -105,6 +105,8 @@ class VLLMBackend(Backend):
         self.sampling = sampling or SamplingConfig()
         self._cfg = cfg
         self.engine = engine or VLLMEngine(cfg)
+        self._holds, self._released = engine is None, False  # with_lora views do not hold
+        self.engine.holders += self._holds
         self._lora = self.engine.register_adapter(cfg.lora_path) if cfg.lora_path else None
         # An adapter's record wins; a merged AFT model's folder has its own.
         trained = cfg.lora_path or (cfg.model if Path(cfg.model).is_dir() else None)
@@ -327,7 +329,15 @@ class VLLMBackend(Backend):
 
     def shutdown(self) -> None:
         """Stops the engine and its worker processes now (shared by ``with_lora`` views);
-        returns when they have exited."""
+        returns when they have exited. An engine that backends built from configs share
+        (equal but for the adapter) stops when the last of them is closed;
+        ``backend.engine.shutdown()`` stops it for all."""
+        if self._holds:
+            if not self._released:
+                self._released = True
+                self.engine.holders -= 1
+            if self.engine.holders > 0:
+                return
         self.engine.shutdown()
 
     close = shutdown

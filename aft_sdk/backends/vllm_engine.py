@@ -52,6 +52,7 @@ class VLLMEngine:
         self._start_lock = threading.Lock()
         self._owned: lifecycle.Owned | None = None  # EngineCore and its workers
         self.requests = 0  # requests submitted (for tests and benchmarks)
+        self.holders = 0  # backends whose close() ends it only once none holds it
 
     @property
     def started(self) -> bool:

@@ -20,7 +20,7 @@ from aft_sdk.graphs.topology import compile_graph
 from aft_sdk.graphs.context import RunContext, fresh_input
 from aft_sdk.graphs.plan import build_plan, place_backends, split_layers
 from aft_sdk.graphs.trace import AggregateResult, build_result
-from aft_sdk.record import Recorder, as_recorder
+from aft_sdk.record import Recorder, as_recorder, graph_identity
 from aft_sdk.runner import DEFAULT_CONCURRENCY
 from aft_sdk.tools import CallOptions, call_options
 
@@ -235,7 +235,8 @@ class AggregateGraph:
 
     def _kept(self, result: AggregateResult) -> AggregateResult:
         if self.recorder is not None:  # queued: the writer thread writes it
-            self.recorder.add(result, model=self.config.name or "python", config=self.config)
+            self.recorder.add(result, model=self.config.name or "python",
+                              config=graph_identity(self))
         return result
 
     def _backstop(self) -> float | None:

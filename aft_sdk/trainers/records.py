@@ -38,7 +38,8 @@ def record_rows(
         folder: What ``aft serve --record`` wrote (``runs-*.jsonl``, ``feedback-*.jsonl``).
         config: Keep the runs of this served model id (or config hash prefix).
         since: Keep the runs from this UTC day on (``YYYY-MM-DD``).
-        min_score: Keep the runs whose latest feedback score is at least this.
+        min_score: Keep the runs whose latest feedback score is at least this (each
+            feedback field is the latest given for the run).
         width: Proposals per row, sampled (seeded by ``seed`` and the row's id) from the
             run's drafts; ``None``: all of them.
         reward: A verifier spec (``number``, ``math``, ...; see
@@ -57,8 +58,9 @@ def record_rows(
     feedback: dict[str, dict[str, Any]] = {}
     for path in sorted(root.glob("feedback-*.jsonl")):
         for row in read_jsonl(path, skip_bad=True):
-            if row.get("record") == FEEDBACK_SCHEMA:
-                feedback[str(row.get("id"))] = row  # the latest feedback counts
+            if row.get("record") == FEEDBACK_SCHEMA:  # parts add up, the latest wins
+                kept = feedback.setdefault(str(row.get("id")), {})
+                kept.update({k: v for k, v in row.items() if v is not None})
     kept, better = [], {}
     for path in sorted(root.glob("runs-*.jsonl")):
         for run in read_jsonl(path, skip_bad=True,

@@ -220,7 +220,7 @@ async def test_base_and_adapter_share_one_engine_in_one_graph(vllm_pair) -> None
 
 
 async def test_a_new_adapter_loads_into_the_running_engine(vllm_pair, hf_model_dir,
-                                                           tmp_path) -> None:
+                                                           lora_adapter, tmp_path) -> None:
     """What a reload onto a newly trained adapter does: the config differs only in its
     lora_path, so the backend it builds goes on the running engine (no new engine)."""
     from aft_sdk import VLLMBackendConfig, make_backend
@@ -239,7 +239,15 @@ async def test_a_new_adapter_loads_into_the_running_engine(vllm_pair, hf_model_d
         story, sampling=same)
     assert a.text != b.text and base.engine.pids == pids  # its own weights, same engine
     engine = base.engine
-    assert set(await engine.call(engine.llm.list_loras())) <= {1, 2}
+    assert 2 in set(await engine.call(engine.llm.list_loras()))  # the engine's own list
+    # Closing one backend built from a config leaves the engine to the others holding it.
+    second.shutdown()
+    assert engine.started and engine.pids == pids
+    (again,) = await first.generate(story, sampling=same)
+    assert again.text.strip()
+    # A with_lora view of a folder the engine has is that adapter, on the same engine.
+    view = base.with_lora(lora_adapter)
+    assert view.engine is engine and view._lora is first._lora
     # Past what the running engine was started for, it says so (the factory then starts
     # an engine of its own for it).
     wide = random_adapter(hf_model_dir, tmp_path / "wide", rank=16)
