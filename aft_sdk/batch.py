@@ -113,18 +113,19 @@ async def arun_batch(
     if record is not None and getattr(graph, "recorder", None) is not None:
         raise ConfigError("the graph records its runs already (AggregateGraph(record=...)): "
                           "give record= to one of the graph and run_batch")
-    config = load_yaml(graph, GraphConfig) if isinstance(graph, (str, os.PathLike)) \
-        else getattr(graph, "config", graph)
-    identity = graph_identity(graph if hasattr(graph, "_live") else config)
     recorder = as_recorder(record)  # one per folder, kept: nothing to close if bind fails
+    if recorder is not None:  # what names the rows (a YAML graph read here for it only)
+        config = load_yaml(graph, GraphConfig) if isinstance(graph, (str, os.PathLike)) \
+            else getattr(graph, "config", graph)
+        name = getattr(config, "name", None) or "batch"
+        identity = graph_identity(graph if hasattr(graph, "_live") else config)
     runs = as_executor(executor).bind(graph)
 
     async def work(item: RunItem) -> dict[str, Any]:
         messages, call = item.payload
         result = await runs.run(messages, call)
         if recorder is not None:
-            recorder.add(result, model=getattr(config, "name", None) or "batch",
-                         config=identity, route="batch")
+            recorder.add(result, model=name, config=identity, route="batch")
         row = {"answer": result.answer, "cost_usd": result.usage.known_cost_usd,
                "result": result.model_dump(mode="json")}
         return row if not result.tool_calls else {**row, "tool_calls": result.tool_calls}

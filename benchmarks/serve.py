@@ -64,8 +64,16 @@ def write_config(folder: Path, base_url: str, name: str = "bench", width: int = 
     return path
 
 
-async def timed_many(call, rounds: int) -> tuple[list[float], int]:
-    """``CLIENTS`` workers, each making ``rounds`` calls in a row; latencies and errors."""
+def machine() -> dict:
+    """Where and when a benchmark ran (every result file carries it)."""
+    return {"python": platform.python_version(), "machine": platform.machine(),
+            "cpus": psutil.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+async def timed_many(call, rounds: int, failures: list[str] | None = None
+                     ) -> tuple[list[float], int]:
+    """``CLIENTS`` workers, each making ``rounds`` calls in a row; latencies and errors
+    (what each failure said goes to ``failures`` where given)."""
     latencies: list[float] = []
     errors = 0
 
@@ -75,8 +83,10 @@ async def timed_many(call, rounds: int) -> tuple[list[float], int]:
             t0 = time.perf_counter()
             try:
                 await call()
-            except Exception:  # noqa: BLE001 - any failure counts as an error here
+            except Exception as e:  # noqa: BLE001 - any failure counts as an error here
                 errors += 1
+                if failures is not None:
+                    failures.append(f"{type(e).__name__}: {e}"[:200])
                 continue
             latencies.append(time.perf_counter() - t0)
 
@@ -153,8 +163,7 @@ def main() -> None:
             res["memory"] = memory(server, args.sequential)
     res.update(clients=CLIENTS, width=4, depth=1, server_delay_s=args.delay,
                settings="aft serve defaults",
-               env={"python": platform.python_version(), "machine": platform.machine(),
-                    "cpus": psutil.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M:%S")})
+               env=machine())
     (RESULTS / "serve.json").write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
 

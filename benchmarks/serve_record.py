@@ -21,20 +21,18 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import statistics
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 import openai
-import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve import RESULTS, QUESTION, fault_process, pct, write_config  # noqa: E402
+from serve import (RESULTS, QUESTION, fault_process, machine, pct, timed_many,  # noqa: E402
+                   write_config)  # noqa: E402
 
 from aft_sdk.testing import LocalServer  # noqa: E402
 
@@ -43,23 +41,10 @@ FAILURES: list[str] = []  # what the failed requests said (at most a few kept)
 
 
 async def pass_of(client: openai.AsyncOpenAI, rounds: int) -> tuple[list[float], int]:
-    latencies: list[float] = []
-    errors = 0
+    async def ask() -> None:
+        await client.chat.completions.create(model="bench", messages=QUESTION)
 
-    async def worker() -> None:
-        nonlocal errors
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            try:
-                await client.chat.completions.create(model="bench", messages=QUESTION)
-            except openai.OpenAIError as e:
-                errors += 1
-                FAILURES.append(f"{type(e).__name__}: {e}"[:200])
-                continue
-            latencies.append(time.perf_counter() - t0)
-
-    await asyncio.gather(*(worker() for _ in range(CLIENTS)))
-    return latencies, errors
+    return await timed_many(ask, rounds, FAILURES)
 
 
 async def latency(on: LocalServer, off: LocalServer, rounds: int) -> dict:
@@ -165,8 +150,7 @@ def main() -> None:
         sig["rows_nobody_read"] == 0)
     res.update(clients=CLIENTS, width=4, depth=1, server_delay_s=0.2,
                settings="aft serve defaults, --record DIR on one of the two",
-               env={"python": platform.python_version(), "machine": platform.machine(),
-                    "cpus": psutil.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M:%S")})
+               env=machine())
     (RESULTS / "serve_record.json").write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import random
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
-from serve import RESULTS, fault_process, write_config  # noqa: E402
+from serve import RESULTS, fault_process, machine, write_config  # noqa: E402
 
 from aft_sdk.testing import LocalServer  # noqa: E402
 
@@ -194,8 +193,7 @@ def main() -> None:
         "upstream": {"fail_rate": 0.2, "fail_actions": HOSTILE, "stream_pause_s": 0.02},
         "settings": "aft serve and backend defaults; graph width 3, depth 1; a third of "
                     "requests on /v1/responses",
-        "env": {"python": platform.python_version(), "machine": platform.machine(),
-                "cpus": psutil.cpu_count(), "when": time.strftime("%Y-%m-%d %H:%M:%S")},
+        "env": machine(),
     }
     (RESULTS / "serve_soak.json").write_text(json.dumps(res, indent=2) + "\n")
     plot(samples, args.warmup, RESULTS / "serve_soak.png")

@@ -84,11 +84,12 @@ class VLLMEngine:
             raise errors.ConfigError(
                 "this vLLM engine started without LoRA support: add adapters (with_lora, "
                 "lora_path) before the first generate call, so the engine starts with them")
-        if self.started and adapter_rank(Path(folder)) > self._llm.vllm_config.lora_config.max_lora_rank:
-            raise errors.ConfigError(
-                f"the adapter {folder} has rank {adapter_rank(Path(folder))}, above the "
-                f"running engine's max_lora_rank "
-                f"({self._llm.vllm_config.lora_config.max_lora_rank}): it needs a new engine")
+        if self.started:
+            rank, room = adapter_rank(Path(folder)), self._llm.vllm_config.lora_config.max_lora_rank
+            if rank > room:
+                raise errors.ConfigError(
+                    f"the adapter {folder} has rank {rank}, above the running engine's "
+                    f"max_lora_rank ({room}): it needs a new engine")
         request = LoRARequest(Path(folder).name, len(self.adapters) + 1, folder)
         self.adapters[folder] = request
         return request
