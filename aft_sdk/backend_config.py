@@ -70,6 +70,22 @@ class OpenAIBackendConfig(_Strict):
     context_window: int | None = Field(None, ge=16)
     price: ModelPrice | None = None
     price_provider: str | None = None
+    #: How a step-level search continues a partial answer here: ``chat`` (a trailing
+    #: assistant message with ``continue_final_message``: vLLM's server) or
+    #: ``completions`` (a prompt rendered with ``chat_template``, sent to
+    #: ``/v1/completions``: llama.cpp's servers); ``None``: it is not asked to.
+    continuation: Literal["chat", "completions"] | None = None
+    #: The model's chat template for ``continuation: completions``: its text, a
+    #: ``.jinja`` or ``.gguf`` file, or a tokenizer folder.
+    chat_template: str | None = None
+
+    @model_validator(mode="after")
+    def _template_for_completions(self) -> OpenAIBackendConfig:
+        if self.continuation == "completions" and not self.chat_template:
+            raise ValueError("continuation: completions renders the prompt itself: set "
+                             "chat_template (the template's text, a .jinja or .gguf file, "
+                             "or a tokenizer folder)")
+        return self
 
 
 class VLLMBackendConfig(_Strict):

@@ -23,6 +23,7 @@ from aft_sdk.backend_config import (
 from aft_sdk.budget import BudgetConfig
 from aft_sdk.errors import BadRequestError, ConfigError
 from aft_sdk.plugins import check_strategy_name, get_strategy, plugin_sections
+from aft_sdk.search_config import BeamConfig, ParticleConfig
 from aft_sdk.prompt_config import (
     METADATA_FILE,
     PROMPT_FIELDS,
@@ -255,6 +256,11 @@ class GraphConfig(_Strict):
     vote: VoteConfig = Field(default_factory=lambda: VoteConfig())
     adaptive: AdaptiveConfig | None = None
     rsa: RSAConfig = Field(default_factory=lambda: RSAConfig())
+    # Step-level searches' sections (left out of dumps while they hold the defaults).
+    beam: BeamConfig = Field(default_factory=lambda: BeamConfig(),
+                             exclude_if=lambda v: v == BeamConfig())
+    particle_filtering: ParticleConfig = Field(default_factory=lambda: ParticleConfig(),
+                                               exclude_if=lambda v: v == ParticleConfig())
     #: Settings of plug-in strategies, by section (YAML may give them at the top level).
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict, exclude_if=lambda v: not v)
     min_proposals: int = Field(1, ge=1, strict=True)

@@ -36,6 +36,8 @@ BUILTIN_STRATEGIES = {
     "vote": "aft_sdk.graphs.strategies.vote:Vote",
     "best-of-n": "aft_sdk.graphs.strategies.best_of_n:BestOfN",
     "rsa": "aft_sdk.graphs.strategies.rsa:RSA",
+    "beam": "aft_sdk.graphs.strategies.beam:Beam",
+    "particle-filtering": "aft_sdk.graphs.strategies.particle_filtering:ParticleFiltering",
 }
 
 

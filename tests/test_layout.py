@@ -14,7 +14,7 @@ LAYERS = {
     "errors": 0, "config": 0, "prompts": 0, "budget": 0, "jsonl": 0, "messages": 0,
     "aio": 0, "redact": 0, "runner": 0, "timing": 0, "_lazy": 0, "outputs": 0, "answers": 0,
     "validation": 0, "prompt_config": 0, "tools": 0, "lifecycle": 0, "_warden": 0, "plugins": 0, "backend_config": 0,
-    "tracing": 0, "record": 0,
+    "tracing": 0, "record": 0, "search_config": 0,
     "backends": 1,
     "graphs": 2,
     "batch": 3, "trainers": 3, "eval": 3, "scale": 3,

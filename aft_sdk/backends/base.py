@@ -150,6 +150,28 @@ class Backend(abc.ABC):
             yield chunk
         yield gen
 
+    async def continue_text(
+        self, messages: Sequence[Message], prefix: str, *, separator: str, n: int = 1,
+        sampling: SamplingConfig | None = None,
+    ) -> list[Generation]:
+        """Samples ``n`` next steps of an assistant answer that begins with ``prefix``,
+        each ending at ``separator`` (cut before it), the model's end, a stop string or
+        ``max_tokens``; the finish reason says which (:mod:`.continuation`).
+
+        Raises:
+            ConfigError: This backend cannot continue a partial answer.
+        """
+        raise self.continuation_refused()
+
+    def continuation_refused(self) -> ConfigError | None:
+        """Why this backend cannot continue a partial answer, or ``None`` if it can
+        (checked when a step-level search is built)."""
+        if type(self).continue_text is Backend.continue_text:
+            return ConfigError(f"{self.label} cannot continue a partial answer, which a "
+                               f"step-level search needs: {type(self).__name__} has no "
+                               "continue_text; use a vLLM, embedded or OpenAI-compatible backend")
+        return None
+
     def _stream_text(self, messages: Sequence[Message], sampling: SamplingConfig | None
                      ) -> AsyncIterator[str | Generation] | None:
         """Text as the engine produces it, then the final :class:`Generation`; ``None``

@@ -84,9 +84,7 @@ def _check_adapter(lora_path: str) -> Path:
 
 
 class EmbeddedBackend(Backend):
-    """A GGUF model run in this process by llama.cpp.
-
-    Args:
+    """A GGUF model run in this process by llama.cpp. Args:
         model_path: GGUF file; ``None`` means the bundled SmolLM2-135M-Instruct.
         lora_path: A LoRA adapter in GGUF form for that model (see
             :func:`aft_sdk.trainers.export_lora_to_gguf`), applied by llama.cpp;
@@ -261,17 +259,25 @@ class EmbeddedBackend(Backend):
         self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None,
         options: CallOptions | None = None,
     ) -> list[Generation]:
-        """Samples ``n`` outputs (seeds ``seed``, ``seed+1``, ...); the engine runs them
-        one at a time."""
+        """``n`` outputs (seeds ``seed``, ``seed+1``, ...), run one at a time."""
+        return await self._each(messages, n, sampling, self._complete, options)
+
+    async def continue_text(self, messages: Sequence[Message], prefix: str, *, separator: str,
+                            n: int = 1, sampling: SamplingConfig | None = None) -> list[Generation]:
+        from aft_sdk.backends.continuation import embedded_step
+
+        return await self._each(messages, n, sampling, functools.partial(embedded_step, self),
+                                prefix, separator)
+
+    async def _each(self, messages: Sequence[Message], n: int, sampling: SamplingConfig | None,
+                    work: Any, *args: Any) -> list[Generation]:
+        """``n`` calls of ``work(messages, sampling, seed, *args)`` off the loop."""
         check_n(n)
         sampling = sampling or self.sampling
         base = sampling.seed if sampling.seed is not None else random.randrange(2**31 - n)
         msgs = for_backend(messages, self.label)  # text only; developer -> system
-
-        async def one(seed: int | None) -> Generation:
-            return await asyncio.to_thread(self._complete, msgs, sampling, seed, options)
-
-        return await emulate_n(one, n, seed=base, label=self.label)
+        return await emulate_n(lambda seed: asyncio.to_thread(work, msgs, sampling, seed, *args),
+                               n, seed=base, label=self.label)
 
     async def _stream_text(  # type: ignore[override]
         self, messages: Sequence[Message], sampling: SamplingConfig | None,
@@ -332,20 +338,16 @@ class EmbeddedBackend(Backend):
     @functools.cached_property
     def _chat_template(self) -> Any:
         """The GGUF's chat template, compiled once (``None`` if the file has none)."""
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+        from aft_sdk.backends.continuation import ChatTemplate
 
         source = self.llama.metadata.get("tokenizer.chat_template")
-        if not source:
-            return None
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        return env.from_string(source)
+        return ChatTemplate(source) if source else None
 
     def _render(self, messages: list[Message]) -> str:
-        # llama.cpp reports no usage when streaming; count the prompt through the
-        # template stored in the GGUF (the same one the chat handler applies).
+        """The prompt through the GGUF's template (as the chat handler applies it)."""
         if self._chat_template is None:
             return "".join(m["content"] for m in messages)
-        return self._chat_template.render(messages=messages, add_generation_prompt=True)
+        return self._chat_template.render(messages)
 
 
 def _grammar_format(options: CallOptions | None) -> dict[str, Any] | None:

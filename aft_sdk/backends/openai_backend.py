@@ -25,6 +25,7 @@ from aft_sdk.backends.credentials import env_base_url, is_openai_endpoint, resol
 from aft_sdk.backends.credentials import scrub_ambient_headers
 from aft_sdk.backends.http_errors import MALFORMED, map_upstream_error
 from aft_sdk.backends.logprobs import missing_logprobs, openai_logprobs
+from aft_sdk.backends.openai_parse import OpenAIParsing
 from aft_sdk.backends.limiter import AdaptiveLimiter, LimitedTransport, httpx
 from aft_sdk.config import EXTRA_SAMPLING, OpenAIBackendConfig, SamplingConfig
 from aft_sdk.validation import validate_arguments
@@ -42,7 +43,7 @@ for _name in ("httpx", "httpx2"):  # both log every request URL at INFO
     logging.getLogger(_name).addFilter(RedactURLs())
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend(OpenAIParsing, Backend):
     """Chat completions over HTTP against any OpenAI-compatible server.
 
     Keys are scoped: OpenAI's endpoint (``base_url=None``) uses ``OPENAI_API_KEY``; any
@@ -71,6 +72,10 @@ class OpenAIBackend(Backend):
         native_n: Whether the server honours ``n``; ``None`` detects it on first use.
         context_window: The model's total token window, for the graph's prompt budget.
         price: Dollars per million tokens; else the price database (:mod:`.pricing`).
+        continuation: How a step-level search continues a partial answer here: ``chat``
+            (vLLM's server) or ``completions`` with ``chat_template`` (llama.cpp's
+            servers); see :mod:`aft_sdk.backends.continuation`.
+        chat_template: The model's chat template for ``continuation="completions"``.
         sampling: Default sampling for calls that pass none.
     """
 
@@ -88,6 +93,8 @@ class OpenAIBackend(Backend):
         context_window: int | None = None,
         price: Any = None,
         price_provider: str | None = None,
+        continuation: str | None = None,
+        chat_template: str | None = None,
         sampling: SamplingConfig | None = None,
     ) -> None:
         cfg = validate_arguments(OpenAIBackendConfig, locals(), source="OpenAIBackend")
@@ -181,7 +188,7 @@ class OpenAIBackend(Backend):
             )
             return self._parse(resp, time.perf_counter() - t0, bool(sampling.logprobs))
         except (openai.OpenAIError, *MALFORMED) as e:
-            raise map_upstream_error(e, self.label, self.__key) from e
+            raise self._upstream(e) from e
 
     parts = PART_TYPES[1:]  # passed on: the server says whether it can see them
 
@@ -196,80 +203,6 @@ class OpenAIBackend(Backend):
     @property
     def keeps_developer(self) -> bool:  # type: ignore[override]
         return is_openai_endpoint(self.base_url)
-
-    def _malformed(self, what: str) -> errors.MalformedResponseError:
-        return errors.MalformedResponseError(
-            f"{self.label} sent a malformed chat completion: {what}; check that base_url "
-            "points at an OpenAI-compatible /v1 endpoint", backend=self.label)
-
-    def _field(self, obj: Any, name: str, kinds: type | tuple[type, ...], where: str) -> Any:
-        """``obj.name`` when it is missing/``None`` or of ``kinds``; else malformed."""
-        value = getattr(obj, name, None)
-        if value is None or (isinstance(value, kinds) and not isinstance(value, bool)):
-            return value
-        raise self._malformed(f"{where}{name} is {type(value).__name__} {value!r:.40}")
-
-    def _usage(self, usage: Any) -> tuple[int, int, int]:
-        """Prompt, completion and cached prompt tokens (``prompt_tokens_details``)."""
-        details = self._field(usage, "prompt_tokens_details", object, "usage.")
-        return (self._field(usage, "prompt_tokens", int, "usage.") or 0,
-                self._field(usage, "completion_tokens", int, "usage.") or 0,
-                self._field(details, "cached_tokens", int, "usage.prompt_tokens_details.") or 0)
-
-    def _parse(self, resp: Any, latency: float, logprobs: bool = False) -> list[Generation]:
-        choices = getattr(resp, "choices", None)
-        if not isinstance(choices, list):
-            raise self._malformed(f"the body is not a chat completion ({type(resp).__name__})")
-        if not choices:
-            raise errors.MalformedResponseError(
-                f"{self.label} returned an empty choice list; the server produced no output",
-                backend=self.label,
-            )
-        prompt_tokens, total_completion, cached = self._usage(getattr(resp, "usage", None))
-        model = self._field(resp, "model", str, "") or self.model
-        out = []
-        for i, ch in enumerate(choices):
-            message = getattr(ch, "message", None)
-            text = self._field(message, "content", str, f"choices[{i}].message.")
-            calls = self._calls(message, f"choices[{i}].message.")
-            if text is None and calls:
-                text = ""
-            if text is None:
-                raise errors.MalformedResponseError(
-                    f"{self.label} returned choice {i} without message content",
-                    backend=self.label,
-                )
-            # Usage is per response; spread completion tokens over choices evenly so
-            # that per-generation numbers add up to the server's total.
-            share = total_completion // len(choices) + (
-                1 if i < total_completion % len(choices) else 0
-            )
-            lps = openai_logprobs(ch, f"choices[{i}].", self._malformed) if logprobs else None
-            if logprobs and lps is None:
-                raise missing_logprobs(self.label)
-            out.append(Generation(
-                text=text, finish_reason=self._field(ch, "finish_reason", str, f"choices[{i}]."),
-                prompt_tokens=prompt_tokens if i == 0 else 0, completion_tokens=share,
-                cached_tokens=cached if i == 0 else 0, latency_s=latency, model=model,
-                backend=self.label, tool_calls=calls, logprobs=lps))
-        return out
-
-    def _calls(self, message: Any, where: str) -> list[dict[str, Any]] | None:
-        """A message's tool calls in OpenAI's format, checked (arguments are a string)."""
-        calls = self._field(message, "tool_calls", list, where)
-        if not calls:
-            return None
-        out = []
-        for j, call in enumerate(calls):
-            fn = getattr(call, "function", None)
-            name = self._field(fn, "name", str, f"{where}tool_calls[{j}].function.")
-            if not name:
-                raise self._malformed(f"{where}tool_calls[{j}] has no function name")
-            out.append({"id": self._field(call, "id", str, f"{where}tool_calls[{j}].") or
-                        f"call_{j}", "type": "function",
-                        "function": {"name": name, "arguments": self._field(
-                            fn, "arguments", str, f"{where}tool_calls[{j}].function.") or "{}"}})
-        return out
 
     async def generate(
         self, messages: Sequence[Message], *, n: int = 1, sampling: SamplingConfig | None = None,
@@ -351,7 +284,7 @@ class OpenAIBackend(Backend):
             if lps == [] and pieces:
                 raise missing_logprobs(self.label)
         except (openai.OpenAIError, *MALFORMED) as e:
-            raise map_upstream_error(e, self.label, self.__key) from e
+            raise self._upstream(e) from e
         latency = time.perf_counter() - t0
         text = "".join(pieces)
         if usage is None:
@@ -372,25 +305,28 @@ class OpenAIBackend(Backend):
             logprobs=lps,
         )
 
-    def _call_deltas(self, delta: Any, calls: dict[int, dict[str, Any]]
-                     ) -> list[ToolCallChunk]:
-        """A chunk's tool-call deltas, merged into ``calls`` (by index) and passed on."""
-        out = []
-        for j, d in enumerate(self._field(delta, "tool_calls", list, "stream chunk delta.") or []):
-            index = self._field(d, "index", int, "stream tool call ")
-            index = j if index is None else index
-            fn = getattr(d, "function", None)
-            name = self._field(fn, "name", str, "stream tool call function.")
-            args = self._field(fn, "arguments", str, "stream tool call function.") or ""
-            call_id = self._field(d, "id", str, "stream tool call ")
-            call = calls.setdefault(index, {"id": None, "name": None, "arguments": ""})
-            call["id"] = call["id"] or call_id
-            call["name"] = call["name"] or name
-            call["arguments"] += args
-            if call["name"] is None:
-                raise self._malformed(f"tool call {index} streamed without a name")
-            out.append(ToolCallChunk(index=index, id=call_id, name=name, arguments=args))
-        return out
+    async def continue_text(self, messages: Sequence[Message], prefix: str, *, separator: str,
+                            n: int = 1, sampling: SamplingConfig | None = None) -> list[Generation]:
+        from aft_sdk.backends.continuation import openai_step
+
+        check_n(n)
+        if (refused := self.continuation_refused()) is not None:
+            raise refused
+        return await openai_step(self, self._client()[0], self._view(messages), prefix, separator,
+                                 n, sampling or self.sampling, self._upstream)
+
+    def continuation_refused(self) -> errors.ConfigError | None:
+        from aft_sdk.backends.continuation import cannot_continue
+
+        return None if self._cfg.continuation else cannot_continue(self.label, (
+            "set continuation: chat (a server that continues a trailing assistant message, "
+            "as vLLM's does) or continuation: completions with chat_template (llama.cpp's "
+            "servers) on this backend"))
+
+    def _upstream(self, e: BaseException) -> errors.AftError:
+        if isinstance(e, (openai.OpenAIError, *MALFORMED)):
+            return map_upstream_error(e, self.label, self.__key)
+        return e if isinstance(e, errors.AftError) else self._malformed(f"{type(e).__name__}: {e}")
 
     async def aclose(self) -> None:
         pairs = list(self._per_loop.items())

@@ -24,6 +24,7 @@ from typing import Any
 
 from aft_sdk import errors
 from aft_sdk.backends.vllm_tools import calls_of, structured, template_messages
+from aft_sdk.backends.continuation import classify
 from aft_sdk.backends.base import (
     Backend,
     Generation,
@@ -159,7 +160,12 @@ class VLLMBackend(Backend):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def _prompt_ids(self, messages: list[Message], tools: Any = None) -> list[int]:
+    def _prompt_ids(self, messages: list[Message], tools: Any = None,
+                    prefix: str | None = None) -> list[int]:
+        if prefix is not None:  # a partial answer, continued: rendered, then the prefix
+            text = self.tokenizer.apply_chat_template(
+                template_messages(messages), add_generation_prompt=True, tokenize=False)
+            return list(self.tokenizer.encode(text + prefix, add_special_tokens=False))
         ids = self.tokenizer.apply_chat_template(
             template_messages(messages), add_generation_prompt=True,
             tokenize=True, **({"tools": tools} if tools else {}))
@@ -167,14 +173,15 @@ class VLLMBackend(Backend):
             ids = ids["input_ids"]
         return list(ids)
 
-    async def _prepare(self, messages: Sequence[Message],
-                       options: CallOptions | None = None) -> list[int]:
+    async def _prepare(self, messages: Sequence[Message], options: CallOptions | None = None,
+                       prefix: str | None = None) -> list[int]:
         if not self.engine.started:
             await asyncio.to_thread(self.engine.start)  # seconds to minutes: off the loop
         self.engine.check_alive(self.label)
         # Text only (the chat template renders strings); developer becomes system.
         tools = options.tools if options is not None and options.wants_tools else None
-        ids = await asyncio.to_thread(self._prompt_ids, for_backend(messages, self.label), tools)
+        ids = await asyncio.to_thread(self._prompt_ids, for_backend(messages, self.label), tools,
+                                      prefix)
         limit = self.engine.max_model_len
         if limit is not None and len(ids) >= limit:
             raise errors.BadRequestError(
@@ -228,18 +235,33 @@ class VLLMBackend(Backend):
         Greedy sampling (temperature 0), which vLLM refuses with ``n > 1``, sends ``n``
         single requests instead; they share the prompt's prefill through prefix caching.
         """
+        return await self._sample(messages, n, sampling, options)
+
+    async def continue_text(self, messages: Sequence[Message], prefix: str, *, separator: str,
+                            n: int = 1, sampling: SamplingConfig | None = None) -> list[Generation]:
+        """Next steps of a partial answer: the chat template's rendering, then ``prefix``
+        (its KV cache shared by prefix caching), to ``separator`` (``stop_reason`` says
+        whether it or the model ended a step)."""
+        sampling = sampling or self.sampling
+        step = sampling.model_copy(update={"stop": [*(sampling.stop or []), separator]})
+        return await self._sample(messages, n, step, None, prefix, separator)
+
+    async def _sample(self, messages: Sequence[Message], n: int, sampling: SamplingConfig | None,
+                      options: CallOptions | None, prefix: str | None = None,
+                      separator: str | None = None) -> list[Generation]:
         check_n(n)
         sampling = sampling or self.sampling
-        ids = await self._prepare(messages, options)
+        ids = await self._prepare(messages, options, prefix)
         if n > 1 and is_greedy(sampling):
             async def one(seed: int | None) -> Generation:
-                return (await self._native(ids, sampling, 1, options))[0]
+                return (await self._native(ids, sampling, 1, options, separator))[0]
 
             return await emulate_n(one, n, seed=None, label=self.label)
-        return await self._native(ids, sampling, n, options)
+        return await self._native(ids, sampling, n, options, separator)
 
     async def _native(self, ids: list[int], sampling: SamplingConfig, n: int,
-                      options: CallOptions | None = None) -> list[Generation]:
+                      options: CallOptions | None = None, separator: str | None = None,
+                      ) -> list[Generation]:
         params = self._params(sampling, n, stream=False, options=options)
         t0 = time.perf_counter()
         try:
@@ -254,8 +276,10 @@ class VLLMBackend(Backend):
         for i, c in enumerate(out.outputs):
             text, calls = calls_of(c.text, options, self.tokenizer,
                                               self._cfg.tool_parser, self.label)
+            finish = c.finish_reason if separator is None else \
+                classify(c.finish_reason, c.stop_reason, separator, True)
             gens.append(Generation(
-                text=text, finish_reason="tool_calls" if calls else c.finish_reason,
+                text=text, finish_reason="tool_calls" if calls else finish,
                 # One prefill serves all n outputs; count the prompt once.
                 prompt_tokens=prompt_tokens if i == 0 else 0,
                 completion_tokens=len(c.token_ids), latency_s=latency,

@@ -94,6 +94,9 @@ class GraphPlan:
     min_proposals: int
     deadline_s: float | None
     layer_timeout_s: float | None
+    #: The strategy's own settings (its YAML section), for strategies whose graph reads
+    #: them (the step-level searches); ``None`` where it has none.
+    settings: Any = None
 
     @property
     def depth(self) -> int:
@@ -268,6 +271,7 @@ def build_plan(cfg: GraphConfig, proposers: Any = None, aggregator: Any = None,
         min_proposals=cfg.min_proposals,
         deadline_s=cfg.deadline_s,
         layer_timeout_s=cfg.layer_timeout_s,
+        settings=strategy.own(cfg),
     )
 
 

@@ -237,8 +237,9 @@ class AggregateResult(BaseModel):
 
     @property
     def proposals(self) -> list[str]:
-        """Texts of the surviving proposals (layer 0)."""
-        return [r.text for r in self.layers[0].outputs if r.ok]
+        """Texts of the surviving proposals (layer 0); of a step-level search, the whole
+        texts of the paths its answer chose from (:func:`drafts_of`)."""
+        return drafts_of([r for layer in self.layers for r in layer.outputs])
 
     def summary(self) -> str:
         """One line per layer: outputs, failures, tokens, slowest call, who wrote them."""
@@ -274,6 +275,27 @@ def final_record(records: Iterable[OutputRecord]) -> OutputRecord | None:
     last = max(r.layer for r in records)
     return next((r for r in sorted(records, key=lambda r: r.slot)
                  if r.layer == last and r.ok), None)
+
+
+def drafts_of(records: Iterable[OutputRecord]) -> list[str]:
+    """The drafts of a run: its surviving layer-0 outputs, or for a step-level search
+    (steps are layer-0 records with a ``parent``), the whole text of each path its answer
+    record's decision lists as ``candidates`` (steps joined by its ``separator``)."""
+    records = list(records)
+    firsts = [r for r in records if r.layer == 0 and r.ok]
+    answer = next((r for r in records if r.layer > 0 and "candidates" in (r.decision or {})),
+                  None)
+    if answer is None or not any("parent" in r.prompt for r in firsts):
+        return [r.text for r in firsts]
+    steps = {r.slot: r for r in firsts}
+    texts = []
+    for node in answer.decision["candidates"]:  # type: ignore[index]
+        path: list[str] = []
+        while node is not None and node in steps:
+            path.append(steps[node].text)
+            node = steps[node].prompt.get("parent")
+        texts.append(answer.decision["separator"].join(path[::-1]))  # type: ignore[index]
+    return texts
 
 
 def build_result(

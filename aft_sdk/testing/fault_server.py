@@ -7,25 +7,25 @@ told, per model name, to misbehave on the next requests::
         srv.script("m", ["429", "500", "ok"])   # two failures, then success
         backend = OpenAIBackend("m", base_url=srv.base_url)
 
-Actions: ``ok``, ``say:TEXT`` (ok, answering TEXT), ``delay:SECONDS`` (then ok), ``429`` / ``429:RETRY_AFTER``, ``500``,
-``401``, ``400``, ``hang`` (no answer until the server stops), ``malformed`` (200 with a
-non-JSON body), ``empty`` (200 with ``choices: []``), and hostile upstreams:
-``drip:SECONDS`` (stream one word per SECONDS), ``broken-sse`` (a first token, then the
-line ``data: {oops``), ``bad-model`` (``model`` is a number), ``bad-usage``
-(``usage.completion_tokens`` is ``"x"``), ``no-finish`` (a stream that ends without a
-finish reason), ``length`` (finish reason ``length``), ``call:NAME:ARGS`` (a tool call of NAME with
+Actions: ``ok``, ``say:TEXT`` (ok, answering TEXT), ``delay:SECONDS`` (then ok), ``429`` /
+``429:RETRY_AFTER``, ``500``, ``401``, ``400``, ``hang`` (no answer until the server stops),
+``malformed`` (200 with a non-JSON body), ``empty`` (200 with ``choices: []``), and hostile
+upstreams: ``drip:SECONDS`` (stream one word per SECONDS), ``broken-sse`` (a first token,
+then the line ``data: {oops``), ``bad-model`` (``model`` is a number), ``bad-usage``
+(``usage.completion_tokens`` is ``"x"``), ``no-finish`` (a stream that ends without a finish
+reason), ``length`` (finish reason ``length``), ``call:NAME:ARGS`` (a tool call of NAME with
 the JSON arguments ARGS; several calls joined by ``|``; streamed as tool-call deltas),
-``bad-call`` (a tool call without a function name), ``echo-key`` (401 whose message echoes the bearer key, exact and
-masked, as api.openai.com does). A request may also carry the
+``bad-call`` (a tool call without a function name), ``echo-key`` (401 whose message echoes
+the bearer key, exact and masked, as api.openai.com does). A request may also carry the
 header ``x-aft-fault: ACTION``. The server counts requests and, per model, the most in
-flight at once so tests can check retries and concurrency bounds from the server's side;
-it keeps each request's headers (to check which credentials reached it). Two load modes
-apply to unscripted requests: ``fail_rate`` answers 500 to that share of requests at
-random (seeded), and ``capacity`` answers 429 (with ``Retry-After``) to requests beyond
-that many in flight for one model, as an overloaded API does; ``fail_actions`` says what
-a ``fail_rate`` failure is (default ``["500"]``). ``aborted`` counts answers the client
-left before they were written out (a stream whose reader went away); ``stream_pause_s``
-is the pause between streamed words of unscripted answers.
+flight at once so tests can check retries and concurrency bounds from the server's side; it
+keeps each request's headers (to check which credentials reached it). Two load modes apply
+to unscripted requests: ``fail_rate`` answers 500 to that share of requests at random
+(seeded), and ``capacity`` answers 429 (with ``Retry-After``) to requests beyond that many
+in flight for one model, as an overloaded API does; ``fail_actions`` says what a
+``fail_rate`` failure is (default ``["500"]``). ``aborted`` counts answers the client left
+before they were written out (a stream whose reader went away); ``stream_pause_s`` is the
+pause between streamed words of unscripted answers.
 
 ``permissive=True`` makes unscripted answers (and ``ok`` / ``delay``) follow what the
 request asks, as a model that always complies would (tools, JSON formats; the rule is in
@@ -34,6 +34,8 @@ request asks, as a model that always complies would (tools, JSON formats; the ru
 per chunk when streamed). A stream's first delta names the ``assistant`` role and streams
 end with a ``usage`` chunk; assistant turns with ``content: null`` are accepted. As a prompt
 cache, usage reports as ``cached_tokens`` the leading messages an earlier request sent.
+Steps of a step-level search (``stop`` holds ``"\\n\\n"``) are answered as
+:mod:`aft_sdk.testing.steps` says.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from aft_sdk.testing.complying import comply, logprobs, pieces
+from aft_sdk.testing.steps import is_step, step_payload
 
 
 class _Server(ThreadingHTTPServer):
@@ -86,13 +89,8 @@ class FaultServer:
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+    port = property(lambda self: int(self._httpd.server_address[1]))
+    base_url = property(lambda self: f"http://127.0.0.1:{self.port}/v1")
 
     def start(self) -> FaultServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -139,6 +137,7 @@ class FaultServer:
         self._rng = random.Random(0)
         self.rejected = 0
         self._seen: set[str] = set()
+        self.step_separator, self.steps_to_finish = "\n\n", 3
 
     def count(self, model: str | None = None) -> int:
         """Requests received so far, for one model or all."""
@@ -285,6 +284,8 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 self._calls(body, complied)
                 return
             n = int(body.get("n") or 1) if server.honour_n else 1
+            if is_step(body, server.step_separator) and kind in ("ok", "say", "delay"):
+                return self._send(200, step_payload(body, n, server, arg if kind == "say" else None))
             texts = [arg if kind == "say" else complied if complied is not None
                      else server.reply_text(body, i) for i in range(n)]
             if body.get("stream"):
@@ -297,7 +298,7 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
             elif kind == "bad-usage":
                 payload["usage"]["completion_tokens"] = "x"
             for choice, text in zip(payload["choices"], texts):
-                choice["finish_reason"] = _finish(kind)
+                choice["finish_reason"] = ("length" if kind == "length" else "stop")
                 if body.get("logprobs"):
                     choice["logprobs"] = logprobs(pieces(text), top or 0)
             self._send(200, payload)
@@ -323,7 +324,7 @@ def _make_handler(server: FaultServer) -> type[BaseHTTPRequestHandler]:
                 time.sleep(pause)
             if kind != "no-finish":
                 self._event(model, {"choices": [{"index": 0, "delta": {},
-                                                 "finish_reason": _finish(kind)}]})
+                                                 "finish_reason": ("length" if kind == "length" else "stop")}]})
             usage = _usage(body, [text], self._cached)
             if kind == "bad-usage":
                 usage["completion_tokens"] = "x"
@@ -379,10 +380,6 @@ def _scripted_calls(spec: str, bad: bool = False) -> list[dict[str, Any]]:
         fn = {"arguments": args or "{}"} if bad else {"name": name, "arguments": args or "{}"}
         calls.append({"id": f"call_{i}_{name}", "type": "function", "function": fn})
     return calls
-
-
-def _finish(kind: str) -> str:
-    return "length" if kind == "length" else "stop"
 
 
 def _usage(body: dict[str, Any], texts: list[str], cached: int = 0) -> dict[str, Any]:

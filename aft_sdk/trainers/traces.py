@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from aft_sdk.graphs.trace import OutputRecord
+from aft_sdk.graphs.trace import OutputRecord, drafts_of
 from aft_sdk.jsonl import read_jsonl
 from aft_sdk.trainers.rows import AftRow, RowCounter, RowError, skip_or_raise, validate_row
 
@@ -48,7 +48,10 @@ def _trace_row(item: Any, i: int, references: dict[str, str] | None) -> AftRow:
     if not layers or not isinstance(layers, list):
         raise RowError(f"{where}: field 'layers' is missing; pass graph results")
     try:
-        proposals = [r.text for r in map(OutputRecord.model_validate, layers[0]["outputs"]) if r.ok]
+        layers[0]["outputs"]  # noqa: B018 - a result has layer 0 (a clear error otherwise)
+        # Drafts: layer 0's outputs; of a step-level search, the paths its answer read.
+        proposals = drafts_of(OutputRecord.model_validate(r) for layer in layers
+                              for r in layer["outputs"])
     except (KeyError, TypeError, IndexError, ValidationError) as e:
         raise RowError(f"{where}: layer 0 is not a graph result's ({e!r})") from e
     target = (references or {}).get(row_id) or result.get("answer", "")

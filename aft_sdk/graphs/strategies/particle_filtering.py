@@ -1,0 +1,67 @@
+"""``particle-filtering``: particle filtering over steps (Puri et al., arXiv 2502.01618).
+
+``width`` particles each take a step; the step scorer rates them; the particles are then
+resampled (with replacement, seeded by ``prompt.shuffle_seed`` and the step) in
+proportion to ``softmax(path score / particle_filtering.temperature)``. Finished
+particles are carried, not extended, and take part in the resampling. Stops when every
+particle has finished or at ``max_steps``; the answer by ``particle_filtering.final``.
+
+    >>> from aft_sdk import GraphConfig
+    >>> GraphConfig(strategy="particle-filtering", width=4,
+    ...             particle_filtering={"max_steps": 3, "final": "best"}).cost()
+    Cost(least=4, most=12)
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from aft_sdk.graphs.search import Node, build
+from aft_sdk.graphs.strategies.base import Cost, Shape, Strategy
+from aft_sdk.graphs.strategies.beam import check_search, search_shape
+from aft_sdk.search_config import ParticleConfig
+
+
+class ParticleFiltering(Strategy):
+    name = "particle-filtering"
+    summary = "particles extended step by step, resampled by their step scores"
+    settings = ParticleConfig
+    adaptive = False
+    max_depth = 1
+
+    def check(self, cfg: Any, own: Any) -> None:
+        super().check(cfg, own)
+        check_search(self.name, cfg)
+
+    def shape(self, cfg: Any, own: Any) -> Shape:
+        return search_shape(own)
+
+    def cost(self, cfg: Any, own: ParticleConfig) -> Cost:
+        final = int(own.final == "aggregate")
+        return Cost(cfg.width + final, cfg.width * own.max_steps + final)
+
+    def build(self, plan: Any) -> Any:
+        return build(plan, self)
+
+    # -- the rule ------------------------------------------------------------------
+    def parents(self, frontier: list[int], nodes: dict[int, Node], width: int,
+                settings: ParticleConfig) -> list[int | None]:
+        if not frontier and not nodes:
+            return [None] * width
+        return [i for i in frontier if not nodes[i].finished]
+
+    def select(self, frontier: list[int], new: list[int], nodes: dict[int, Node], width: int,
+               settings: ParticleConfig, rng: random.Random) -> list[int]:
+        particles = [i for i in frontier if nodes[i].finished] + new
+        return rng.choices(particles, weights=weights(
+            [nodes[i].path_score for i in particles], settings.temperature), k=width)
+
+
+def weights(scores: list[float], temperature: float) -> list[float]:
+    """``softmax(score / temperature)``, computed stably."""
+    top = max(scores)
+    raw = [math.exp((s - top) / temperature) for s in scores]
+    total = sum(raw)
+    return [r / total for r in raw]

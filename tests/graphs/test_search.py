@@ -1,0 +1,183 @@
+"""Step-level search (beam, particle filtering) pinned on the fault server: exact call
+counts, the kept paths, resampling, finished paths carried, the budget, refusals, and the
+tree in the trace against the requests the server saw."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from aft_sdk import AggregateGraph, ConfigError
+from aft_sdk.aio import run_sync
+from aft_sdk.errors import BadRequestError, GraphError
+from aft_sdk.graphs.strategies.particle_filtering import ParticleFiltering, weights
+from aft_sdk.graphs.search import Node
+from aft_sdk.graphs.trace import OutputRecord
+from aft_sdk.trainers.traces import trace_rows
+
+SCORERS = Path(__file__).parent / "search_scorers"
+
+
+@pytest.fixture(autouse=True)
+def _scorers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(SCORERS))
+
+
+def search(fault, strategy: str, width: int, *, final: str = "aggregate", **own):
+    key = strategy.replace("-", "_")
+    return AggregateGraph(strategy=strategy, width=width,
+                          proposers=[fault.backend("p", continuation="chat")],
+                          aggregator=[fault.backend("a")], proposer_sampling={"seed": 0},
+                          **{key: {"scorer": "import:seed_scores:by_seed", "final": final, **own}})
+
+
+def steps_seen(fault) -> dict[int, str]:
+    """The seed of each step request the server saw, and the partial answer it continued."""
+    seen = {}
+    for body in fault.requests:
+        if body.get("model") == "p":
+            last = body["messages"][-1]
+            prefix = last["content"] if body.get("continue_final_message") else ""
+            seen[body["seed"]] = prefix
+    return seen
+
+
+def test_beam_2x2x3_makes_12_steps_keeps_the_two_best_and_the_tree_is_what_the_server_saw(
+        fault) -> None:
+    fault.steps_to_finish = 9  # no path ends before max_steps
+    graph = search(fault, "beam", 2, expansions=2, max_steps=3)
+    result = graph.invoke("What is 2+2?")
+    steps = result.layers[0].outputs
+    assert len(steps) == 12 and all(r.ok for r in steps)
+    assert fault.count("p") == 12 and fault.count("a") == 1
+    assert result.usage.generations == 13
+    # Scores rise with the seed (seed = node id here): step 1 keeps nodes 3 and 2, step 2
+    # extends them into 4..7 and keeps 7 and 6, step 3 extends those into 8..11, and the
+    # two best (11 and 10) are both 6's children.
+    kept = {r.slot for r in steps if r.decision["kept"]}
+    assert kept == {2, 3, 6, 7, 10, 11}
+    assert [r.prompt["parent"] for r in steps] == [None] * 4 + [3, 3, 2, 2, 7, 7, 6, 6]
+    answer = result.layers[1].outputs[0]
+    assert answer.decision["candidates"] == [11, 10] and answer.decision["stopped"] == "max_steps"
+    # The tree is the calls: each step continued exactly its parent's path.
+    seen = steps_seen(fault)
+    by_id = {r.slot: r for r in steps}
+    for r in steps:
+        parent, path = r.prompt["parent"], []
+        while parent is not None:
+            path.insert(0, by_id[parent].text)
+            parent = by_id[parent].prompt["parent"]
+        assert seen[r.slot] == "".join(s + "\n\n" for s in path)
+        assert r.text == f"step {r.prompt['step']} seed {r.slot}"
+    # The aggregator read the two kept paths whole; they are the result's drafts.
+    assert result.proposals == ["step 1 seed 2\n\nstep 2 seed 6\n\nstep 3 seed 11",
+                                "step 1 seed 2\n\nstep 2 seed 6\n\nstep 3 seed 10"]
+    prompt = str(next(b for b in fault.requests if b["model"] == "a")["messages"])
+    prompt = prompt.replace("\\n", "\n")
+    assert all(p in prompt for p in result.proposals)
+    (row,) = trace_rows([result])
+    assert row.proposals == result.proposals and row.target == result.answer
+
+
+def test_a_search_stops_when_every_kept_path_has_finished(fault) -> None:
+    fault.steps_to_finish = 2
+    result = search(fault, "beam", 2, expansions=2, max_steps=6, final="best").invoke("q?")
+    steps = result.layers[0].outputs
+    assert fault.count("p") == 8 and max(r.prompt["step"] for r in steps) == 2
+    assert all(r.decision["finished"] for r in steps if r.prompt["step"] == 2)
+    answer = result.layers[1].outputs[0]
+    assert answer.derived and answer.decision["rule"] == "best-path"
+    assert answer.decision["stopped"] == "finished"
+    assert result.answer == "step 1 seed 2\n\nstep 2 seed 7 Answer: 7"  # 7's parent is 2
+    assert result.usage.generations == 8  # a pick is no model call
+
+
+def test_particle_filtering_resamples_in_proportion_to_the_scores() -> None:
+    rule = ParticleFiltering()
+    nodes = {i: Node(i, None, 1, OutputRecord(layer=0, slot=i, ok=True,
+                                               decision={"path_score": s}))
+             for i, s in enumerate([0.0, 1.0, 2.0])}
+    settings = rule.settings(temperature=1.0)
+    picks: Counter[int] = Counter()
+    rng = random.Random(7)
+    for _ in range(4000):
+        picks.update(rule.select([], [0, 1, 2], nodes, 4, settings, rng))
+    expected = weights([0.0, 1.0, 2.0], 1.0)
+    for i in range(3):
+        assert abs(picks[i] / 16000 - expected[i]) < 0.015
+    # Seeded: the same step of the same run resamples the same way.
+    again = [rule.select([], [0, 1, 2], nodes, 4, settings, random.Random("0:x:1"))
+             for _ in range(2)]
+    assert again[0] == again[1]
+    # A lower temperature keeps the best more often.
+    assert weights([0.0, 1.0, 2.0], 0.25)[2] > expected[2]
+
+
+def test_a_finished_particle_is_carried_not_extended(fault) -> None:
+    fault.steps_to_finish = 9
+    graph = search(fault, "particle-filtering", 4, final="vote", max_steps=3,
+                   done=r"seed [02468]$")
+    result = graph.invoke("q?")
+    steps = {r.slot: r for r in result.layers[0].outputs}
+    finished = {i for i, r in steps.items() if r.decision["finished"]}
+    assert finished and all(r.prompt["parent"] not in finished for r in steps.values())
+    last = max(r.prompt["step"] for r in steps.values())
+    for k in range(1, last + 1):  # each step extends the unfinished particles kept before it
+        made = [r for r in steps.values() if r.prompt["step"] == k]
+        before = [r for r in steps.values() if r.prompt["step"] == k - 1]
+        unfinished = sum(r.decision["kept"] for r in before if not r.decision["finished"])
+        assert len(made) == (4 if k == 1 else unfinished)
+        assert sum(r.decision["kept"] for r in made) <= 4
+    # Only unfinished particles were extended: requests = the steps recorded.
+    assert fault.count("p") == len(steps) and fault.count("a") == 0
+    answer = result.layers[1].outputs[0]
+    assert answer.decision["rule"] == "majority"
+    assert set(answer.decision["candidates"]) <= set(steps)
+
+
+def test_the_budget_stops_the_search_before_it_is_passed(fault) -> None:
+    fault.steps_to_finish = 9
+    graph = AggregateGraph(strategy="beam", width=2, budget={"generations": 7},
+                           proposers=[fault.backend("p", continuation="chat")],
+                           aggregator=[fault.backend("a")],
+                           beam={"scorer": "import:seed_scores:by_seed", "max_steps": 5})
+    result = graph.invoke("q?")
+    assert result.usage.generations <= 7 and fault.count() == result.usage.generations == 5
+    assert result.layers[1].outputs[0].decision["stopped"] == "budget"
+    with pytest.raises(ConfigError, match="budget.generations=4 is below the 5"):
+        graph.with_options(budget={"generations": 4})
+
+
+def test_a_backend_that_cannot_continue_is_refused_when_the_graph_is_built(fault) -> None:
+    with pytest.raises(ConfigError, match="cannot continue a partial answer.*continuation: chat"):
+        AggregateGraph(strategy="beam", proposers=[fault.backend("p")],
+                       aggregator=[fault.backend("a")])
+    assert fault.count() == 0
+    with pytest.raises(ConfigError, match="set chat_template"):
+        fault.backend("p", continuation="completions")
+
+
+def test_tools_are_refused_by_a_search_and_a_bad_scorer_is_named(fault) -> None:
+    graph = search(fault, "beam", 2, max_steps=2)
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with pytest.raises(BadRequestError, match="cannot carry tools"):
+        graph.invoke("q?", call={"tools": [tool]})
+    bad = graph.with_options(beam={"scorer": "import:seed_scores:broken", "max_steps": 2})
+    with pytest.raises(GraphError, match=r"step scorer seed_scores:broken returned 'high'"):
+        bad.invoke("q?")
+    with pytest.raises(ConfigError, match="scorer 'magic' is none of"):
+        graph.with_options(beam={"scorer": "magic"})
+
+
+def test_completions_continuation_renders_the_template_and_continues_it(fault) -> None:
+    template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant: "
+    backend = fault.backend("p", continuation="completions", chat_template=template)
+    question = [{"role": "user", "content": "hi"}]
+    (first,) = run_sync(backend.continue_text(question, "", separator="\n\n"))
+    (second,) = run_sync(backend.continue_text(question, first.text + "\n\n", separator="\n\n"))
+    assert (first.text, first.finish_reason) == ("step 1 seed None", "step")
+    assert fault.requests[-1]["prompt"] == "user: hi\nassistant: step 1 seed None\n\n"
+    assert fault.requests[-1]["stop"] == ["\n\n"] and second.text == "step 2 seed None"
