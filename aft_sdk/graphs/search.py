@@ -11,7 +11,8 @@ among the survivors: the best path score, a majority over their answers, or the
 aggregator reading them as drafts (the same final layer every strategy uses: streaming,
 structured output, timeouts).
 
-The trace is a tree: every step is a record of layer 0 whose ``slot`` is its node id,
+Each step reports ``{"event": "step", "step", "ok", "failed", "kept"}`` to streams. The
+trace is a tree: every step is a record of layer 0 whose ``slot`` is its node id,
 ``prompt`` says its ``parent`` and ``step``, and ``decision`` its ``score``,
 ``path_score``, whether it ``finished`` and how many kept copies it has (``kept``, 0: it
 did not survive). The answer's record (layer 1) lists in its ``decision`` the ``candidates`` it chose from.
@@ -30,13 +31,14 @@ from typing import Any, Protocol
 
 from langchain_core.runnables import RunnableLambda
 from langgraph.graph import END, START, StateGraph
+from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime, get_runtime
 
 from aft_sdk.aio import run_sync
 from aft_sdk.answers import tally
 from aft_sdk.backends.continuation import LENGTH, STEP, UNSURE
 from aft_sdk.backends.pricing import cost_of
-from aft_sdk.errors import AftError, BadRequestError, GraphTimeoutError, InsufficientProposalsError
+from aft_sdk.errors import AftError, ConfigError, GraphTimeoutError, InsufficientProposalsError
 from aft_sdk.graphs.context import RunContext, context_of
 from aft_sdk.graphs.nodes import BranchInput, GraphInput, GraphOutput, GraphState, LayerBranch
 from aft_sdk.graphs.nodes import begin, finish
@@ -134,10 +136,9 @@ class Search:
     def start(self, state: Any, runtime: Runtime[RunContext]) -> dict[str, Any]:
         ctx = context_of(runtime)
         if ctx.call is not None and ctx.call.wants_tools:
-            raise BadRequestError(
+            raise ConfigError(
                 f"strategy {self.plan.strategy} cannot carry tools (its paths are plain "
-                "text, step by step): send tool requests to a graph of another strategy",
-                status_code=400)
+                "text, step by step): send tool requests to a graph of another strategy")
         return {**begin(state, runtime), "frontier": [], "steps_done": 0, "stopped": ""}
 
     async def step(self, state: Any, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -172,6 +173,8 @@ class Search:
                 plan.layers[0].backend_for(i), g), decision={
                     "rule": self.rule.name, "score": n.scores[-1], "scores": n.scores,
                     "path_score": n.path_score, "finished": n.finished, "kept": kept.count(i)}))
+        get_stream_writer()({"event": "step", "step": k, "ok": len(made),
+                             "failed": len(ids) - len(made), "kept": len(set(kept))})
         update = {"outputs": [r.model_dump() for r in out], "frontier": kept, "steps_done": k}
         stopped = self._stop(state, out, kept, nodes, k, ctx, timed_out=not made and bool(ids))
         return {**update, "stopped": stopped}

@@ -5,6 +5,7 @@ tree in the trace against the requests the server saw."""
 from __future__ import annotations
 
 import random
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from aft_sdk import AggregateGraph, ConfigError
 from aft_sdk.aio import run_sync
-from aft_sdk.errors import BadRequestError, GraphError
+from aft_sdk.errors import GraphError
 from aft_sdk.graphs.strategies.particle_filtering import ParticleFiltering, weights
 from aft_sdk.graphs.search import Node
 from aft_sdk.graphs.trace import OutputRecord
@@ -163,7 +164,7 @@ def test_a_backend_that_cannot_continue_is_refused_when_the_graph_is_built(fault
 def test_tools_are_refused_by_a_search_and_a_bad_scorer_is_named(fault) -> None:
     graph = search(fault, "beam", 2, max_steps=2)
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
-    with pytest.raises(BadRequestError, match="cannot carry tools"):
+    with pytest.raises(ConfigError, match="cannot carry tools"):
         graph.invoke("q?", call={"tools": [tool]})
     bad = graph.with_options(beam={"scorer": "import:seed_scores:broken", "max_steps": 2})
     with pytest.raises(GraphError, match=r"step scorer seed_scores:broken returned 'high'"):
@@ -181,3 +182,110 @@ def test_completions_continuation_renders_the_template_and_continues_it(fault) -
     assert (first.text, first.finish_reason) == ("step 1 seed None", "step")
     assert fault.requests[-1]["prompt"] == "user: hi\nassistant: step 1 seed None\n\n"
     assert fault.requests[-1]["stop"] == ["\n\n"] and second.text == "step 2 seed None"
+
+
+async def test_a_judge_scores_steps_from_its_answer_or_its_logprobs(fault) -> None:
+    from aft_sdk.backends.base import Generation
+    from aft_sdk.graphs.steps import JudgeScorer
+
+    fault.script("j", ["say:8", "say:I think 3", "say:no idea"])
+    judge = JudgeScorer(fault.backend("j"))
+    scores = sorted(await judge.score("q?", [["a"], ["a", "b"], ["c"]]))
+    assert scores == [0.0, 0.3, 0.8] and judge.unread == 1
+    asked = next(b for b in fault.requests if b["model"] == "j")
+    assert "Question: q?" in asked["messages"][0]["content"] and asked["temperature"] == 0
+    fault.script("j", ["say:7"])
+    by_logprobs = JudgeScorer(fault.backend("j"), read="logprobs")
+    assert await by_logprobs.score("q?", [["a"]]) == [0.7]
+    assert fault.requests[-1]["logprobs"] is True and fault.requests[-1]["top_logprobs"] == 10
+    weighted = Generation(text="6", logprobs=[{"token": "6", "logprob": -0.693, "top_logprobs": [
+        {"token": "6", "logprob": -0.693}, {"token": "9", "logprob": -0.693},
+        {"token": "x", "logprob": -3.0}]}])
+    assert by_logprobs._rating(weighted) == pytest.approx(0.75, abs=1e-3)
+    # As a search's scorer, named by spec: the judge is another backend of the server.
+    fault.script("j", ["say:5"] * 8)
+    before = fault.count("j")
+    graph = AggregateGraph(strategy="beam", width=2, proposers=[fault.backend(
+        "p", continuation="chat")], beam={"scorer": f"judge:{fault.base_url}#j",
+                                         "max_steps": 1, "final": "best"})
+    result = await graph.ainvoke("q?")
+    assert fault.count("j") - before == 4  # one rating per step
+    assert {r.decision["score"] for r in result.layers[0].outputs} == {0.5}
+
+
+async def test_a_search_streams_its_steps_and_the_answers_tokens(fault) -> None:
+    fault.steps_to_finish = 2
+    graph = search(fault, "particle-filtering", 2, max_steps=4)
+    events = [e async for e in graph.astream("q?")]
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2] and steps[0]["ok"] == 2
+    result = events[-1]["result"]
+    tokens = "".join(e["text"] for e in events if e["event"] == "token")
+    assert tokens == result.answer and result.answer.startswith("answer 0 from a")
+
+
+async def test_a_search_resumes_from_its_last_step(fault) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    fault.steps_to_finish = 9
+    graph = AggregateGraph(strategy="beam", width=2, checkpointer=InMemorySaver(),
+                           proposers=[fault.backend("p", continuation="chat")],
+                           aggregator=[fault.backend("a")],
+                           beam={"scorer": "import:seed_scores:by_seed", "max_steps": 2})
+    fault.script("a", ["500"])
+    with pytest.raises(Exception, match="the final aggregation"):
+        await graph.ainvoke("q?", thread_id="s1")
+    assert fault.count("p") == 8
+    result = await graph.aresume("s1")  # the steps are kept; only the answer is redone
+    assert fault.count("p") == 8 and result.usage.generations == 9
+    assert len(result.layers[0].outputs) == 8
+
+
+async def test_a_search_past_its_deadline_answers_from_the_paths_it_has(fault) -> None:
+    fault.steps_to_finish = 9
+    graph = AggregateGraph(strategy="beam", width=1, deadline_s=1.5,
+                           proposers=[fault.backend("p", continuation="chat")],
+                           beam={"scorer": "import:seed_scores:by_seed", "expansions": 1,
+                                 "max_steps": 20, "final": "best"})
+    fault.script("p", ["ok", "ok", "delay:5"])
+    result = await graph.ainvoke("q?")
+    answer = result.layers[1].outputs[0]
+    assert answer.decision["stopped"] == "deadline" and result.elapsed_s < 5
+    assert result.answer == "step 1 seed None\n\nstep 2 seed None"
+    assert [r.ok for r in result.layers[0].outputs] == [True, True, False]
+
+
+def test_searches_run_from_the_command_line_yaml_eval_and_the_chat_model(fault, tmp_path) -> None:
+    import json
+    import subprocess
+
+    from aft_sdk.integrations.langchain import AggregateChatModel
+
+    fault.steps_to_finish = 2
+    path = tmp_path / "beam.yaml"
+    path.write_text(
+        "strategy: beam\nwidth: 2\nproposers:\n"
+        f"  - {{type: openai, model: p, base_url: '{fault.base_url}', continuation: chat}}\n"
+        "beam: {scorer: 'import:aft_sdk.eval.chain:step_score', final: best}\n")
+    r = subprocess.run([sys.executable, "-m", "aft_sdk.cli.main", "run", "q?", "--config",
+                        str(path), "--beam-expansions", "1", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["strategy"] == "beam" and len(out["layers"][0]["outputs"]) == 4
+    assert out["layers"][1]["outputs"][0]["decision"]["rule"] == "best-path"
+    r = subprocess.run([sys.executable, "-m", "aft_sdk.cli.main", "run", "q?", "--strategy",
+                        "particle-filtering", "--proposer", f"{fault.base_url}#p"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "cannot continue a partial answer" in r.stderr
+    model = AggregateChatModel(graph=AggregateGraph.from_config(path))
+    assert model.invoke("q?").content.endswith("Answer: None")  # unseeded: seed None
+    from aft_sdk.aio import run_sync
+    from aft_sdk.eval.chain import ChainTask
+    from aft_sdk.eval.methods import parse_method
+    from aft_sdk.eval.runner import aevaluate
+
+    task = ChainTask([{"id": "c1", "question": "Start with 2. Add 1.", "answer": "3"}])
+    table = run_sync(aevaluate(task, [parse_method(f"config:{path}")], tmp_path / "eval",
+                               progress=False, plots=False))
+    assert table[0]["generations_per_item"] == 8 and table[0]["score"] == 0.0

@@ -38,6 +38,14 @@ def served(fault_server, tmp_path_factory):
     configs = [_config(folder, "pa", fault_server.base_url),
                _config(folder, "strict", fault_server.base_url, min_proposals=3),
                _config(folder, "agree", fault_server.base_url, adaptive="{}")]
+    search = folder / "search.yaml"  # a step-level search, its steps continued by chat
+    search.write_text(
+        "name: search\nstrategy: particle-filtering\nwidth: 2\nproposers:\n"
+        f"  - {{type: openai, model: p, base_url: '{fault_server.base_url}', "
+        "continuation: chat, max_retries: 0}\n"
+        f"aggregator: [{{type: openai, model: a, base_url: '{fault_server.base_url}'}}]\n"
+        "particle_filtering: {scorer: 'import:aft_sdk.eval.chain:step_score', max_steps: 3}\n")
+    configs.append(search)
     server = LocalServer.aft_serve(
         configs, env={"AFT_TEST_KEYS": f"{KEY},other-key"},
         extra_args=["--api-key-env", "AFT_TEST_KEYS", "--max-concurrent-runs", "2",
@@ -63,9 +71,25 @@ def test_a_config_names_its_strategy(served, fault) -> None:
     assert "".join(pieces).startswith("answer 0 from p")
 
 
+def test_a_served_search_answers_streams_and_refuses_tools(served, fault) -> None:
+    c = client(served)
+    question = [{"role": "user", "content": "Start with 2. Add 1."}]
+    r = c.chat.completions.create(model="search", messages=question)
+    trace = r.model_extra["aft"]
+    assert trace["strategy"] == "particle-filtering"
+    assert [layer["usage"]["generations"] for layer in trace["layers"]] == [6, 1]
+    assert r.choices[0].message.content.startswith("answer 0 from a")
+    pieces = [ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+        model="search", messages=question, stream=True) if ch.choices]
+    assert "".join(pieces).startswith("answer 0 from a")
+    with pytest.raises(openai.BadRequestError, match="cannot carry tools") as e:
+        c.chat.completions.create(model="search", messages=question, tools=[TOOL])
+    assert e.value.status_code == 400 and e.value.body["type"] == "invalid_request_error"
+
+
 def test_models_health_and_a_completion_with_usage_over_every_layer(served, fault) -> None:
     c = client(served)
-    assert [m.id for m in c.models.list().data] == ["pa", "strict", "agree"]
+    assert [m.id for m in c.models.list().data] == ["pa", "strict", "agree", "search"]
     with urllib.request.urlopen(f"http://127.0.0.1:{served.port}/health") as r:
         assert json.loads(r.read())["status"] == "ok"  # no key needed for health
     r = c.chat.completions.create(model="pa", messages=[{"role": "user", "content": "hi"}],
