@@ -51,6 +51,7 @@ from aft_sdk.config import (
     VoteConfig,
     load_yaml,
 )
+from aft_sdk.search_config import BeamConfig, ParticleConfig, SearchConfig
 from aft_sdk.errors import (
     AftError,
     AuthenticationError,
@@ -153,6 +154,9 @@ __all__ = [
     "PromptConfig",
     "PromptTemplate",
     "RSAConfig",
+    "BeamConfig",
+    "ParticleConfig",
+    "SearchConfig",
     "RateLimitError",
     "Recorder",
     "RunContext",

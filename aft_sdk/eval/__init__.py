@@ -9,6 +9,7 @@ Needs the ``eval`` extra (math-verify, matplotlib, scipy). Table rows carry 95% 
 intervals (``score_low``, ``score_high``); :func:`paired_difference` compares two methods.
 """
 
+from aft_sdk.eval.chain import ChainTask, answer_score, chain_problems, step_score
 from aft_sdk.eval.methods import Method, MethodRun, majority, parse_method
 from aft_sdk.eval.stats import bootstrap_interval, paired_difference
 from aft_sdk.eval.shared import SharedSamples
@@ -23,6 +24,7 @@ from aft_sdk.eval.tasks import (
 )
 
 __all__ = [
+    "ChainTask",
     "ExactMatchTask",
     "KeywordTask",
     "Method",
@@ -32,7 +34,9 @@ __all__ = [
     "Score",
     "SharedSamples",
     "aevaluate",
+    "answer_score",
     "bootstrap_interval",
+    "chain_problems",
     "evaluate",
     "format_table",
     "majority",
@@ -40,5 +44,6 @@ __all__ = [
     "parse_method",
     "parse_verdict",
     "run_path",
+    "step_score",
     "summarise",
 ]

@@ -9,7 +9,8 @@ from aft_sdk.graphs.context import RunContext
 from aft_sdk.graphs.create import create_aggregate_graph
 from aft_sdk.graphs.topology import build_state_graph, compile_graph
 from aft_sdk.graphs.plan import GraphPlan, LayerPlan
-from aft_sdk.graphs.trace import AggregateResult, LayerTrace, OutputRecord, Usage
+from aft_sdk.graphs.steps import StepScorer
+from aft_sdk.graphs.trace import AggregateResult, LayerTrace, OutputRecord, Usage, drafts_of
 
 __all__ = [
     "AggregateGraph",
@@ -19,8 +20,10 @@ __all__ = [
     "LayerTrace",
     "OutputRecord",
     "RunContext",
+    "StepScorer",
     "Usage",
     "build_state_graph",
     "compile_graph",
     "create_aggregate_graph",
+    "drafts_of",
 ]
