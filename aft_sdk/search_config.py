@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from aft_sdk.validation import Strict
 
@@ -69,6 +69,16 @@ class SearchConfig(Strict):
             return spec
         raise ValueError(f"scorer {spec!r} is none of {', '.join(SCORER_FORMS)}")
 
+    @model_validator(mode="after")
+    def _settings_of_its_scorer(self) -> SearchConfig:
+        kind = self.scorer.partition(":")[0]
+        if self.read != "text" and kind != "judge":
+            raise ValueError(f"read: {self.read} applies to a judge scorer, not {self.scorer!r}")
+        if self.separator_token != "\n" and kind not in ("prm", "vllm-prm"):
+            raise ValueError(f"separator_token applies to prm: and vllm-prm: scorers, not "
+                             f"{self.scorer!r}")
+        return self
+
     @field_validator("done")
     @classmethod
     def _pattern(cls, pattern: str | None) -> str | None:
@@ -94,13 +104,17 @@ class BeamConfig(SearchConfig):
 
 class ParticleConfig(SearchConfig):
     """Particle filtering (Puri et al., 2025): ``width`` particles each take a step, then
-    are resampled in proportion to ``softmax(path score / temperature)`` (seeded by
-    ``prompt.shuffle_seed``); finished particles are carried, not extended.
+    are resampled in proportion to their weights (seeded by ``prompt.shuffle_seed``);
+    finished particles are carried, not extended.
 
     Attributes:
+        weights: ``logit`` (default, as its-hub weighs a PRM's probabilities):
+            ``softmax(logit(path score) / temperature)``, for scores in [0, 1] (a score
+            of 0.9 weighs 9 times one of 0.5); ``score``: ``softmax(path score /
+            temperature)``, for scores of any range (gentler on [0, 1]).
         temperature: Of the resampling softmax: lower keeps the best more often.
-        combine: As for every search; particle filtering defaults to ``last``.
     """
 
+    weights: Literal["logit", "score"] = "logit"
     temperature: float = Field(1.0, gt=0, le=100)
 

@@ -13,8 +13,14 @@ best path); particle filtering (N particles, the best path); particle filtering 
 survivors the aggregator (the same base model, untrained) reads as drafts; its-hub
 1.2.0's beam search and particle filtering with the same step scorer; and, at the
 smallest N, our two searches with an LLM judge (the same model) as the step scorer.
-Every method runs at the defaults a user gets (sampling, step length, separator), with
-``done: "Answer:"`` ending a path at its stated answer and at most 6 steps.
+Every method runs at the defaults a user gets (sampling, step length, separator, particle
+weights ``softmax(logit(score))`` as its-hub's), with ``done: "Answer:"`` ending a path at
+its stated answer and at most 6 steps. Differences that remain: llama-cpp-python's server
+cannot continue an assistant message, so ours continue through ``/v1/completions`` with
+the GGUF's template while its-hub's peer gets the steps so far in the user turn ("Write
+only the next step", :mod:`its_hub_peer`); its-hub's beam opens ``N / beam_width`` paths
+at the first step where ours opens ``N``. Generations count every call made (a judge's
+too, failed ones too) and are reported beside accuracy.
 
     python benchmarks/step_search.py --problems 30 --budgets 4 8
 
@@ -84,7 +90,8 @@ def its_hub(server: LocalServer, n: int) -> dict[str, Any]:
             return await asyncio.to_thread(
                 run_its_hub, method, base_url=server.base_url, model=server.model,
                 question=question, budget=n, step_scorer=step_score, max_steps=MAX_STEPS,
-                step_max_tokens=256, temperature=0.7, done="Answer:", beam_width=n // 2)
+                step_max_tokens=256, temperature=0.7, done="Answer:", beam_width=n // 2,
+                continuation="user")
         return ask
 
     return {f"its-hub beam {n // 2}x2": peer("beam"),
@@ -107,7 +114,8 @@ async def run(server: LocalServer, items: list[dict], n: int, judge: bool) -> di
                 answer, gens, tokens = out["answer"], out["generations"], out["completion_tokens"]
             else:
                 result = await graphs[name].ainvoke(messages)
-                answer, gens = result.answer, result.usage.generations
+                # Calls made (failed ones too, as its-hub counts them), a judge's included.
+                answer, gens = result.answer, result.usage.generations + result.usage.failures
                 tokens = result.usage.completion_tokens
             latency = time.perf_counter() - t0
             score = await task.score(item, answer)

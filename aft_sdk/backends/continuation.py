@@ -18,8 +18,9 @@ themselves; an OpenAI-compatible server continues either a trailing assistant me
 (``continuation: chat``; vLLM's server with ``continue_final_message``) or a prompt this
 module renders for its ``/v1/completions`` (``continuation: completions`` with
 ``chat_template``: the template's text, a ``.jinja`` file, a tokenizer folder or
-``tokenizer_config.json``, or a ``.gguf`` file whose metadata holds it). A backend that
-cannot continue says so when the graph is built, never by restarting the answer.
+``tokenizer_config.json``, or a ``.gguf`` file whose metadata holds it; loaded and
+compiled when the graph is built). A backend that cannot continue says so when the graph
+is built, never by restarting the answer.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+
+from jinja2 import TemplateError
 
 from aft_sdk.backends.base import Generation, emulate_n
 from aft_sdk.errors import ConfigError
@@ -62,12 +65,27 @@ class ChatTemplate:
 
         self.source = source
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        self._template = env.from_string(source)
+        env.globals.update(raise_exception=_raise, strftime_now=_strftime_now)  # as HF's
+        try:
+            self._template = env.from_string(source)
+        except TemplateError as e:
+            raise ConfigError(f"the chat template does not compile: {e}") from e
 
     def render(self, messages: list[Message], prefix: str = "") -> str:
         """The prompt of the assistant's next turn, with ``prefix`` already written."""
-        return self._template.render(messages=messages, add_generation_prompt=True,
-                                     bos_token="", eos_token="") + prefix
+        try:
+            return self._template.render(messages=messages, add_generation_prompt=True,
+                                         bos_token="", eos_token="") + prefix
+        except TemplateError as e:
+            raise ConfigError(f"the chat template cannot render this conversation: {e}") from e
+
+
+def _raise(message: str) -> None:
+    raise TemplateError(message)
+
+
+def _strftime_now(fmt: str) -> str:
+    return time.strftime(fmt)
 
 
 @functools.lru_cache(maxsize=8)
@@ -161,16 +179,26 @@ async def openai_step(backend: Any, client: Any, messages: list[Message], prefix
     """``n`` next steps from an OpenAI-compatible server (``OpenAIBackend``), one request
     each (seeds ``seed``, ``seed+1``, ...), in its ``continuation`` mode; ``upstream``
     maps the client's errors to ours."""
+    import openai
+
+    from aft_sdk.backends.http_errors import MALFORMED
+
     mode = backend._cfg.continuation
     step = sampling.model_copy(update={"stop": [*(sampling.stop or []), separator]})
+    if mode == "completions":
+        chat_only = [f for f in ("logprobs", "reasoning_effort") if getattr(sampling, f)]
+        if chat_only:
+            raise ConfigError(f"{backend.label} continues steps through /v1/completions, which "
+                              f"does not take {', '.join(chat_only)}: leave it unset for steps")
+        template = load_template(backend._cfg.chat_template)
 
     async def one(seed: int | None) -> Generation:
         params = backend._params(step, 1, seed)
         t0 = time.perf_counter()
         try:
             if mode == "completions":
-                prompt = load_template(backend._cfg.chat_template).render(messages, prefix)
-                resp = await client.completions.create(prompt=prompt, **params)
+                resp = await client.completions.create(
+                    prompt=template.render(messages, prefix), **params)
                 choice = (resp.choices or [None])[0]
                 text = getattr(choice, "text", None)
                 if not isinstance(text, str):
@@ -185,7 +213,7 @@ async def openai_step(backend: Any, client: Any, messages: list[Message], prefix
                     messages=[*messages, *turn], **params, **({"extra_body": extra} if turn else {}))
                 (gen,) = backend._parse(resp, 0.0)[:1]
                 choice = resp.choices[0]
-        except Exception as e:  # the client's errors, mapped as generate maps them
+        except (openai.OpenAIError, *MALFORMED) as e:  # mapped as generate maps them
             raise upstream(e) from e
         told = "stop_reason" in (getattr(choice, "model_extra", None) or {})
         finish = classify(getattr(choice, "finish_reason", None),

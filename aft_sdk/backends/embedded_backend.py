@@ -84,7 +84,9 @@ def _check_adapter(lora_path: str) -> Path:
 
 
 class EmbeddedBackend(Backend):
-    """A GGUF model run in this process by llama.cpp. Args:
+    """A GGUF model run in this process by llama.cpp.
+
+    Args:
         model_path: GGUF file; ``None`` means the bundled SmolLM2-135M-Instruct.
         lora_path: A LoRA adapter in GGUF form for that model (see
             :func:`aft_sdk.trainers.export_lora_to_gguf`), applied by llama.cpp;
@@ -239,8 +241,7 @@ class EmbeddedBackend(Backend):
             tool_choice=choice, **{k: v for k, v in kwargs.items() if k != "seed"})
 
     def close(self) -> None:
-        """Frees the model's memory (after the generation in progress, if any); the next
-        call loads it again."""
+        """Frees the model's memory (after the running generation); the next call loads it."""
         with self._load_lock, self._lock:
             llama, self._llama = self._llama, None
         if llama is not None:

@@ -316,17 +316,17 @@ class OpenAIBackend(OpenAIParsing, Backend):
                                  n, sampling or self.sampling, self._upstream)
 
     def continuation_refused(self) -> errors.ConfigError | None:
-        from aft_sdk.backends.continuation import cannot_continue
+        from aft_sdk.backends.continuation import cannot_continue, load_template
 
+        if self._cfg.continuation == "completions":
+            load_template(self._cfg.chat_template)  # a bad template fails here, by name
         return None if self._cfg.continuation else cannot_continue(self.label, (
             "set continuation: chat (a server that continues a trailing assistant message, "
             "as vLLM's does) or continuation: completions with chat_template (llama.cpp's "
             "servers) on this backend"))
 
     def _upstream(self, e: BaseException) -> errors.AftError:
-        if isinstance(e, (openai.OpenAIError, *MALFORMED)):
-            return map_upstream_error(e, self.label, self.__key)
-        return e if isinstance(e, errors.AftError) else self._malformed(f"{type(e).__name__}: {e}")
+        return map_upstream_error(e, self.label, self.__key)
 
     async def aclose(self) -> None:
         pairs = list(self._per_loop.items())

@@ -14,8 +14,10 @@ structured output, timeouts).
 Each step reports ``{"event": "step", "step", "ok", "failed", "kept"}`` to streams. The
 trace is a tree: every step is a record of layer 0 whose ``slot`` is its node id,
 ``prompt`` says its ``parent`` and ``step``, and ``decision`` its ``score``,
-``path_score``, whether it ``finished`` and how many kept copies it has (``kept``, 0: it
-did not survive). The answer's record (layer 1) lists in its ``decision`` the ``candidates`` it chose from.
+``path_score``, whether it ``finished`` and how many copies were kept right after its
+step (``kept``, 0: it did not survive it; the paths kept at the end are the answer's
+``candidates``). A scorer's own model calls (a judge's) are layer-0 records too, with
+``prompt: {"scorer": node, "step": k}``: usage, cost and the budget count them. The answer's record (layer 1) lists in its ``decision`` the ``candidates`` it chose from.
 A step's record holds the step's own text; :func:`~aft_sdk.graphs.trace.drafts_of` gives
 the survivors' whole texts (what training rows take as drafts).
 """
@@ -38,14 +40,15 @@ from aft_sdk.aio import run_sync
 from aft_sdk.answers import tally
 from aft_sdk.backends.continuation import LENGTH, STEP, UNSURE
 from aft_sdk.backends.pricing import cost_of
-from aft_sdk.errors import AftError, ConfigError, GraphTimeoutError, InsufficientProposalsError
+from aft_sdk.errors import (
+    AftError, ConfigError, GraphError, GraphTimeoutError, InsufficientProposalsError)
 from aft_sdk.graphs.context import RunContext, context_of
 from aft_sdk.graphs.nodes import BranchInput, GraphInput, GraphOutput, GraphState, LayerBranch
 from aft_sdk.graphs.nodes import begin, finish
 from aft_sdk.graphs.plan import GraphPlan
 from aft_sdk.graphs.rounds import _question
-from aft_sdk.graphs.spend import MARGIN
-from aft_sdk.graphs.steps import combine, make_scorer
+from aft_sdk.graphs.spend import MARGIN, framing
+from aft_sdk.graphs.steps import checked, combine, make_scorer
 from aft_sdk.graphs.trace import OutputRecord, Usage, records_of
 from aft_sdk.messages import normalize_messages
 
@@ -92,6 +95,8 @@ def nodes_of(state: Any) -> dict[int, Node]:
     """The tree so far (successful steps), by node id."""
     nodes: dict[int, Node] = {}
     for r in records_of(state, 0, ok=True):
+        if "parent" not in r.prompt:  # a scorer's call (a judge's rating), not a step
+            continue
         d = r.decision or {}
         nodes[r.slot] = Node(r.slot, r.prompt.get("parent"), int(r.prompt.get("step", 1)), r,
                              list(d.get("scores") or []), bool(d.get("finished")))
@@ -153,7 +158,7 @@ class Search:
         results = await asyncio.gather(*(self._continue(ctx, messages, nodes, p, i)
                                          for p, i in zip(parents, ids)))
         made = {i: (p, g) for i, p, (g, _) in zip(ids, parents, results) if g is not None}
-        scored = await self._scores(_question(state), nodes, made)
+        scored, calls = await self._scores(_question(state), nodes, made, ctx, k)
         for i, (p, g) in made.items():
             record = OutputRecord.of(0, i, g, decision={"path_score": combine(scored[i], s.combine)})
             nodes[i] = Node(i, p, k, record, scored[i], self._ends(g))
@@ -173,11 +178,19 @@ class Search:
                 plan.layers[0].backend_for(i), g), decision={
                     "rule": self.rule.name, "score": n.scores[-1], "scores": n.scores,
                     "path_score": n.path_score, "finished": n.finished, "kept": kept.count(i)}))
+        # The scorer's own model calls (a judge's ratings) are records too: usage, cost and
+        # the budget count them. Their slots follow the step's.
+        judge = getattr(self.scorer, "backend", None)
+        out += [OutputRecord.of(0, ids[-1] + 1 + j, g, {"scorer": i, "step": k},
+                                cost_usd=cost_of(judge, g) if judge is not None else None)
+                for j, (i, g) in enumerate(calls)]
         get_stream_writer()({"event": "step", "step": k, "ok": len(made),
                              "failed": len(ids) - len(made), "kept": len(set(kept))})
         update = {"outputs": [r.model_dump() for r in out], "frontier": kept, "steps_done": k}
-        stopped = self._stop(state, out, kept, nodes, k, ctx, timed_out=not made and bool(ids))
-        return {**update, "stopped": stopped}
+        errors = [e for g, e in results if g is None]
+        failed = "" if made or not ids else "deadline" if all(
+            isinstance(e, GraphTimeoutError) for e in errors) else "failed"
+        return {**update, "stopped": failed or self._stop(state, out, kept, nodes, k, ctx)}
 
     async def _continue(self, ctx: RunContext, messages: list[dict[str, Any]],
                         nodes: dict[int, Node], parent: int | None, node: int,
@@ -185,8 +198,12 @@ class Search:
         s, layer = self.settings, self.plan.layers[0]
         steps = steps_of(nodes, parent)
         prefix = "".join(x + s.separator for x in steps)
-        seed = layer.sampling.seed
-        sampling = layer.sampling.model_copy(update={
+        # Without an aggregation the steps write the answer: a run's own sampling (a
+        # served request's temperature, seed, stop) applies to them, as to a last layer.
+        base = ctx.final_sampling if self.plan.depth == 0 and ctx.final_sampling else \
+            layer.sampling
+        seed = base.seed
+        sampling = base.model_copy(update={
             "max_tokens": s.step_max_tokens, "seed": None if seed is None else seed + node})
         limits = [t for t in (self.plan.layer_timeout_s, ctx.time_left()) if t is not None]
         backend = layer.backend_for(node)
@@ -211,19 +228,38 @@ class Search:
         return gen.finish_reason not in (STEP, LENGTH)
 
     async def _scores(self, question: str, nodes: dict[int, Node],
-                      made: dict[int, tuple[int | None, Any]]) -> dict[int, list[float]]:
-        """Each new step's path scores, from one batched call of the scorer."""
+                      made: dict[int, tuple[int | None, Any]], ctx: RunContext, k: int,
+                      ) -> tuple[dict[int, list[float]], list[tuple[int, Any]]]:
+        """Each new step's path scores, from one batched call of the scorer, and the
+        model calls the scorer made (by step node)."""
         if not made:
-            return {}
+            return {}, []
         paths = [[*steps_of(nodes, p), g.text] for p, g in made.values()]
-        values = await self.scorer.score(question, paths)
+        rated = getattr(self.scorer, "score_with_calls", None)
+        try:
+            async with asyncio.timeout(ctx.time_left()):
+                if rated is not None:
+                    values, gens = await rated(question, paths)
+                else:
+                    values, gens = await self.scorer.score(question, paths), []
+        except TimeoutError:
+            raise GraphTimeoutError(f"the run passed its deadline while step {k} was scored; "
+                                    "with a checkpointer, resume(thread_id) goes on") from None
+        except AftError as e:
+            raise GraphError(f"the step scorer {self.settings.scorer} failed on step {k}: {e}. "
+                             "With a checkpointer the earlier steps are kept: resume(thread_id)"
+                             ) from e
+        if len(values) != len(paths):
+            raise GraphError(f"the step scorer {self.settings.scorer} returned {len(values)} "
+                             f"scores for {len(paths)} paths")
         out = {}
-        for (i, (p, _)), v in zip(made.items(), values):
+        for (i, (p, _)), v, path in zip(made.items(), values, paths):
+            v = checked(v, len(path), self.settings.scorer)
             out[i] = v if isinstance(v, list) else [*(nodes[p].scores if p is not None else []), v]
-        return out
+        return out, [(i, g) for i, g in zip(made, gens) if g is not None]
 
     def _stop(self, state: Any, new: list[OutputRecord], kept: list[int],
-              nodes: dict[int, Node], k: int, ctx: RunContext, timed_out: bool) -> str:
+              nodes: dict[int, Node], k: int, ctx: RunContext) -> str:
         """Why the search stops after step ``k`` ('' if it goes on)."""
         if not kept:
             return "no-paths"
@@ -231,7 +267,7 @@ class Search:
             return "finished"
         if k >= self.settings.max_steps:
             return "max_steps"
-        if timed_out or ctx.time_left() == 0.0:
+        if ctx.time_left() == 0.0:
             return "deadline"
         return "" if self._fits(state, new, kept, nodes) else "budget"
 
@@ -243,19 +279,36 @@ class Search:
             return True
         records = [*records_of(state, 0), *new]
         more = len(self.rule.parents(kept, nodes, self.plan.width, self.settings))
+        if hasattr(self.scorer, "score_with_calls"):  # a judge rates each new step
+            more *= 2
         final = int(self.aggregates)
         spent = Usage.of(records)
         if budget.generations is not None and spent.generations + more + final > budget.generations:
             return False
-        done = [r for r in records if r.ok] or [None]
-        per = max((r.prompt_tokens + r.completion_tokens if r else 0) for r in done[-len(kept):])
-        # The aggregation reads every kept path whole: about their tokens and the question's.
-        paths = sum(sum(nodes[x].record.completion_tokens for x in _chain(nodes, i))
-                    for i in set(kept))
-        need = MARGIN * (more * per + final * (paths + per))
+        steps = [r for r in records if r.ok and "parent" in r.prompt]
+        latest = [r for r in new if r.ok] or steps
+        # A next call: as the dearest of the latest step, its prompt one step longer.
+        per = max((r.prompt_tokens + 2 * r.completion_tokens for r in latest), default=0)
+        need = more * per
+        if final and steps:  # the aggregation: the conversation, its template, every path
+            firsts = [r for r in steps if r.prompt["step"] == 1] or steps
+            asked = sum(r.prompt_tokens for r in firsts) / len(firsts)
+            messages = normalize_messages(state["messages"])
+            paths = sum(sum(nodes[x].record.completion_tokens for x in _chain(nodes, i))
+                        for i in set(kept))
+            answer = max(r.completion_tokens for r in steps)
+            need += asked + framing(self.plan, messages, 1, 0, len(set(kept)), asked) + \
+                paths + answer
+        need *= MARGIN
         if budget.tokens is not None and spent.total_tokens + need > budget.tokens:
             return False
-        return budget.usd is None or spent.cost_usd <= budget.usd
+        if budget.usd is None:
+            return True
+        # Dollars: each call as dear as the dearest so far; the aggregation as that
+        # times the paths it reads (its prompt holds them all).
+        dearest = max((r.cost_usd or 0.0 for r in records if r.ok), default=0.0)
+        usd = MARGIN * dearest * (more + final * (len(set(kept)) + 1))
+        return spent.cost_usd + usd <= budget.usd
 
     def route(self, state: Any) -> str:
         return "answer" if state.get("stopped") else "step"

@@ -79,13 +79,13 @@ def estimate(plan: GraphPlan, messages: list[Message], done: list[OutputRecord],
             key = (id(layer.backend_for(slot)), reads)
             if key not in frames:
                 frames[key] = seen[1] if seen is not None and seen[0] == reads else \
-                    _framing(plan, messages, index, slot, reads, asked)
+                    framing(plan, messages, index, slot, reads, asked)
             add(index, slot, asked + frames[key] + shown)
         read, alive = layer.width * answer, layer.width
     return tokens, usd
 
 
-def _framing(plan: GraphPlan, messages: list[Message], layer: int, slot: int,
+def framing(plan: GraphPlan, messages: list[Message], layer: int, slot: int,
              reads: int, asked: float) -> float:
     """Tokens the aggregation template adds to the conversation around ``reads`` drafts,
     by the slot's backend's counter, in the units of the conversation's count ``asked``."""

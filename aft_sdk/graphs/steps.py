@@ -12,10 +12,11 @@ Built-ins, named by the search's ``scorer`` setting (:mod:`aft_sdk.search_config
 - ``judge`` / ``judge:SPEC``: an LLM rates the last step from 1 to 10 (read from its
   answer, or with ``read: logprobs`` as the expected rating under its first token's
   log-probabilities), on the proposer or the backend ``SPEC`` names;
-- ``prm:FOLDER``: a transformers token-classification model (a PRM with a two-label head,
-  as Qwen2.5-Math-PRM is used): each step followed by ``separator_token``, the step's
-  score the positive label's probability at that token;
-- ``vllm-prm:MODEL``: a process reward model on vLLM's pooling runner (GPU).
+- ``prm:FOLDER``: a transformers ``AutoModelForTokenClassification`` with a two-label
+  head (wrong, right) saved in FOLDER: each step followed by ``separator_token``, the
+  step's score the last label's probability at that token;
+- ``vllm-prm:MODEL``: a process reward model on vLLM's pooling runner (GPU), such as
+  Qwen2.5-Math-PRM with ``separator_token: "<extra_0>"``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import asyncio
 import inspect
 import math
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -105,14 +107,21 @@ class JudgeScorer:
                                        top_logprobs=10 if read == "logprobs" else None)
 
     async def score(self, question: str, paths: Sequence[Sequence[str]]) -> list[PathScore]:
-        async def one(steps: Sequence[str]) -> float:
+        return (await self.score_with_calls(question, paths))[0]
+
+    async def score_with_calls(self, question: str, paths: Sequence[Sequence[str]],
+                               ) -> tuple[list[PathScore], list[Any]]:
+        """The scores, and the judge's generations (a search records them: usage, cost
+        and the budget count them)."""
+        async def one(steps: Sequence[str]) -> Any:
             shown = "\n\n".join(f"Step {i + 1}: {s.strip()}" for i, s in enumerate(steps))
             prompt = JUDGE_PROMPT.format(question=question, steps=shown, last=len(steps))
             (gen,) = await self.backend.generate([{"role": "user", "content": prompt}],
                                                  sampling=self.sampling)
-            return self._rating(gen)
+            return gen
 
-        return list(await asyncio.gather(*(one(p) for p in paths)))
+        gens = list(await asyncio.gather(*(one(p) for p in paths)))
+        return [self._rating(g) for g in gens], gens
 
     def _rating(self, gen: Any) -> float:
         if self.read == "logprobs" and gen.logprobs:
@@ -136,7 +145,8 @@ class TransformersPRM:
     def __init__(self, folder: str, separator_token: str) -> None:
         self.folder, self.separator_token = folder, separator_token
         self._loaded: tuple[Any, Any, int] | None = None
-        self._lock = asyncio.Lock()
+        # One forward pass (and one load) at a time, whichever event loop asks.
+        self._lock = threading.Lock()
 
     def _load(self) -> tuple[Any, Any, int]:
         from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -168,8 +178,14 @@ class TransformersPRM:
     def _score(self, question: str, paths: Sequence[Sequence[str]]) -> list[PathScore]:
         import torch
 
-        if self._loaded is None:
-            self._loaded = self._load()
+        with self._lock:
+            if self._loaded is None:
+                self._loaded = self._load()
+            return self._forward(torch, question, paths)
+
+    def _forward(self, torch: Any, question: str, paths: Sequence[Sequence[str]]
+                 ) -> list[PathScore]:
+        assert self._loaded is not None
         tok, model, _ = self._loaded
         encoded = [self.encode(question, p) for p in paths]
         width = max(len(ids) for ids, _ in encoded)
@@ -181,44 +197,71 @@ class TransformersPRM:
         return [[float(probs[i, j]) for j in at] for i, (_, at) in enumerate(encoded)]
 
     async def score(self, question: str, paths: Sequence[Sequence[str]]) -> list[PathScore]:
-        async with self._lock:  # one forward pass at a time per model
-            return await asyncio.to_thread(self._score, question, paths)
+        return await asyncio.to_thread(self._score, question, paths)
 
 
 class VLLMPRM:
-    """A process reward model on vLLM's pooling runner: each step ends with
-    ``separator_token``; vLLM's reward output at those tokens is ``[p(wrong), p(right)]``
-    (as Qwen2.5-Math-PRM reports it), and the step's score is ``p(right)``."""
+    """A process reward model on vLLM's pooling runner (``LLM.encode(...,
+    pooling_task="token_classify")``), its pooler told the step tag (``step_tag_id``: the
+    id of ``separator_token``, ``<extra_0>`` for Qwen2.5-Math-PRM), so it returns one
+    ``[p(wrong), p(right)]`` row per step; the step's score is ``p(right)``. The engine
+    starts on first use (once, under a lock) and stops with :meth:`close`."""
 
     def __init__(self, model: str, separator_token: str) -> None:
         self.model, self.separator_token = model, separator_token
         self._llm: Any = None
+        self._lock = threading.Lock()
 
-    def engine_kwargs(self) -> dict[str, Any]:
-        """What the engine is built with (``vllm.LLM(**kwargs)``)."""
-        return {"model": self.model, "runner": "pooling", "enable_prefix_caching": True}
+    def engine_kwargs(self, step_tag_id: int) -> dict[str, Any]:
+        """What the engine is built with (``vllm.LLM(**kwargs)``, the pooler config as
+        ``vllm.config.PoolerConfig(**kwargs["pooler_config"])``)."""
+        return {"model": self.model, "runner": "pooling", "enable_prefix_caching": True,
+                "pooler_config": {"step_tag_id": step_tag_id}}
 
     def prompts(self, question: str, paths: Sequence[Sequence[str]]) -> list[str]:
         sep = self.separator_token
         return [question + "\n" + "".join(s + sep for s in steps) for steps in paths]
 
     @staticmethod
-    def read(outputs: Sequence[Any]) -> list[PathScore]:
-        """Scores from vLLM's reward outputs (``outputs[i].outputs.data``: one row per
-        step token, ``[p(wrong), p(right)]``)."""
-        return [[float(row[-1]) for row in out.outputs.data.tolist()] for out in outputs]
+    def read(outputs: Sequence[Any], paths: Sequence[Sequence[str]]) -> list[PathScore]:
+        """Scores from vLLM's outputs (``outputs[i].outputs.data``: a row per step tag),
+        each checked to hold one score per step."""
+        return [checked([float(row[-1]) for row in out.outputs.data.tolist()], len(p),
+                        "vllm-prm") for out, p in zip(outputs, paths)]
+
+    def _start(self) -> Any:
+        try:
+            from transformers import AutoTokenizer
+            from vllm import LLM
+            from vllm.config import PoolerConfig
+        except ImportError as e:
+            raise ConfigError("vllm-prm: needs vLLM: pip install 'aft-sdk[vllm]'") from e
+        ids = AutoTokenizer.from_pretrained(self.model).encode(self.separator_token,
+                                                               add_special_tokens=False)
+        if len(ids) != 1:
+            raise ConfigError(f"separator_token {self.separator_token!r} is {len(ids)} tokens "
+                              f"for {self.model}: use the model's step tag (<extra_0>)")
+        kwargs = self.engine_kwargs(ids[0])
+        return LLM(**{**kwargs, "pooler_config": PoolerConfig(**kwargs["pooler_config"])})
 
     async def score(self, question: str, paths: Sequence[Sequence[str]]) -> list[PathScore]:
         def run() -> list[PathScore]:
-            if self._llm is None:
-                try:
-                    from vllm import LLM
-                except ImportError as e:
-                    raise ConfigError("vllm-prm: needs vLLM: pip install 'aft-sdk[vllm]'") from e
-                self._llm = LLM(**self.engine_kwargs())
-            return self.read(self._llm.reward(self.prompts(question, paths), use_tqdm=False))
+            with self._lock:
+                if self._llm is None:
+                    self._llm = self._start()
+                outputs = self._llm.encode(self.prompts(question, paths), use_tqdm=False,
+                                           pooling_task="token_classify")
+            return self.read(outputs, paths)
 
         return await asyncio.to_thread(run)
+
+    def close(self) -> None:
+        """Stops the engine (its processes end)."""
+        with self._lock:
+            llm, self._llm = self._llm, None
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
 
 
 def make_scorer(spec: str, settings: Any, proposer: Backend) -> StepScorer:

@@ -287,7 +287,7 @@ def drafts_of(records: Iterable[OutputRecord]) -> list[str]:
                   None)
     if answer is None or not any("parent" in r.prompt for r in firsts):
         return [r.text for r in firsts]
-    steps = {r.slot: r for r in firsts}
+    steps = {r.slot: r for r in firsts if "parent" in r.prompt}  # not a scorer's calls
     texts = []
     for node in answer.decision["candidates"]:  # type: ignore[index]
         path: list[str] = []

@@ -37,8 +37,12 @@ async def check_search(graph: AggregateGraph, steps: int) -> None:
     assert {r.finish_reason for r in records} <= {"step", "stop", "length", "stop_or_step"}
     answer = result.layers[1].outputs[0]
     assert answer.decision["rule"] == "best-path" and result.answer == result.proposals[0]
-    assert result.answer.startswith(records[0].text) or any(
-        result.answer.startswith(r.text) for r in records if r.prompt["parent"] is None)
+    by_id = {r.slot: r for r in records}  # the answer is its path's steps, in order
+    node, path = answer.decision["candidates"][0], []
+    while node is not None:
+        path.insert(0, by_id[node].text)
+        node = by_id[node].prompt["parent"]
+    assert result.answer == "\n\n".join(path)
 
 
 async def test_the_llama_cpp_server_continues_what_its_chat_would_say(llama_server,
@@ -132,12 +136,23 @@ async def test_a_transformers_prm_scores_each_step_at_its_separator(tiny_prm: Pa
 def test_the_vllm_prm_builds_its_requests_and_reads_step_rewards() -> None:
     import torch
 
+    from aft_sdk.errors import GraphError
     from aft_sdk.graphs.steps import VLLMPRM
 
     prm = VLLMPRM("Qwen/Qwen2.5-Math-PRM-7B", "<extra_0>")
-    assert prm.engine_kwargs() == {"model": "Qwen/Qwen2.5-Math-PRM-7B", "runner": "pooling",
-                                   "enable_prefix_caching": True}
-    assert prm.prompts("q", [["a", "b"], ["c"]]) == ["q\na<extra_0>b<extra_0>", "q\nc<extra_0>"]
-    outputs = [SimpleNamespace(outputs=SimpleNamespace(data=torch.tensor([[0.9, 0.1], [0.2, 0.8]]))),
-               SimpleNamespace(outputs=SimpleNamespace(data=torch.tensor([[0.5, 0.5]])))]
-    assert VLLMPRM.read(outputs) == [[pytest.approx(0.1), pytest.approx(0.8)], [0.5]]
+    kwargs = prm.engine_kwargs(151651)
+    assert kwargs == {"model": "Qwen/Qwen2.5-Math-PRM-7B", "runner": "pooling",
+                      "enable_prefix_caching": True, "pooler_config": {"step_tag_id": 151651}}
+    try:  # the pooler config vLLM is given (where vLLM is installed)
+        from vllm.config import PoolerConfig
+    except ImportError:
+        pass
+    else:
+        assert PoolerConfig(**kwargs["pooler_config"]).step_tag_id == 151651
+    paths = [["a", "b"], ["c"]]
+    assert prm.prompts("q", paths) == ["q\na<extra_0>b<extra_0>", "q\nc<extra_0>"]
+    out = [SimpleNamespace(outputs=SimpleNamespace(data=torch.tensor([[0.9, 0.1], [0.2, 0.8]]))),
+           SimpleNamespace(outputs=SimpleNamespace(data=torch.tensor([[0.5, 0.5]])))]
+    assert VLLMPRM.read(out, paths) == [[pytest.approx(0.1), pytest.approx(0.8)], [0.5]]
+    with pytest.raises(GraphError, match="for a path of 1 steps"):  # a row per token: refused
+        VLLMPRM.read(out[:1], [["c"]])

@@ -96,25 +96,32 @@ def test_a_search_stops_when_every_kept_path_has_finished(fault) -> None:
     assert result.usage.generations == 8  # a pick is no model call
 
 
-def test_particle_filtering_resamples_in_proportion_to_the_scores() -> None:
+def test_particle_filtering_resamples_in_proportion_to_the_scores(fault) -> None:
     rule = ParticleFiltering()
+    scores = [0.2, 0.5, 0.8]
     nodes = {i: Node(i, None, 1, OutputRecord(layer=0, slot=i, ok=True,
                                                decision={"path_score": s}))
-             for i, s in enumerate([0.0, 1.0, 2.0])}
+             for i, s in enumerate(scores)}
     settings = rule.settings(temperature=1.0)
     picks: Counter[int] = Counter()
     rng = random.Random(7)
     for _ in range(4000):
         picks.update(rule.select([], [0, 1, 2], nodes, 4, settings, rng))
-    expected = weights([0.0, 1.0, 2.0], 1.0)
+    expected = weights(scores, 1.0)  # the odds: 0.25 : 1 : 4
+    assert expected == pytest.approx([0.25 / 5.25, 1 / 5.25, 4 / 5.25])
     for i in range(3):
         assert abs(picks[i] / 16000 - expected[i]) < 0.015
-    # Seeded: the same step of the same run resamples the same way.
-    again = [rule.select([], [0, 1, 2], nodes, 4, settings, random.Random("0:x:1"))
-             for _ in range(2)]
-    assert again[0] == again[1]
-    # A lower temperature keeps the best more often.
-    assert weights([0.0, 1.0, 2.0], 0.25)[2] > expected[2]
+    # A lower temperature keeps the best more often; weights: score is gentler.
+    assert weights(scores, 0.25)[2] > expected[2] > weights(scores, 1.0, "score")[2]
+    with pytest.raises(GraphError, match="logit needs path scores in"):
+        weights([0.5, 2.0], 1.0)
+    # Seeded by prompt.shuffle_seed and the step: the same run resamples the same way.
+    fault.steps_to_finish = 9
+    kept = []
+    for _ in range(2):
+        result = search(fault, "particle-filtering", 4, final="best", max_steps=3).invoke("q?")
+        kept.append([(r.slot, r.decision["kept"]) for r in result.layers[0].outputs])
+    assert kept[0] == kept[1] and sum(k for _, k in kept[0][:4]) == 4
 
 
 def test_a_finished_particle_is_carried_not_extended(fault) -> None:
@@ -152,6 +159,22 @@ def test_the_budget_stops_the_search_before_it_is_passed(fault) -> None:
         graph.with_options(budget={"generations": 4})
 
 
+def test_a_token_budget_stops_the_search_before_it_is_passed(fault) -> None:
+    fault.steps_to_finish = 9
+    free = search(fault, "beam", 2, max_steps=4).invoke("q?")
+    cap = free.usage.total_tokens // 2
+    fault.reset()
+    fault.steps_to_finish = 9
+    graph = AggregateGraph(strategy="beam", width=2, budget={"tokens": cap},
+                           proposers=[fault.backend("p", continuation="chat")],
+                           aggregator=[fault.backend("a")], proposer_sampling={"seed": 0},
+                           beam={"scorer": "import:seed_scores:by_seed", "max_steps": 4})
+    capped = graph.invoke("q?")
+    assert capped.usage.total_tokens <= cap < free.usage.total_tokens
+    assert capped.layers[1].outputs[0].decision["stopped"] == "budget"
+    assert capped.layers[1].outputs[0].ok  # the aggregation still fitted
+
+
 def test_a_backend_that_cannot_continue_is_refused_when_the_graph_is_built(fault) -> None:
     with pytest.raises(ConfigError, match="cannot continue a partial answer.*continuation: chat"):
         AggregateGraph(strategy="beam", proposers=[fault.backend("p")],
@@ -159,6 +182,11 @@ def test_a_backend_that_cannot_continue_is_refused_when_the_graph_is_built(fault
     assert fault.count() == 0
     with pytest.raises(ConfigError, match="set chat_template"):
         fault.backend("p", continuation="completions")
+    bad = fault.backend("p", continuation="completions", chat_template="/nowhere/t.jinja")
+    with pytest.raises(ConfigError, match="neither a template nor a file"):
+        AggregateGraph(strategy="beam", proposers=[bad], aggregator=[fault.backend("a")])
+    with pytest.raises(ConfigError, match="read: logprobs applies to a judge"):
+        AggregateGraph(strategy="beam", beam={"scorer": "import:m:f", "read": "logprobs"})
 
 
 def test_tools_are_refused_by_a_search_and_a_bad_scorer_is_named(fault) -> None:
@@ -210,7 +238,12 @@ async def test_a_judge_scores_steps_from_its_answer_or_its_logprobs(fault) -> No
                                          "max_steps": 1, "final": "best"})
     result = await graph.ainvoke("q?")
     assert fault.count("j") - before == 4  # one rating per step
-    assert {r.decision["score"] for r in result.layers[0].outputs} == {0.5}
+    steps = [r for r in result.layers[0].outputs if "parent" in r.prompt]
+    ratings = [r for r in result.layers[0].outputs if "scorer" in r.prompt]
+    assert {r.decision["score"] for r in steps} == {0.5} and len(ratings) == 4
+    assert sorted(r.prompt["scorer"] for r in ratings) == sorted(r.slot for r in steps)
+    assert result.usage.generations == 8  # the judge's calls count, and cost, too
+    assert all(r.text == "5" for r in ratings)
 
 
 async def test_a_search_streams_its_steps_and_the_answers_tokens(fault) -> None:

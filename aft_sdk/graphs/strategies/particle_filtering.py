@@ -2,7 +2,8 @@
 
 ``width`` particles each take a step; the step scorer rates them; the particles are then
 resampled (with replacement, seeded by ``prompt.shuffle_seed`` and the step) in
-proportion to ``softmax(path score / particle_filtering.temperature)``. Finished
+proportion to ``softmax(logit(path score) / temperature)`` (``weights: score``:
+``softmax(path score / temperature)``). Finished
 particles are carried, not extended, and take part in the resampling. Stops when every
 particle has finished or at ``max_steps``; the answer by ``particle_filtering.final``.
 
@@ -18,6 +19,7 @@ import math
 import random
 from typing import Any
 
+from aft_sdk.errors import GraphError
 from aft_sdk.graphs.search import Node, build
 from aft_sdk.graphs.strategies.base import Cost, Shape, Strategy
 from aft_sdk.graphs.strategies.beam import check_search, search_shape
@@ -56,11 +58,23 @@ class ParticleFiltering(Strategy):
                settings: ParticleConfig, rng: random.Random) -> list[int]:
         particles = [i for i in frontier if nodes[i].finished] + new
         return rng.choices(particles, weights=weights(
-            [nodes[i].path_score for i in particles], settings.temperature), k=width)
+            [nodes[i].path_score for i in particles], settings.temperature, settings.weights),
+            k=width)
 
 
-def weights(scores: list[float], temperature: float) -> list[float]:
-    """``softmax(score / temperature)``, computed stably."""
+#: How far from 0 and 1 a probability is kept before its logit (so a certain step
+#: outweighs, but does not infinitely outweigh, the others).
+EPS = 1e-6
+
+
+def weights(scores: list[float], temperature: float, how: str = "logit") -> list[float]:
+    """Resampling weights: ``softmax(logit(score) / temperature)`` (``logit``, scores in
+    [0, 1]) or ``softmax(score / temperature)`` (``score``), computed stably."""
+    if how == "logit":
+        if any(not 0.0 <= s <= 1.0 for s in scores):
+            raise GraphError(f"particle_filtering.weights: logit needs path scores in [0, 1]; "
+                             f"got {[round(s, 4) for s in scores]}: set weights: score")
+        scores = [math.log(p / (1 - p)) for p in (min(max(s, EPS), 1 - EPS) for s in scores)]
     top = max(scores)
     raw = [math.exp((s - top) / temperature) for s in scores]
     total = sum(raw)
