@@ -50,14 +50,19 @@ class SearchConfig(Strict):
     """
 
     scorer: str = Field("judge", description="the step scorer: " + ", ".join(SCORER_FORMS))
-    combine: Literal["last", "min", "product", "mean"] = "last"
-    separator: str = Field("\n\n", min_length=1)
-    max_steps: int = Field(8, ge=1, le=64, strict=True)
-    step_max_tokens: int = Field(256, ge=1, le=8192, strict=True)
-    done: str | None = None
-    final: Literal["best", "vote", "aggregate"] = "aggregate"
-    read: Literal["text", "logprobs"] = "text"
-    separator_token: str = Field("\n", min_length=1)
+    combine: Literal["last", "min", "product", "mean"] = Field(
+        "last", description="a path's score from its step scores")
+    separator: str = Field("\n\n", min_length=1, description="what ends a step")
+    max_steps: int = Field(8, ge=1, le=64, strict=True, description="steps a path may take")
+    step_max_tokens: int = Field(256, ge=1, le=8192, strict=True,
+                                 description="the cap on each step's tokens")
+    done: str | None = Field(None, description="a regular expression that ends a path")
+    final: Literal["best", "vote", "aggregate"] = Field(
+        "aggregate", description="the answer: the best path, a vote, or an aggregation")
+    read: Literal["text", "logprobs"] = Field(
+        "text", description="judge only: the rating from its text or its logprobs")
+    separator_token: str = Field("\n", min_length=1,
+                                 description="prm only: the token after each step")
 
     @field_validator("scorer")
     @classmethod
@@ -99,7 +104,8 @@ class BeamConfig(SearchConfig):
             ``width * expansions`` from the question).
     """
 
-    expansions: int = Field(2, ge=1, le=64, strict=True)
+    expansions: int = Field(2, ge=1, le=64, strict=True,
+                            description="next steps each kept path makes per step")
 
 
 class ParticleConfig(SearchConfig):
@@ -115,6 +121,7 @@ class ParticleConfig(SearchConfig):
         temperature: Of the resampling softmax: lower keeps the best more often.
     """
 
-    weights: Literal["logit", "score"] = "logit"
-    temperature: float = Field(1.0, gt=0, le=100)
+    weights: Literal["logit", "score"] = Field(
+        "logit", description="resampling weights: softmax of logit(score) or of score")
+    temperature: float = Field(1.0, gt=0, le=100, description="of the resampling softmax")
 

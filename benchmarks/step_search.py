@@ -22,7 +22,8 @@ only the next step", :mod:`its_hub_peer`); its-hub's beam opens ``N / beam_width
 at the first step where ours opens ``N``. Generations count every call made (a judge's
 too, failed ones too) and are reported beside accuracy.
 
-    python benchmarks/step_search.py --problems 30 --budgets 4 8
+    python benchmarks/step_search.py --problems 20 --budgets 4 8
+    python benchmarks/step_search.py --table benchmarks/results/step_search.json
 
 Results: ``benchmarks/results/step_search.json`` (per-problem rows included) and
 ``step_search.png``.
@@ -173,13 +174,32 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def table(results: dict[str, Any]) -> str:
+    """The results as the Markdown table of docs/benchmarks.md."""
+    lines = ["| N | method | exact match [95%] | vs one sample | vs vote | median s | calls "
+             "| completion tokens |", "|---|---|---|---|---|---:|---:|---:|"]
+    for n in results["budgets"]:
+        for name, r in results["summary"][str(n)].items():
+            d, v = r["vs_single"], r["vs_vote"]
+            lines.append(f"| {n} | {name} | {r['accuracy']:.2f} [{r['low']:.2f}, {r['high']:.2f}] "
+                         f"| {d['difference']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] "
+                         f"| {v['difference']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}] "
+                         f"| {r['median_latency_s']:.1f} | {r['generations']:.1f} "
+                         f"| {r['completion_tokens']:.0f} |")
+    return "\n".join(lines)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--problems", type=int, default=30)
+    ap.add_argument("--table", type=Path, help="print a results file as a Markdown table")
+    ap.add_argument("--problems", type=int, default=20)
     ap.add_argument("--budgets", type=int, nargs="+", default=[4, 8])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS / "step_search.json")
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return
     items = chain_problems(args.problems, seed=args.seed)
     results: dict[str, Any] = {"budgets": args.budgets, "rows": {}, "summary": {}}
     t0 = time.perf_counter()
