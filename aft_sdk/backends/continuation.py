@@ -31,8 +31,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jinja2 import TemplateError
-
 from aft_sdk.backends.base import Generation, emulate_n
 from aft_sdk.errors import ConfigError
 from aft_sdk.messages import Message
@@ -61,9 +59,14 @@ class ChatTemplate:
     """A chat template rendered on the client (Jinja, sandboxed, as transformers does)."""
 
     def __init__(self, source: str) -> None:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+        try:  # the embedded extra's (not a core dependency)
+            from jinja2 import TemplateError
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+        except ImportError as e:
+            raise ConfigError("rendering a chat template needs jinja2: pip install "
+                              "'aft-sdk[embedded]' (or jinja2)") from e
 
-        self.source = source
+        self.source, self._error = source, TemplateError
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals.update(raise_exception=_raise, strftime_now=_strftime_now)  # as HF's
         try:
@@ -76,11 +79,13 @@ class ChatTemplate:
         try:
             return self._template.render(messages=messages, add_generation_prompt=True,
                                          bos_token="", eos_token="") + prefix
-        except TemplateError as e:
+        except self._error as e:
             raise ConfigError(f"the chat template cannot render this conversation: {e}") from e
 
 
 def _raise(message: str) -> None:
+    from jinja2 import TemplateError
+
     raise TemplateError(message)
 
 

@@ -201,6 +201,7 @@ def test_tools_are_refused_by_a_search_and_a_bad_scorer_is_named(fault) -> None:
         graph.with_options(beam={"scorer": "magic"})
 
 
+@pytest.mark.needs("embedded")  # jinja2 renders the template
 def test_completions_continuation_renders_the_template_and_continues_it(fault) -> None:
     template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant: "
     backend = fault.backend("p", continuation="completions", chat_template=template)
@@ -308,7 +309,8 @@ def test_searches_run_from_the_command_line_yaml_eval_and_the_chat_model(fault, 
     assert out["strategy"] == "beam" and len(out["layers"][0]["outputs"]) == 4
     assert out["layers"][1]["outputs"][0]["decision"]["rule"] == "best-path"
     r = subprocess.run([sys.executable, "-m", "aft_sdk.cli.main", "run", "q?", "--strategy",
-                        "particle-filtering", "--proposer", f"{fault.base_url}#p"],
+                        "particle-filtering", "--proposer", f"{fault.base_url}#p",
+                        "--aggregator", f"{fault.base_url}#a"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "cannot continue a partial answer" in r.stderr
     model = AggregateChatModel(graph=AggregateGraph.from_config(path))
