@@ -49,6 +49,7 @@ from aft_sdk.graphs.plan import GraphPlan
 from aft_sdk.graphs.rounds import _question
 from aft_sdk.graphs.spend import MARGIN, framing
 from aft_sdk.graphs.steps import checked, combine, make_scorer
+from aft_sdk.graphs.strategies.base import Shape, Strategy
 from aft_sdk.graphs.trace import OutputRecord, Usage, records_of
 from aft_sdk.messages import normalize_messages
 
@@ -371,3 +372,25 @@ def build(plan: GraphPlan, rule: Rule) -> StateGraph:
     g.add_edge("answer", "finish")
     g.add_edge("finish", END)
     return g
+
+
+class SearchStrategy(Strategy):
+    """What every step-level search strategy shares: no adaptive rounds, no quorum, depth
+    0 or 1, its answer's shape from ``final``, and this module's graph with itself as the
+    :class:`Rule` (a subclass writes ``parents``, ``select`` and ``cost``)."""
+
+    adaptive = False
+    max_depth = 1
+
+    def check(self, cfg: Any, own: Any) -> None:
+        super().check(cfg, own)
+        if cfg.quorum is not None:
+            raise ValueError(f"quorum does not apply to strategy {self.name} (each step waits "
+                             "for every continuation): leave quorum unset")
+
+    def shape(self, cfg: Any, own: Any) -> Shape:
+        """One aggregation of the kept paths, or a pick (no model call)."""
+        return Shape(1, "aggregate") if own.final == "aggregate" else Shape(0, "vote")
+
+    def build(self, plan: GraphPlan) -> StateGraph:
+        return build(plan, self)  # type: ignore[arg-type]

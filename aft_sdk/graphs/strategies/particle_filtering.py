@@ -20,32 +20,19 @@ import random
 from typing import Any
 
 from aft_sdk.errors import GraphError
-from aft_sdk.graphs.search import Node, build
-from aft_sdk.graphs.strategies.base import Cost, Shape, Strategy
-from aft_sdk.graphs.strategies.beam import check_search, search_shape
+from aft_sdk.graphs.search import Node, SearchStrategy
+from aft_sdk.graphs.strategies.base import Cost
 from aft_sdk.search_config import ParticleConfig
 
 
-class ParticleFiltering(Strategy):
+class ParticleFiltering(SearchStrategy):
     name = "particle-filtering"
     summary = "particles extended step by step, resampled by their step scores"
     settings = ParticleConfig
-    adaptive = False
-    max_depth = 1
-
-    def check(self, cfg: Any, own: Any) -> None:
-        super().check(cfg, own)
-        check_search(self.name, cfg)
-
-    def shape(self, cfg: Any, own: Any) -> Shape:
-        return search_shape(own)
 
     def cost(self, cfg: Any, own: ParticleConfig) -> Cost:
         final = int(own.final == "aggregate")
         return Cost(cfg.width + final, cfg.width * own.max_steps + final)
-
-    def build(self, plan: Any) -> Any:
-        return build(plan, self)
 
     # -- the rule ------------------------------------------------------------------
     def parents(self, frontier: list[int], nodes: dict[int, Node], width: int,
