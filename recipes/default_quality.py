@@ -1,8 +1,34 @@
-"""Does the zero-config default beat one sample? Measured on the held-out quick-start set.
+"""Does the zero-config default beat one sample? Measured at the defaults a user gets.
 
-The questions (``recipes/data/quickstart_questions.jsonl``, 319: facts, arithmetic in
-words, definitions, short how-to, yes/no with a reason; none of their subjects in the
-default aggregator's training data) are answered on the bundled model, every method
+By default (the committed study) every method runs exactly as `aft run` and
+``AggregateGraph()`` do: the embedded bundled model, unseeded, the roles' default
+sampling (drafts up to 512 tokens): one sample is ``AggregateGraph(width=1, depth=0)``,
+the default is ``AggregateGraph()`` (propose 3, aggregate with the shipped adapter).
+Methods run interleaved per question (in a per-question order) and are timed.
+
+The questions are split once into a development split (settings are chosen there:
+``--variants``) and a test split (the final choice is reported there once; it also
+keeps the 60 older easy questions): ``recipes/data/default_quality_splits.json``,
+written by ``--make-splits`` and committed before any choice.
+
+A keyword anywhere in an answer rewards length, so the headline scores the keyword in
+the answer's **first sentence** (what a reader takes as the answer; yes/no by the first
+yes or no in it); the whole answer and the first 10, 20 and 40 words (every method cut
+to the same length: the comparison at matched lengths) are reported beside it, with
+each method's answer lengths and median latency. Each default draft is itself one
+sample at the defaults, so "single (mean of the default's drafts)" is a second,
+lower-variance single-sample estimate. 95% bootstrap intervals; paired differences.
+
+    python recipes/default_quality.py --split dev --variants default,drafts-128 \\
+        --out recipes/results/default_quality/dev      # choose here
+    python recipes/default_quality.py --split test --variants default \\
+        --out recipes/results/default_quality/test     # report the choice once
+    python recipes/default_quality.py --reduced --out /tmp/default_quality   # suite
+
+``--seeded`` runs the earlier study instead (seeded samples, drafts capped at
+``--max-tokens``, keyword anywhere; its results are in ``recipes/results/default_quality/
+seeded_capped_128``): the questions (``recipes/data/quickstart_questions.jsonl``, 319)
+answered on the bundled model, every method
 with the same proposer sampling (the defaults, seeded) and, to fit the CPU, proposals
 capped at ``--max-tokens`` (128; quick-start answers are one or two sentences):
 
@@ -21,10 +47,8 @@ the defaults read the same samples (a paired comparison with common random numbe
 Keyword scoring (yes/no by the first yes or no); 95% bootstrap intervals; paired
 differences; a per-kind table and a plot.
 
-    # not run in the suite: 319 questions, about an hour on 2 CPU cores; its reduced run is
-    python recipes/default_quality.py --out recipes/results/default_quality \
+    python recipes/default_quality.py --seeded --out recipes/results/default_quality/seeded_capped_128 \\
         --before-adapter runs/adapter_v1/smollm2-135m-aft.gguf
-    python recipes/default_quality.py --reduced --out /tmp/default_quality   # suite: test_default_quality_reduced
 """
 
 from __future__ import annotations
@@ -38,7 +62,8 @@ from pathlib import Path
 from typing import Any
 
 from aft_sdk import EmbeddedBackend, SamplingConfig
-from aft_sdk.config import PROPOSER_SAMPLING, GraphConfig
+from aft_sdk.aio import run_sync
+from aft_sdk.config import AGGREGATOR_SAMPLING, PROPOSER_SAMPLING, GraphConfig
 from aft_sdk.eval import (KeywordTask, Method, SharedSamples, evaluate, format_table,
                           paired_difference, run_path)
 from aft_sdk.eval.stats import bootstrap_interval
@@ -53,11 +78,20 @@ BEFORE, NOW = "default before (first adapter)", "default now"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="recipes/results/default_quality")
-    ap.add_argument("--reduced", action="store_true", help="8 questions, 16-token drafts (tests)")
+    ap.add_argument("--out", default="recipes/results/default_quality/test")
+    ap.add_argument("--split", choices=("dev", "test"), default="test",
+                    help="which fixed split to answer (at the defaults)")
+    ap.add_argument("--variants", default="default",
+                    help=f"graphs beside one sample, comma-separated: {', '.join(VARIANTS)}")
+    ap.add_argument("--make-splits", action="store_true",
+                    help=f"write {SPLITS.name} (once; refused if it exists)")
+    ap.add_argument("--reduced", action="store_true",
+                    help="6 questions (with --seeded: 8 questions, 16-token drafts) (tests)")
     ap.add_argument("--limit", type=int, help="only the first N questions")
-    ap.add_argument("--max-tokens", type=int, default=128, help="cap on every draft")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeded", action="store_true",
+                    help="the earlier study: seeded samples, drafts capped, keyword anywhere")
+    ap.add_argument("--max-tokens", type=int, default=128, help="--seeded: cap on every draft")
+    ap.add_argument("--seed", type=int, default=0, help="--seeded: the first seed")
     ap.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
     ap.add_argument("--cache", help="shared samples (default: OUT/samples.jsonl)")
     ap.add_argument("--before-adapter", help="also run the default with this adapter (the one "
@@ -69,6 +103,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
+    if args.make_splits:
+        if SPLITS.exists():
+            raise SystemExit(f"{SPLITS} exists: the splits are fixed once; never re-drawn")
+        SPLITS.write_text(json.dumps(make_splits(), indent=1) + "\n")
+        return 0
+    return seeded(args) if args.seeded else at_defaults(args)
+
+
+def seeded(args: argparse.Namespace) -> int:
     out = Path(args.out)
     items = list(read_jsonl(QUESTIONS))
     limit = 8 if args.reduced else args.limit
@@ -128,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     mean_single = per["single, mean of 4 samples"]
     low, high = bootstrap_interval([mean_single[i] for i in ids])
     summary = {
-        "command": "python recipes/default_quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python recipes/default_quality.py " + " ".join(args.argv),
         "questions": len(items), "scored": len(ids), "max_tokens": cap, "seed": args.seed,
         "table": table, "single_mean_of_4": {"score": round(sum(mean_single.values()) / len(ids), 4),
                                              "low": round(low, 4), "high": round(high, 4)},
@@ -213,6 +257,214 @@ def plot(out: Path, s: dict[str, Any]) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "by_kind.png", dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# At the defaults (the default mode): what `aft run` and `AggregateGraph()` do.
+
+SPLITS = ROOT / "recipes" / "data" / "default_quality_splits.json"
+EASY = ROOT / "recipes" / "data" / "easy_questions.jsonl"
+SCOPES = ("first-sentence", "answer", "first-words:10", "first-words:20", "first-words:40")
+HEADLINE = "first-sentence"
+#: Settings tried on the development split against `AggregateGraph()` as shipped. Each
+#: overrides only the zero-config graph; the baseline stays one sample at the defaults.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "drafts-128": {"proposer_sampling": {"max_tokens": 128}},
+    "greedy-aggregator": {"aggregator_sampling": {"temperature": 0.0}},
+}
+
+
+def make_splits(seed: int = 34, dev_share: float = 0.375) -> dict[str, Any]:
+    """Development and test ids, fixed once (seeded, stratified by kind) and committed
+    before any setting is chosen; the test split also keeps the 60 older easy questions."""
+    import random
+
+    rng = random.Random(seed)
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for item in read_jsonl(QUESTIONS):
+        by_kind[item["kind"]].append(item["id"])
+    dev = sorted(i for ids in by_kind.values() for i in rng.sample(ids, round(len(ids) * dev_share)))
+    test = [i["id"] for i in read_jsonl(QUESTIONS) if i["id"] not in set(dev)]
+    return {"seed": seed, "dev": dev, "test": test + [i["id"] for i in read_jsonl(EASY)],
+            "note": "written by recipes/default_quality.py --make-splits; never re-drawn"}
+
+
+def split_items(name: str) -> list[dict[str, Any]]:
+    if not SPLITS.is_file():
+        raise SystemExit(f"{SPLITS} is missing: run --make-splits once and commit it")
+    ids = json.loads(SPLITS.read_text())[name]
+    pool = {i["id"]: i for i in read_jsonl(QUESTIONS)}
+    pool.update({i["id"]: {**i, "kind": "easy"} for i in read_jsonl(EASY)})
+    return [pool[i] for i in ids]
+
+
+def variant_graph(name: str) -> Any:
+    from aft_sdk import AggregateGraph
+
+    if name == "single":
+        return AggregateGraph(width=1, depth=0)
+    if name not in VARIANTS:
+        raise SystemExit(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}")
+    return AggregateGraph(**VARIANTS[name])
+
+
+def at_defaults(args: argparse.Namespace) -> int:
+    import random
+    import time
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    items = split_items(args.split)
+    if args.reduced:
+        items = [items[round(i * len(items) / 6)] for i in range(6)]
+    elif args.limit:
+        items = items[:args.limit]
+    names = ["single", *args.variants.split(",")]
+    setup = {"split": args.split, "methods": names, "items": len(items),
+             "variants": {n: VARIANTS.get(n) for n in names[1:]}}
+    record = out / "setup.json"
+    if record.is_file() and json.loads(record.read_text()) != setup:
+        raise SystemExit(f"{out} holds a run set up differently ({record}); give another --out")
+    record.write_text(json.dumps(setup, indent=1) + "\n")
+    rows_path = out / "outputs.jsonl"
+    done = {(r["id"], r["method"]) for r in read_jsonl(rows_path)} if rows_path.is_file() else set()
+    graphs = {n: variant_graph(n) for n in names}
+    todo = [i for i in items if any((i["id"], n) not in done for n in names)]
+    with rows_path.open("a", encoding="utf-8") as f:
+        for k, item in enumerate(todo, start=1):
+            order = names[:]
+            random.Random(item["id"]).shuffle(order)  # methods interleaved, order varied
+            for name in order:
+                if (item["id"], name) in done:
+                    continue
+                start = time.perf_counter()
+                result = graphs[name].invoke([{"role": "user", "content": item["question"]}])
+                row = {"id": item["id"], "method": name, "answer": result.answer,
+                       "latency_s": round(time.perf_counter() - start, 3),
+                       "completion_tokens": result.usage.completion_tokens,
+                       "generations": result.usage.generations,
+                       "drafts": result.proposals if result.depth else []}
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+            print(f"[{k}/{len(todo)}] {item['id']}", file=sys.stderr, flush=True)
+    summary = analyse(items, list(read_jsonl(rows_path)), names, args)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.md").write_text(report(summary))
+    length_plot(out, summary)
+    print((out / "summary.md").read_text())
+    return 0
+
+
+def analyse(items: list[dict[str, Any]], rows: list[dict[str, Any]], names: list[str],
+            args: argparse.Namespace) -> dict[str, Any]:
+    """Scores under every scope, lengths, latency and paired differences against one
+    sample; "single (mean of the default's drafts)" reads each default draft as one more
+    sample at the defaults (the drafts are exactly that)."""
+    from statistics import median
+
+    ids = [i["id"] for i in items]
+    got = {(r["id"], r["method"]): r for r in rows if r["id"] in set(ids)}
+    ids = [i for i in ids if all((i, n) in got for n in names)]
+    tasks = {s: KeywordTask([i for i in items if i["id"] in set(ids)], scope=s) for s in SCOPES}
+    item = {i["id"]: i for i in items}
+
+    def score(scope: str, text: str, i: str) -> float:
+        return run_sync(tasks[scope].score(item[i], text)).value
+
+    per: dict[str, dict[str, list[float]]] = {s: {} for s in SCOPES}
+    for s in SCOPES:
+        for n in names:
+            per[s][n] = [score(s, got[(i, n)]["answer"], i) for i in ids]
+        if "default" in names:
+            per[s][DRAFTS] = [sum(score(s, d, i) for d in got[(i, "default")]["drafts"]) /
+                              max(1, len(got[(i, "default")]["drafts"])) for i in ids]
+    rows_by = {n: [got[(i, n)] for i in ids] for n in names}
+    single_latency = median(r["latency_s"] for r in rows_by["single"])
+    methods = {}
+    for n in [*names, *([DRAFTS] if "default" in names else [])]:
+        m: dict[str, Any] = {}
+        for s in SCOPES:
+            low, high = bootstrap_interval(per[s][n])
+            m[s] = {"score": round(sum(per[s][n]) / len(ids), 4), "low": round(low, 4),
+                    "high": round(high, 4)}
+        if n in rows_by:
+            words = [len(r["answer"].split()) for r in rows_by[n]]
+            lat = median(r["latency_s"] for r in rows_by[n])
+            m.update(words_mean=round(sum(words) / len(words), 1), words_median=median(words),
+                     latency_median_s=round(lat, 3), latency_ratio=round(lat / single_latency, 2),
+                     completion_tokens_mean=round(sum(r["completion_tokens"] for r in rows_by[n])
+                                                  / len(ids), 1),
+                     generations_mean=round(sum(r["generations"] for r in rows_by[n]) / len(ids), 2))
+        methods[n] = m
+    comparisons = {s: {f"{n} - {b}": {k: round(v, 4) for k, v in
+                                       paired_difference(per[s][n], per[s][b]).items()}
+                       for n in names[1:] for b in ("single", DRAFTS) if b in per[s]}
+                   for s in SCOPES}
+    kinds = sorted({item[i]["kind"] for i in ids})
+    by_kind = {k: {n: round(sum(v for i, v in zip(ids, per[HEADLINE][n]) if item[i]["kind"] == k)
+                            / sum(item[i]["kind"] == k for i in ids), 3) for n in per[HEADLINE]}
+               for k in kinds}
+    return {"command": "python recipes/default_quality.py " + " ".join(args.argv),
+            "split": args.split, "questions": len(items), "scored": len(ids),
+            "headline_scope": HEADLINE, "settings": "AggregateGraph() and AggregateGraph(width=1, "
+            "depth=0) as shipped: embedded bundled model, unseeded, role-default sampling "
+            f"(drafts up to {PROPOSER_SAMPLING.max_tokens} tokens, aggregation up to "
+            f"{AGGREGATOR_SAMPLING.max_tokens}); variants override only what they name",
+            "variants": {n: VARIANTS[n] for n in names[1:]}, "methods": methods,
+            "comparisons": comparisons, "by_kind": by_kind}
+
+
+DRAFTS = "single (mean of the default's drafts)"
+
+
+def report(s: dict[str, Any]) -> str:
+    head = s["headline_scope"]
+    lines = [f"# The default vs one sample at the defaults ({s['split']} split)\n",
+             f"Command: `{s['command']}`\n", f"{s['scored']} of {s['questions']} questions; "
+             f"{s['settings']}. Headline scorer: keyword in the **{head}** (yes/no by the "
+             "first yes or no in it).\n",
+             "| method | " + " | ".join(SCOPES) + " | words (median) | median latency (x single) | "
+             "calls |", "|---" * (len(SCOPES) + 4) + "|"]
+    for n, m in s["methods"].items():
+        cells = [f"{m[sc]['score']:.3f} [{m[sc]['low']:.2f}, {m[sc]['high']:.2f}]" for sc in SCOPES]
+        extra = (f"{m['words_median']} | {m['latency_median_s']:.2f} s ({m['latency_ratio']:.2f}x) | "
+                 f"{m['generations_mean']:.2f}") if "words_median" in m else " | | 1"
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {extra} |")
+    lines += ["", "Paired differences (mean [95% interval]); `first-words:N` cuts every "
+              "answer to the same N words (the comparison at matched lengths):\n",
+              "| comparison | " + " | ".join(SCOPES) + " |", "|---" * (len(SCOPES) + 1) + "|"]
+    for c in s["comparisons"][head]:
+        lines.append(f"| {c} | " + " | ".join(
+            f"{s['comparisons'][sc][c]['difference']:+.3f} [{s['comparisons'][sc][c]['low']:+.3f}, "
+            f"{s['comparisons'][sc][c]['high']:+.3f}]" for sc in SCOPES) + " |")
+    names = list(next(iter(s["by_kind"].values())))
+    lines += ["", f"By kind ({head}):\n", "| kind | " + " | ".join(names) + " |",
+              "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {k} | " + " | ".join(f"{v[n]:.2f}" for n in names) + " |"
+              for k, v in s["by_kind"].items()]
+    return "\n".join(lines) + "\n\n![score by answer length](by_length.png)\n"
+
+
+def length_plot(out: Path, s: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cuts = [10, 20, 40]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for n, m in s["methods"].items():
+        ax.plot([*cuts, 60], [m[f"first-words:{c}"]["score"] for c in cuts] + [m["answer"]["score"]],
+                marker="o", label=n)
+    ax.set_xticks([*cuts, 60], [*map(str, cuts), "whole"])
+    ax.set_xlabel("words of each answer scored")
+    ax.set_ylabel("keyword score")
+    ax.set_title(f"Score by answer length scored ({s['split']} split, {s['scored']} questions)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "by_length.png", dpi=120)
     plt.close(fig)
 
 

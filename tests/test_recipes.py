@@ -284,9 +284,40 @@ def test_tool_use_reduced(tmp_path: Path, gguf_path) -> None:
 
 
 @pytest.mark.slow
-def test_default_quality_reduced(tmp_path: Path, gguf_path) -> None:
+def test_default_quality_at_the_defaults_reduced(tmp_path: Path, gguf_path) -> None:
     pytest.importorskip("llama_cpp")
-    r = run("default_quality", "--reduced", "--out", str(tmp_path), timeout=900)
+    r = run("default_quality", "--reduced", "--split", "dev", "--out", str(tmp_path), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["split"] == "dev" and s["questions"] == s["scored"] == 6
+    assert list(s["methods"]) == ["single", "default", "single (mean of the default's drafts)"]
+    rows = [json.loads(x) for x in (tmp_path / "outputs.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and {r["method"] for r in rows} == {"single", "default"}
+    for row in rows:  # exactly the defaults: one call for one sample, 3 drafts + 1 for the default
+        assert row["latency_s"] > 0 and row["answer"].strip()
+        assert (row["generations"], len(row["drafts"])) == ((1, 0) if row["method"] == "single" else (4, 3))
+    single = s["methods"]["single"]
+    assert single["latency_ratio"] == 1.0 and single["words_median"] > 0
+    assert set(single) >= {"first-sentence", "answer", "first-words:10", "first-words:40"}
+    for scope, diffs in s["comparisons"].items():
+        for d in diffs.values():
+            assert d["low"] <= d["difference"] <= d["high"], (scope, d)
+    # The headline scope scores less text than the whole answer, never more.
+    by_scope = {sc: s["methods"]["single"][sc]["score"] for sc in ("first-sentence", "answer")}
+    assert by_scope["first-sentence"] <= by_scope["answer"]
+    assert (tmp_path / "by_length.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| default - single |" in (tmp_path / "summary.md").read_text()
+    # Resumed: nothing is generated again; another setup in the same folder is refused.
+    again = run("default_quality", "--reduced", "--split", "dev", "--out", str(tmp_path), timeout=900)
+    assert again.returncode == 0 and len((tmp_path / "outputs.jsonl").read_text().splitlines()) == 12
+    other = run("default_quality", "--reduced", "--split", "test", "--out", str(tmp_path), timeout=900)
+    assert other.returncode != 0 and "set up differently" in other.stderr
+
+
+@pytest.mark.slow
+def test_default_quality_seeded_reduced(tmp_path: Path, gguf_path) -> None:
+    pytest.importorskip("llama_cpp")
+    r = run("default_quality", "--seeded", "--reduced", "--out", str(tmp_path), timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["questions"] == s["scored"] == 8
@@ -306,7 +337,8 @@ def test_default_quality_reduced(tmp_path: Path, gguf_path) -> None:
     assert (tmp_path / "by_kind.png").read_bytes()[:4] == b"\x89PNG"
     assert "| single, mean of 4 samples |" in (tmp_path / "summary.md").read_text()
     # A second run reads every sample back: nothing is generated again.
-    r = run("default_quality", "--reduced", "--out", str(tmp_path), "--fresh-runs", timeout=900)
+    r = run("default_quality", "--seeded", "--reduced", "--out", str(tmp_path), "--fresh-runs",
+            timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     again = json.loads((tmp_path / "summary.json").read_text())
     assert again["shared_samples"]["generated"] == 0

@@ -20,6 +20,7 @@ from aft_sdk.eval.tasks import (
     MultipleChoiceTask,
     PairwiseJudgeTask,
     Score,
+    answer_scope,
     parse_verdict,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "Score",
     "SharedSamples",
     "aevaluate",
+    "answer_scope",
     "answer_score",
     "bootstrap_interval",
     "chain_problems",

@@ -148,14 +148,23 @@ class KeywordTask:
     words comes first in the answer: it scores 1 when that word is one of its keywords
     ("No, because ... yes" answers no).
 
+    A keyword anywhere in a long answer rewards length (a rambling answer names more
+    words); ``scope`` scores only what a reader takes as the answer: ``"first-sentence"``
+    or ``"first-words:N"`` (see :func:`answer_scope`). Yes/no items are decided by their
+    first yes or no either way.
+
     Args:
         items: Dicts with ``id``, ``question`` and ``keywords`` (a non-empty list), and
             optionally ``first_of`` (a list of words that includes the keywords).
+        scope: ``"answer"`` (the whole text, the default), ``"first-sentence"`` or
+            ``"first-words:N"``.
     """
 
     name = "keywords"
 
-    def __init__(self, items: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, items: Sequence[dict[str, Any]], scope: str = "answer") -> None:
+        answer_scope("", scope)  # a bad scope is refused before anything runs
+        self.scope = scope
         self.items, self.bad = _require(items, ("id", "question", "keywords"), self.name)
         for i, item in enumerate(self.items, start=1):
             if not isinstance(item["keywords"], list) or not all(
@@ -192,8 +201,32 @@ class KeywordTask:
         return None  # keywords belong to items; majority voting needs the item
 
     async def score(self, item: dict[str, Any], text: str) -> Score:
-        found = self._found(item, text)
+        found = self._found(item, answer_scope(text, self.scope))
         return Score(float(found is not None), found, {"found": found})
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n\s*\n")
+_LIST_MARK = re.compile(r"^[ \t]*(?:\d+[.)]|[-*+])[ \t]+", re.MULTILINE)
+
+
+def answer_scope(text: str, scope: str) -> str:
+    """The part of ``text`` that ``scope`` scores.
+
+    ``"answer"``: all of it. ``"first-sentence"``: up to the first sentence end (``.``,
+    ``!`` or ``?`` before a space, or a blank line; decimals such as ``3.5`` do not end
+    one), after Markdown marks and list markers are taken out (so a how-to's first step
+    counts, not its bare ``Steps:`` heading). ``"first-words:N"``: the first N whitespace-separated words.
+    """
+    if scope == "answer":
+        return text
+    if scope == "first-sentence":
+        body = _LIST_MARK.sub("", re.sub(r"[*_`#>]+", "", text)).strip()
+        return _SENTENCE_END.split(body, maxsplit=1)[0]
+    if scope.startswith("first-words:") and scope.removeprefix("first-words:").isdigit() \
+            and int(scope.removeprefix("first-words:")) > 0:
+        return " ".join(text.split()[:int(scope.removeprefix("first-words:"))])
+    raise ConfigError(f"keyword scope must be 'answer', 'first-sentence' or 'first-words:N' "
+                      f"(N a positive whole number), got {scope!r}")
 
 
 def _word(text: str, *, escaped: bool = False) -> re.Pattern[str]:

@@ -101,3 +101,47 @@ async def test_first_of_decides_by_the_first_word_and_is_checked() -> None:
     assert (await task.score(item, "It is.")).value == 0
     with pytest.raises(ConfigError, match="'first_of' must be a list of words that includes"):
         KeywordTask([{"id": "a", "question": "q", "keywords": ["maybe"], "first_of": ["yes", "no"]}])
+
+
+async def test_scopes_score_what_a_reader_takes_as_the_answer() -> None:
+    item = {"id": "a", "question": "Largest planet?", "keywords": ["Jupiter"]}
+    ramble = "The largest planet is Saturn. Others say Jupiter, Mars or Venus."
+    whole, first = KeywordTask([item]), KeywordTask([item], scope="first-sentence")
+    assert (await whole.score(item, ramble)).value == 1  # anywhere: length is rewarded
+    assert (await first.score(item, ramble)).value == 0
+    assert (await first.score(item, "**Jupiter**, at 11 Earths wide. Saturn next.")).value == 1
+    words = KeywordTask([item], scope="first-words:4")
+    assert (await words.score(item, "It is surely Jupiter")).value == 1
+    assert (await words.score(item, "It is surely the planet Jupiter")).value == 0
+    yes_no = {"id": "y", "question": "Is ice cold?", "keywords": ["yes"], "first_of": ["yes", "no"]}
+    scoped = KeywordTask([yes_no], scope="first-sentence")
+    assert (await scoped.score(yes_no, "Ice is cold. So yes.")).value == 0  # no verdict up front
+    assert (await scoped.score(yes_no, "Yes. No one finds it warm.")).value == 1
+
+
+def test_answer_scope_finds_the_first_sentence() -> None:
+    from aft_sdk.eval.tasks import answer_scope
+
+    assert answer_scope("It is 3.5 m long. Then more.", "first-sentence") == "It is 3.5 m long."
+    assert answer_scope("Steps:\n1. Heat the pan.\n2. Cook.", "first-sentence") == "Steps:\nHeat the pan."
+    assert answer_scope("No\n\nBecause it is odd.", "first-sentence") == "No"
+    assert answer_scope("Why? Because.", "first-sentence") == "Why?"
+    assert answer_scope("  a b  c d", "first-words:3") == "a b c"
+    assert answer_scope("x", "answer") == "x"
+    for bad in ("first-words:0", "first-words:x", "sentence", ""):
+        with pytest.raises(ConfigError, match="keyword scope must be"):
+            KeywordTask([{"id": "a", "question": "q", "keywords": ["k"]}], scope=bad)
+
+
+def test_quality_splits_are_fixed_disjoint_and_whole() -> None:
+    splits = json.loads((ROOT / "recipes" / "data" / "default_quality_splits.json").read_text())
+    dev, test = set(splits["dev"]), set(splits["test"])
+    quick = {json.loads(x)["id"] for x in (ROOT / "recipes" / "data" / "quickstart_questions.jsonl")
+             .read_text().splitlines()}
+    easy = {json.loads(x)["id"] for x in (ROOT / "recipes" / "data" / "easy_questions.jsonl")
+            .read_text().splitlines()}
+    assert not dev & test and dev | test == quick | easy and easy <= test  # the older 60 kept in test
+    assert len(dev) == len(splits["dev"]) and len(test) == len(splits["test"])
+    # The committed file is what the recipe's seeded draw gives: nothing was re-drawn.
+    recipe = _module(ROOT / "recipes" / "default_quality.py", "default_quality_recipe")
+    assert recipe.make_splits() == splits
