@@ -88,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reduced", action="store_true",
                     help="6 questions (with --seeded: 8 questions, 16-token drafts) (tests)")
     ap.add_argument("--limit", type=int, help="only the first N questions")
+    ap.add_argument("--analyse-only", action="store_true",
+                    help="generate nothing: summarise the questions OUT already holds for every method")
     ap.add_argument("--seeded", action="store_true",
                     help="the earlier study: seeded samples, drafts capped, keyword anywhere")
     ap.add_argument("--max-tokens", type=int, default=128, help="--seeded: cap on every draft")
@@ -272,6 +274,10 @@ HEADLINE = "first-sentence"
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
     "drafts-128": {"proposer_sampling": {"max_tokens": 128}},
+    "drafts-64": {"proposer_sampling": {"max_tokens": 64}},
+    "drafts-48": {"proposer_sampling": {"max_tokens": 48}},
+    "drafts-32": {"proposer_sampling": {"max_tokens": 32}},
+    "drafts-24": {"proposer_sampling": {"max_tokens": 24}},
     "greedy-aggregator": {"aggregator_sampling": {"temperature": 0.0}},
 }
 
@@ -305,8 +311,6 @@ def variant_graph(name: str) -> Any:
 
     if name == "single":
         return AggregateGraph(width=1, depth=0)
-    if name not in VARIANTS:
-        raise SystemExit(f"unknown variant {name!r}: choose from {', '.join(VARIANTS)}")
     return AggregateGraph(**VARIANTS[name])
 
 
@@ -322,6 +326,9 @@ def at_defaults(args: argparse.Namespace) -> int:
     elif args.limit:
         items = items[:args.limit]
     names = ["single", *args.variants.split(",")]
+    unknown = [n for n in names[1:] if n not in VARIANTS]
+    if unknown or len(set(names)) != len(names):
+        raise SystemExit(f"--variants takes distinct names of {', '.join(VARIANTS)}; got {args.variants!r}")
     setup = {"split": args.split, "methods": names, "items": len(items),
              "variants": {n: VARIANTS.get(n) for n in names[1:]}}
     record = out / "setup.json"
@@ -330,8 +337,8 @@ def at_defaults(args: argparse.Namespace) -> int:
     record.write_text(json.dumps(setup, indent=1) + "\n")
     rows_path = out / "outputs.jsonl"
     done = {(r["id"], r["method"]) for r in read_jsonl(rows_path)} if rows_path.is_file() else set()
-    graphs = {n: variant_graph(n) for n in names}
-    todo = [i for i in items if any((i["id"], n) not in done for n in names)]
+    todo = [] if args.analyse_only else [i for i in items if any((i["id"], n) not in done for n in names)]
+    graphs = {n: variant_graph(n) for n in names} if todo else {}
     with rows_path.open("a", encoding="utf-8") as f:
         for k, item in enumerate(todo, start=1):
             order = names[:]
