@@ -19,11 +19,13 @@ each method's answer lengths and median latency. Each default draft is itself on
 sample at the defaults, so "single (mean of the default's drafts)" is a second,
 lower-variance single-sample estimate. 95% bootstrap intervals; paired differences.
 
-    python recipes/default_quality.py --split dev --variants default,drafts-128 \\
-        --out recipes/results/default_quality/dev      # choose here
-    python recipes/default_quality.py --split test --variants default \\
-        --out recipes/results/default_quality/test     # report the choice once
-    python recipes/default_quality.py --reduced --out /tmp/default_quality   # suite
+    # not run in the suite: the development run, about 25 s a question for 8 methods on 2 cores
+    python recipes/default_quality.py --split dev --out recipes/results/default_quality/dev \\
+        --variants default,drafts-128,greedy-aggregator,drafts-64,drafts-48,drafts-32,drafts-24
+    # not run in the suite: the test split, 260 questions, about 40 minutes on 2 cores
+    python recipes/default_quality.py --split test --variants default,drafts-32 \\
+        --out recipes/results/default_quality/test
+    python recipes/default_quality.py --reduced --split dev --out /tmp/dq  # suite: test_default_quality_at_the_defaults_reduced
 
 ``--seeded`` runs the earlier study instead (seeded samples, drafts capped at
 ``--max-tokens``, keyword anywhere; its results are in ``recipes/results/default_quality/
@@ -47,8 +49,10 @@ the defaults read the same samples (a paired comparison with common random numbe
 Keyword scoring (yes/no by the first yes or no); 95% bootstrap intervals; paired
 differences; a per-kind table and a plot.
 
+    # not run in the suite: 319 questions, about an hour on 2 CPU cores
     python recipes/default_quality.py --seeded --out recipes/results/default_quality/seeded_capped_128 \\
         --before-adapter runs/adapter_v1/smollm2-135m-aft.gguf
+    python recipes/default_quality.py --seeded --reduced --out /tmp/dq  # suite: test_default_quality_seeded_reduced
 """
 
 from __future__ import annotations
