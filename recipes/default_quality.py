@@ -13,8 +13,8 @@ written by ``--make-splits`` and committed before any choice.
 
 A keyword anywhere in an answer rewards length, so the headline scores the keyword in
 the answer's **first sentence** (what a reader takes as the answer; yes/no by the first
-yes or no in it); the whole answer and the first 10, 20 and 40 words (every method cut
-to the same length: the comparison at matched lengths) are reported beside it, with
+yes or no in it); the whole answer and the first 10, 20 and 40 words (every answer cut
+to at most that many words: a comparison at capped lengths) are reported beside it, with
 each method's answer lengths and median latency. Each default draft is itself one
 sample at the defaults, so "single (mean of the default's drafts)" is a second,
 lower-variance single-sample estimate. 95% bootstrap intervals; paired differences.
@@ -71,7 +71,7 @@ from aft_sdk.config import AGGREGATOR_SAMPLING, PROPOSER_SAMPLING, GraphConfig
 from aft_sdk.eval import (KeywordTask, Method, SharedSamples, evaluate, format_table,
                           paired_difference, run_path)
 from aft_sdk.eval.stats import bootstrap_interval
-from aft_sdk.jsonl import read_jsonl
+from aft_sdk.jsonl import append_jsonl, read_jsonl, repair_tail
 from aft_sdk.timing import Stages
 
 ROOT = Path(__file__).parent.parent
@@ -340,26 +340,26 @@ def at_defaults(args: argparse.Namespace) -> int:
         raise SystemExit(f"{out} holds a run set up differently ({record}); give another --out")
     record.write_text(json.dumps(setup, indent=1) + "\n")
     rows_path = out / "outputs.jsonl"
+    repair_tail(rows_path)  # a run killed mid-write leaves a torn last line
     done = {(r["id"], r["method"]) for r in read_jsonl(rows_path)} if rows_path.is_file() else set()
     todo = [] if args.analyse_only else [i for i in items if any((i["id"], n) not in done for n in names)]
+    random.Random(args.split).shuffle(todo)  # kinds mixed: a run stopped early is not one kind
     graphs = {n: variant_graph(n) for n in names} if todo else {}
-    with rows_path.open("a", encoding="utf-8") as f:
-        for k, item in enumerate(todo, start=1):
-            order = names[:]
-            random.Random(item["id"]).shuffle(order)  # methods interleaved, order varied
-            for name in order:
-                if (item["id"], name) in done:
-                    continue
-                start = time.perf_counter()
-                result = graphs[name].invoke([{"role": "user", "content": item["question"]}])
-                row = {"id": item["id"], "method": name, "answer": result.answer,
-                       "latency_s": round(time.perf_counter() - start, 3),
-                       "completion_tokens": result.usage.completion_tokens,
-                       "generations": result.usage.generations,
-                       "drafts": result.proposals if result.depth else []}
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-            print(f"[{k}/{len(todo)}] {item['id']}", file=sys.stderr, flush=True)
+    for k, item in enumerate(todo, start=1):
+        order = names[:]
+        random.Random(item["id"]).shuffle(order)  # methods interleaved, order varied
+        for name in order:
+            if (item["id"], name) in done:
+                continue
+            start = time.perf_counter()
+            result = graphs[name].invoke([{"role": "user", "content": item["question"]}])
+            row = {"id": item["id"], "method": name, "answer": result.answer,
+                   "latency_s": round(time.perf_counter() - start, 3),
+                   "completion_tokens": result.usage.completion_tokens,
+                   "generations": result.usage.generations,
+                   "drafts": result.proposals if result.depth else []}
+            append_jsonl(rows_path, row)
+        print(f"[{k}/{len(todo)}] {item['id']}", file=sys.stderr, flush=True)
     summary = analyse(items, list(read_jsonl(rows_path)), names, args)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.md").write_text(report(summary))
@@ -444,7 +444,7 @@ def report(s: dict[str, Any]) -> str:
                  f"{m['generations_mean']:.2f}") if "words_median" in m else " | | 1"
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {extra} |")
     lines += ["", "Paired differences (mean [95% interval]); `first-words:N` cuts every "
-              "answer to the same N words (the comparison at matched lengths):\n",
+              "answer to at most N words (a comparison at capped lengths):\n",
               "| comparison | " + " | ".join(SCOPES) + " |", "|---" * (len(SCOPES) + 1) + "|"]
     for c in s["comparisons"][head]:
         lines.append(f"| {c} | " + " | ".join(

@@ -205,8 +205,9 @@ class KeywordTask:
         return Score(float(found is not None), found, {"found": found})
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n\s*\n")
-_LIST_MARK = re.compile(r"^[ \t]*(?:\d+[.)]|[-*+])[ \t]+", re.MULTILINE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|(?<!:)\n\s*\n")
+_BULLET = re.compile(r"^[ \t]*[-*+][ \t]+", re.MULTILINE)
+_NUMBERED = re.compile(r"^[ \t]*\d+[.)][ \t]+", re.MULTILINE)
 
 
 def answer_scope(text: str, scope: str) -> str:
@@ -214,13 +215,18 @@ def answer_scope(text: str, scope: str) -> str:
 
     ``"answer"``: all of it. ``"first-sentence"``: up to the first sentence end (``.``,
     ``!`` or ``?`` before a space, or a blank line; decimals such as ``3.5`` do not end
-    one), after Markdown marks and list markers are taken out (so a how-to's first step
-    counts, not its bare ``Steps:`` heading). ``"first-words:N"``: the first N whitespace-separated words.
+    one; a blank line after a colon does not either), after Markdown marks and list
+    markers are taken out (so a how-to's first step counts with its ``Steps:`` heading;
+    a leading number is a marker only in a list of two or more numbered lines, so
+    ``"15. That is the sum."`` keeps its 15). ``"first-words:N"``: the first N whitespace-separated words.
     """
     if scope == "answer":
         return text
     if scope == "first-sentence":
-        body = _LIST_MARK.sub("", re.sub(r"[*_`#>]+", "", text)).strip()
+        body = _BULLET.sub("", re.sub(r"[*_`#>]+", "", text))
+        if len(_NUMBERED.findall(body)) >= 2:
+            body = _NUMBERED.sub("", body)
+        body = body.strip()
         return _SENTENCE_END.split(body, maxsplit=1)[0]
     if scope.startswith("first-words:") and scope.removeprefix("first-words:").isdigit() \
             and int(scope.removeprefix("first-words:")) > 0:

@@ -125,6 +125,10 @@ def test_answer_scope_finds_the_first_sentence() -> None:
     assert answer_scope("It is 3.5 m long. Then more.", "first-sentence") == "It is 3.5 m long."
     assert answer_scope("Steps:\n1. Heat the pan.\n2. Cook.", "first-sentence") == "Steps:\nHeat the pan."
     assert answer_scope("No\n\nBecause it is odd.", "first-sentence") == "No"
+    # A heading and a blank line before the list: the first step is still read.
+    assert answer_scope("Try this:\n\n1. Set an alarm.\n2. Sleep.", "first-sentence") \
+        == "Try this:\n\nSet an alarm."
+    assert answer_scope("15. That is the sum.", "first-sentence") == "15."  # not a list marker
     assert answer_scope("Why? Because.", "first-sentence") == "Why?"
     assert answer_scope("  a b  c d", "first-words:3") == "a b c"
     assert answer_scope("x", "answer") == "x"
