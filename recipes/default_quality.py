@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import shutil
 import sys
 from collections import defaultdict
@@ -289,14 +290,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def make_splits(seed: int = 34, dev_share: float = 0.375) -> dict[str, Any]:
     """Development and test ids, fixed once (seeded, stratified by kind) and committed
     before any setting is chosen; the test split also keeps the 60 older easy questions."""
-    import random
-
     rng = random.Random(seed)
+    questions = list(read_jsonl(QUESTIONS))
     by_kind: dict[str, list[str]] = defaultdict(list)
-    for item in read_jsonl(QUESTIONS):
+    for item in questions:
         by_kind[item["kind"]].append(item["id"])
     dev = sorted(i for ids in by_kind.values() for i in rng.sample(ids, round(len(ids) * dev_share)))
-    test = [i["id"] for i in read_jsonl(QUESTIONS) if i["id"] not in set(dev)]
+    test = [i["id"] for i in questions if i["id"] not in set(dev)]
     return {"seed": seed, "dev": dev, "test": test + [i["id"] for i in read_jsonl(EASY)],
             "note": "written by recipes/default_quality.py --make-splits; never re-drawn"}
 
@@ -319,7 +319,6 @@ def variant_graph(name: str) -> Any:
 
 
 def at_defaults(args: argparse.Namespace) -> int:
-    import random
     import time
 
     out = Path(args.out)
@@ -375,11 +374,10 @@ def analyse(items: list[dict[str, Any]], rows: list[dict[str, Any]], names: list
     sample at the defaults (the drafts are exactly that)."""
     from statistics import median
 
-    ids = [i["id"] for i in items]
-    got = {(r["id"], r["method"]): r for r in rows if r["id"] in set(ids)}
-    ids = [i for i in ids if all((i, n) in got for n in names)]
-    tasks = {s: KeywordTask([i for i in items if i["id"] in set(ids)], scope=s) for s in SCOPES}
     item = {i["id"]: i for i in items}
+    got = {(r["id"], r["method"]): r for r in rows if r["id"] in item}
+    ids = [i for i in item if all((i, n) in got for n in names)]
+    tasks = {s: KeywordTask([item[i] for i in ids], scope=s) for s in SCOPES}
 
     def score(scope: str, text: str, i: str) -> float:
         return run_sync(tasks[scope].score(item[i], text)).value

@@ -228,9 +228,9 @@ def answer_scope(text: str, scope: str) -> str:
             body = _NUMBERED.sub("", body)
         body = body.strip()
         return _SENTENCE_END.split(body, maxsplit=1)[0]
-    if scope.startswith("first-words:") and scope.removeprefix("first-words:").isdigit() \
-            and int(scope.removeprefix("first-words:")) > 0:
-        return " ".join(text.split()[:int(scope.removeprefix("first-words:"))])
+    words = scope.removeprefix("first-words:")
+    if words != scope and words.isdigit() and int(words) > 0:
+        return " ".join(text.split()[:int(words)])
     raise ConfigError(f"keyword scope must be 'answer', 'first-sentence' or 'first-words:N' "
                       f"(N a positive whole number), got {scope!r}")
 
